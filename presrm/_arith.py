@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from sympy import Integer, Rational
 
@@ -90,8 +91,7 @@ SCALES = {"cent": Rational(1, 100), "cents": Rational(1, 100), "thousand": Integ
 _NUM_PARTS_RE = re.compile(r"(?:[$€£¥]|\\\$)?[ ]?([0-9,]*)(?:\.([0-9]+))?")
 
 
-@dataclass(frozen=True)
-class Token:
+class Token(NamedTuple):
     """One lexical token: ``kind`` is a group name of the tokenizer, ``sym`` a normalized operator."""
 
     kind: str
@@ -371,8 +371,13 @@ def rounding_match(value: Rational, literal: Literal, *, approx: bool = False) -
     return None
 
 
+def exact(value: Rational) -> str:
+    """The exact value as sympy prints it (``9``, ``-10/3``), without going through its printer."""
+    return str(value.p) if value.q == 1 else f"{value.p}/{value.q}"
+
+
 def show(value: Rational) -> str:
     """A value for a reason string: the exact rational, plus a decimal if it is not an integer."""
     if value.q == 1:
-        return str(value)
-    return f"{value} (≈{float(value):.6g})"
+        return exact(value)
+    return f"{exact(value)} (≈{float(value):.6g})"

@@ -25,6 +25,7 @@ from presrm._arith import (
     Token,
     Unverifiable,
     as_literal,
+    exact,
     rounding_match,
     show,
     tokenize,
@@ -32,6 +33,7 @@ from presrm._arith import (
 from presrm.schema import Claim
 
 _ANNOTATION_RE = re.compile(r"<<([^<>]{0,400})>>")
+_HAS_EQUALS = re.compile(r"=|≈|\\approx")
 _OPERAND_KINDS = ("num", "pct", "rp", "scale")
 _OPERAND_START = ("num", "lp", "frac")
 _WORD_OPS = {"x": "*", "times": "*", "of": "*", "plus": "+", "minus": "-"}
@@ -363,7 +365,7 @@ def check_link(src: str, lhs: list[Token], rhs: list[Token], approx: bool, limit
     except DivisionByZero as exc:
         return Claim(text, lhs_text, rhs_text, None, False, str(exc))
     ok, why = _compare(lv, rv, lhs, rhs, approx, limits)
-    return Claim(text, lhs_text, rhs_text, str(lv), ok, why)
+    return Claim(text, lhs_text, rhs_text, exact(lv), ok, why)
 
 
 def _readings(lhs: list[Token], rhs: list[Token]) -> list[tuple[list[Token], list[Token], str]]:
@@ -400,7 +402,9 @@ def claims_in(src: str, limits: Limits, deadline: float, *, annotation: bool = F
     ``annotation``: ``src`` is the inside of a calculator annotation, so there is
     no prose around it: a leading sign is fine and ``12=12`` is a claim too.
     """
-    claims = []
+    claims: list[Claim] = []
+    if not _HAS_EQUALS.search(src):
+        return claims
     for run in find_runs(tokenize(src), deadline):
         sides = _split_eq(run.tokens)
         eqs = [t for t in run.tokens if t.kind == "eq"]
