@@ -1,0 +1,29 @@
+"""presrm: process-based self-rewarding language models for math reasoning.
+
+The public API, one module per pipeline stage:
+
+- ``presrm.verify``: ``extract_answer``, ``answers_match``, ``check_step``, ``check_solution``
+- ``presrm.steps``: ``segment``, ``step_body``, ``format_steps``, ``gold_to_steps``
+- ``presrm.rewards``: ``aggregate`` and the aggregators
+- ``presrm.judge``, ``presrm.search``, ``presrm.train``, ``presrm.evaluate``, ``presrm.loop``
+  (these import torch; import them explicitly)
+"""
+
+from presrm.rewards import aggregate
+from presrm.steps import format_steps, gold_to_steps, segment, step_body
+from presrm.verify import answers_match, check_solution, check_step, extract_answer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "aggregate",
+    "answers_match",
+    "check_solution",
+    "check_step",
+    "extract_answer",
+    "format_steps",
+    "gold_to_steps",
+    "segment",
+    "step_body",
+    "__version__",
+]

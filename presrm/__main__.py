@@ -1,0 +1,5 @@
+import sys
+
+from presrm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,150 @@
+"""The ``presrm`` command line: a thin shell over the library.
+
+Heavy imports (torch, transformers, trl) happen inside each command, so
+``presrm --help`` is instant. Errors a user can fix print one message and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from presrm.errors import PresrmError
+
+log = logging.getLogger("presrm")
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _acc_line(summary: dict) -> str:
+    s, f = summary["strict"], summary["flexible"]
+    return (f"strict {_pct(s['accuracy'])} [{_pct(s['ci95'][0])}, {_pct(s['ci95'][1])}], "
+            f"flexible {_pct(f['accuracy'])} ({s['correct']}/{summary['n']} strict)")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from presrm.config import load_config
+    from presrm.loop import run
+
+    cfg = load_config(args.config, args.overrides)
+    summary = run(cfg, resume=args.resume)
+    print(f"\nRun directory: {summary['run_dir']}")
+    if "before" in summary:
+        print(f"Accuracy before (M0): {_acc_line(summary['before'])}")
+    for it in summary["iterations"]:
+        print(f"Iteration {it['iteration']}: trained on {it['pairs']} step pairs "
+              f"({it['train']['optimizer_steps']} DPO steps, loss {it['train']['first_loss']:.4f} -> "
+              f"{it['train']['last_loss']:.4f})")
+        if "eval" in it:
+            print(f"Accuracy after iteration {it['iteration']} (M{it['iteration'] + 1}): {_acc_line(it['eval'])}")
+    print(f"Report: {summary['report']}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from presrm.data import load_problems, load_task
+    from presrm.evaluate import evaluate, write_eval
+    from presrm.judge import make_judge
+    from presrm.models import load_model
+    from presrm.report import write_report
+
+    task = load_task(args.task, args.tasks_dir)
+    problems = load_problems(task, limit=args.limit, data_file=args.data_file)
+    model, tok = load_model(args.model, device=args.device)
+    if args.adapter:
+        from presrm.train import load_with_adapter
+
+        model = load_with_adapter(model, args.adapter)
+    judge = make_judge("pointwise", model, tok) if args.judge_steps else None
+    summary, records = evaluate(model, tok, task, problems, max_new_tokens=args.max_new_tokens,
+                                batch_size=args.batch_size, judge=judge, label="eval")
+    summary.update({"model": args.model, "adapter": args.adapter})
+    write_eval(args.output_dir, summary, records)
+    report = write_report(args.output_dir)
+    print(f"Accuracy on {summary['n']} {task.name} problems: {_acc_line(summary)}")
+    print(f"Results: {Path(args.output_dir) / 'results.json'}  Report: {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from presrm.report import write_report
+
+    print(write_report(args.run_dir))
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from presrm.verify import verify_file
+
+    counts = verify_file(args.file, args.output, completion_key=args.completion_key, gold_key=args.gold_key)
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()))
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="presrm",
+        description="Process-based self-rewarding for math reasoning: the model writes step-by-step "
+                    "solutions, judges its own steps, and trains on step-level preference pairs (DPO).")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="run self-rewarding iterations from a YAML recipe",
+                       description="Run a recipe: evaluate M0, then per iteration step search -> pairs -> "
+                                   "step-DPO -> evaluate. Overrides are KEY=VALUE, e.g. search.k=4 iterations=2.")
+    t.add_argument("--config", required=True, help="recipe YAML (see configs/)")
+    t.add_argument("--resume", action="store_true", help="continue an existing run directory, skipping done stages")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. search.k=4")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="GSM8K-style accuracy of a model",
+                       description="Greedy-decode a task's problems and report strict and flexible accuracy.")
+    e.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
+    e.add_argument("--adapter", help="a LoRA adapter folder to apply (e.g. runs/x/iter_0/adapter)")
+    e.add_argument("--task", default="gsm8k", help="task name in tasks/ or a task YAML path")
+    e.add_argument("--tasks-dir", help="folder of task YAMLs")
+    e.add_argument("--data-file", help="override the task's data file (JSONL)")
+    e.add_argument("--limit", type=int, help="first N problems")
+    e.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--max-new-tokens", type=int, default=320)
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--no-judge-steps", dest="judge_steps", action="store_false",
+                   help="skip scoring each step with the model's own judge")
+    e.set_defaults(func=cmd_eval)
+
+    r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")
+    r.add_argument("run_dir")
+    r.set_defaults(func=cmd_report)
+
+    v = sub.add_parser("verify", help="check completions against gold answers and step arithmetic")
+    v.add_argument("file", help="JSONL with one completion and gold answer per line")
+    v.add_argument("--output", required=True, help="JSONL with per-step verdicts")
+    v.add_argument("--completion-key", default="completion")
+    v.add_argument("--gold-key", default="answer")
+    v.set_defaults(func=cmd_verify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("httpx", "huggingface_hub", "datasets", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return args.func(args)
+    except PresrmError as e:
+        print(f"presrm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("presrm: interrupted; rerun with --resume to continue", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""Run recipes: YAML files loaded onto typed dataclasses.
+
+A recipe has top-level keys (``model``, ``seed`` ...) and one section per
+stage (``search``, ``judge``, ``train``, ``eval``). Unknown keys are errors
+that name the key and the file; ``key.sub=value`` overrides from the command
+line are applied after the file and type-checked the same way.
+
+>>> cfg = load_config(None, ["search.k=2", "iterations=1"])
+>>> cfg.search.k, cfg.iterations
+(2, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from presrm.errors import ConfigError
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class SearchConfig:
+    """Step search: sample K candidate next steps, judge them, keep best/worst as a pair."""
+
+    task: str = _f("gsm8k_train", "Task (name in tasks/ or path to a task YAML) whose problems are searched.")
+    data_file: str | None = _f(None, "Override the task's data file (local JSONL).")
+    num_problems: int = _f(8, "Number of problems to run step search on per iteration.")
+    offset: int = _f(0, "Skip this many problems of the task first (later iterations move on).")
+    k: int = _f(4, "Candidate next steps sampled at each step.")
+    temperature: float = _f(0.7, "Sampling temperature for candidates.")
+    top_p: float = _f(0.95, "Nucleus sampling for candidates.")
+    max_steps: int = _f(8, "Cap on steps per problem.")
+    max_step_tokens: int = _f(96, "Cap on new tokens per candidate step.")
+    batch_size: int = _f(32, "Sequences generated per forward batch.")
+    min_margin: float = _f(0.0, "Keep a pair only if chosen score - rejected score exceeds this.")
+    verifier_filter: bool = _f(True, "Drop a pair whose chosen step has verifiably wrong arithmetic.")
+
+
+@dataclass
+class JudgeConfig:
+    """The self-judge: the policy model scores its own steps."""
+
+    mode: str = _f("pointwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct).")
+    template: str | None = _f(None, "Path to a Jinja template overriding the built-in judge prompt.")
+    batch_size: int = _f(16, "Judge prompts per forward pass.")
+    aggregate: str = _f("min", "How step scores become a process reward: min, mean, prod, last, gmean.")
+
+
+@dataclass
+class TrainConfig:
+    """Step-level DPO with a LoRA adapter (TRL DPOTrainer + peft)."""
+
+    learning_rate: float = _f(5e-5, "Learning rate (LoRA wants far more than DPOConfig's 1e-6 default).")
+    beta: float = _f(0.1, "DPO beta.")
+    loss_type: str = _f("sigmoid", "DPO loss type (see TRL's DPOConfig).")
+    epochs: float = _f(1.0, "Epochs over the pairs.")
+    max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = _f(4, "Pairs per device batch.")
+    grad_accum: int = _f(1, "Gradient accumulation steps.")
+    max_length: int = _f(512, "Truncate prompt+step to this many tokens.")
+    lora_r: int = _f(16, "LoRA rank.")
+    lora_alpha: int = _f(32, "LoRA alpha.")
+    lora_dropout: float = _f(0.0, "LoRA dropout.")
+    target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Modules LoRA adapts.")
+    precision: str = _f("auto", "'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', or 'bf16'.")
+    gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+
+
+@dataclass
+class EvalConfig:
+    """GSM8K-style accuracy before and after training."""
+
+    task: str = _f("gsm8k", "Task (name in tasks/ or path to a task YAML).")
+    data_file: str | None = _f(None, "Override the task's data file (local JSONL).")
+    limit: int | None = _f(50, "Evaluate the first N problems (null: all).")
+    max_new_tokens: int = _f(320, "Cap on generated tokens per solution.")
+    batch_size: int = _f(16, "Solutions generated per batch.")
+    judge_steps: bool = _f(True, "Score each step of each solution with the self-judge (for reports).")
+    before: bool = _f(True, "Evaluate the model before training.")
+    after: bool = _f(True, "Evaluate the model after each iteration.")
+
+
+@dataclass
+class RunConfig:
+    """A whole self-rewarding run."""
+
+    name: str = _f("run", "Run name; the run directory is output_dir/name.")
+    output_dir: str = _f("runs", "Where run directories are created.")
+    model: str = _f("embedded", "Hub id, local HF directory, .gguf file, or 'embedded' (SmolLM2-135M-Instruct).")
+    device: str = _f("auto", "'auto', 'cpu' or 'cuda'.")
+    seed: int = _f(0, "Random seed for sampling and training.")
+    iterations: int = _f(1, "Self-rewarding iterations (M_k -> M_k+1).")
+    tasks_dir: str | None = _f(None, "Folder of task YAMLs (default: the repo's tasks/).")
+    search: SearchConfig = field(default_factory=SearchConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against annotation ``tp`` (int, float, str, bool, list, X | None)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif tp is list or origin is list:
+        if isinstance(value, list):
+            return value
+    else:  # pragma: no cover - every field uses one of the types above
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        where = f"{source}: key '{prefix}{key}'"
+        if key not in names:
+            close = ", ".join(sorted(names))
+            raise ConfigError(f"{where} is not a known setting (known here: {close})")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: expected a mapping of {tp.__name__} settings")
+            kwargs[key] = _build(tp, value, f"{prefix}{key}.", source)
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = base
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{dotted}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=x"]`` into a nested dict; values are parsed as YAML scalars."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. search.k=4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+        _merge(out, key.strip().lstrip("-"), value)
+    return out
+
+
+def _deep_update(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_update(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a recipe file (or the defaults when ``path`` is None) and apply overrides."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: invalid YAML ({e})") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+        data = loaded or {}
+    cfg = _build(RunConfig, data, "", source)
+    if overrides:
+        merged = _deep_update(dataclasses.asdict(cfg), parse_overrides(overrides))
+        cfg = _build(RunConfig, merged, "", "command line")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks that the types alone do not catch."""
+    checks = [
+        (cfg.iterations >= 1, "iterations must be >= 1"),
+        (cfg.search.k >= 2, "search.k must be >= 2 (a pair needs two candidates)"),
+        (cfg.search.num_problems >= 1, "search.num_problems must be >= 1"),
+        (cfg.search.max_steps >= 1, "search.max_steps must be >= 1"),
+        (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
+        (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
+        (cfg.judge.mode in {"pointwise"}, f"judge.mode {cfg.judge.mode!r} is not one of: pointwise"),
+        (cfg.train.precision in {"auto", "fp32", "bf16"}, "train.precision must be auto, fp32 or bf16"),
+        (cfg.device in {"auto", "cpu", "cuda"}, "device must be auto, cpu or cuda"),
+        (cfg.eval.limit is None or cfg.eval.limit >= 1, "eval.limit must be >= 1 or null"),
+    ]
+    from presrm.rewards import AGGREGATORS
+
+    checks.append((cfg.judge.aggregate in AGGREGATORS, f"judge.aggregate must be one of {sorted(AGGREGATORS)}"))
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -1,0 +1,23 @@
+"""Exception types a user can act on. The CLI turns each into one message and exit code 2."""
+
+from __future__ import annotations
+
+
+class PresrmError(Exception):
+    """Base class: something the user can fix (a path, a key, an install)."""
+
+
+class ConfigError(PresrmError, ValueError):
+    """A recipe or override is invalid; the message names the key (and file)."""
+
+
+class DataError(PresrmError, ValueError):
+    """A data file or dataset is unusable; the message names the file and line."""
+
+
+class ModelLoadError(PresrmError):
+    """A model could not be found or loaded; the message says what to install or pass."""
+
+
+class RunStateError(PresrmError):
+    """A run directory is inconsistent with the requested run (e.g. another config)."""

@@ -1,0 +1,93 @@
+"""Batched generation from the policy model (Hugging Face ``generate``).
+
+Prompts are sorted by length so each batch pads little, generation stops on
+the task's stop strings, and the text is cut at the first stop string (the
+model may run past it inside a batch). Seeds are set per batch, so the same
+seed and batch layout give the same samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import jinja2
+import torch
+from tqdm.auto import tqdm
+
+from presrm.data import Task
+
+log = logging.getLogger(__name__)
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+def render_chat(tok, user: str, assistant_prefix: str = "") -> str:
+    """The exact text the model sees: the chat template when the tokenizer has one, then a prefix."""
+    if getattr(tok, "chat_template", None):
+        text = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
+                                       add_generation_prompt=True)
+    else:
+        text = user + "\n\n"
+    return text + assistant_prefix
+
+
+def policy_prompt(tok, task: Task, question: str, prefix: str | None = None) -> str:
+    """Prompt for solving ``question``; ``prefix`` (default: the task's response prefix) starts the answer."""
+    user = _JINJA.from_string(task.prompt).render(question=question)
+    return render_chat(tok, user, task.response_prefix if prefix is None else prefix)
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; return the text and whether a stop was found."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+@torch.inference_mode()
+def generate(
+    model,
+    tok,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    stop: Sequence[str] = (),
+    num_return_sequences: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    desc: str | None = None,
+) -> list[list[str]]:
+    """Generate ``num_return_sequences`` continuations for each prompt.
+
+    Greedy when ``temperature == 0``. Returns one list of strings per prompt,
+    in the order of ``prompts``; each string is cut at the first stop string.
+    """
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    per_batch = max(1, batch_size // num_return_sequences)
+    results: list[list[str]] = [[] for _ in prompts]
+    sampling = temperature > 0
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, do_sample=sampling, pad_token_id=tok.pad_token_id,
+                      num_return_sequences=num_return_sequences)
+    if sampling:
+        gen_kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+    else:
+        gen_kwargs.update(temperature=None, top_p=None, top_k=None)
+    stop = [s for s in stop if s]
+    if stop:
+        gen_kwargs.update(stop_strings=list(stop), tokenizer=tok)
+    bar = tqdm(total=len(prompts), desc=desc or "generate", unit="prompt", disable=desc is None, leave=False)
+    for b, start in enumerate(range(0, len(order), per_batch)):
+        idx = order[start:start + per_batch]
+        enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(model.device)
+        torch.manual_seed(seed + b)
+        out = model.generate(**enc, **gen_kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        for j, i in enumerate(idx):
+            chunk = texts[j * num_return_sequences:(j + 1) * num_return_sequences]
+            results[i] = [cut_at_stop(t, stop)[0] for t in chunk]
+        bar.update(len(idx))
+    bar.close()
+    return results

@@ -1,0 +1,86 @@
+"""Atomic JSON/JSONL writing and strict JSONL reading.
+
+Every file a run writes goes through ``write_json``/``write_jsonl``: the data
+lands in a temporary file in the same folder and is renamed into place, so a
+crash never leaves a half-written file that a resumed run would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from presrm.errors import DataError
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    _atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
+    """Write one JSON object per line, atomically; returns the number of records."""
+    lines = [json.dumps(r.to_dict() if hasattr(r, "to_dict") else r, ensure_ascii=False) for r in records]
+    _atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    return len(lines)
+
+
+def iter_jsonl(path: str | os.PathLike, *, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, record)`` from a JSONL file, skipping blank lines.
+
+    Raises DataError naming the file and line for invalid JSON, a non-object
+    line, or a missing required key.
+    """
+    required = tuple(required)
+    p = Path(path)
+    try:
+        f = p.open(encoding="utf-8")
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    with f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from e
+            if not isinstance(rec, dict):
+                raise DataError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
+            missing = [k for k in required if k not in rec]
+            if missing:
+                raise DataError(f"{p}:{n}: missing key {missing[0]!r} (keys present: {sorted(rec)})")
+            yield n, rec
+
+
+def read_jsonl(path: str | os.PathLike, *, required: Iterable[str] = ()) -> list[dict]:
+    """Read a whole JSONL file (see ``iter_jsonl``)."""
+    return [rec for _, rec in iter_jsonl(path, required=required)]
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    except json.JSONDecodeError as e:
+        raise DataError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from e
