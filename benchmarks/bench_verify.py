@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from presrm.verify import answers_match, check_step, extract_answer
+from presrm.verify import answers_match, check_step, extract_answer  # noqa: E402 - after the path set-up
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 PERTURBATIONS = ("plus_one", "times_ten", "digit")
@@ -72,7 +72,9 @@ def annotations(records: list[dict]) -> dict:
         if check.verdict != "correct":
             exceptions.append((line, check.reason))
     alone = Counter(check_step(m.group(0)).verdict for line in lines for m in ANNOTATION.finditer(line))
-    return {"lines": len(lines), "verdicts": verdicts, "alone": alone, "exceptions": exceptions}
+    prose = Counter(check_step(ANNOTATION.sub("", line)).verdict for line in lines)
+    return {"lines": len(lines), "verdicts": verdicts, "alone": alone, "prose": prose,
+            "exceptions": exceptions}
 
 
 def _perturbed_value(result: str, kind: str, rng: random.Random) -> str:
@@ -137,7 +139,8 @@ def _variants(gold: str) -> list[tuple[str, str, bool]]:
         ("$\\boxed{}$", f"$\\boxed{{{plain}}}$", True), ("N dollars", f"{plain} dollars", True),
         ("\\$N", f"\\${plain}", True), ("N\\text{ units}", f"{plain}\\text{{ apples}}", True),
         ("$N$", f"${plain}$", True), ("N.", f"{plain}.", True), ("N apples.", f"{plain} apples.", True),
-        ("sci 1.5e3", f"{value / 10:.{len(plain)}g}e1", True), ("\\frac{2N}{2}", f"\\frac{{{2 * value}}}{{2}}", True),
+        ("sci 1.5e3", f"{value / 10:.{len(plain)}g}e1", True),
+        ("\\frac{2N}{2}", f"\\frac{{{2 * value}}}{{2}}", True),
         ("wrong: +1", str(value + 1), False), ("wrong: x10", str(value * 10), False),
         ("wrong: negated", str(-value) if value else "-1", False), ("wrong: +0.5", f"{plain}.5", False),
     ]
@@ -199,8 +202,9 @@ def _flag_table(counts: Counter) -> list[str]:
 
 
 def render(res: dict) -> str:
-    ext, ann, per, mv, spd = res["extraction"], res["annotations"], res["perturbation"], res["mv"], res["speed"]
-    alone_total = sum(ann["alone"].values())
+    ext, ann, per = res["extraction"], res["annotations"], res["perturbation"]
+    mv, spd = res["mv"], res["speed"]
+    alone, prose = ann["alone"], ann["prose"]
     lines = [
         "## verify (`presrm.verify`)", "",
         f"GSM8K train + test gold solutions ({ext['total']:,}), read from the shared data directory.", "",
@@ -208,7 +212,9 @@ def render(res: dict) -> str:
         f"| `extract_answer` returns the `####` value | {_pct(ext['hits'], ext['total'])} | 100% |",
         (f"| gold lines with calculator annotations judged `correct` | "
         f"{_pct(ann['verdicts']['correct'], ann['lines'])} | ≥ 99.5% |"),
-        f"| each annotation `<<a=b>>` alone judged `correct` | {_pct(ann['alone']['correct'], alone_total)} | |",
+        f"| each annotation `<<a=b>>` alone judged `correct` | {_pct(alone['correct'], alone.total())} | |",
+        (f"| same lines, annotations stripped: `correct` / `incorrect` | "
+         f"{_pct(prose['correct'], ann['lines'])} / {_pct(prose['incorrect'], ann['lines'])} | |"),
         (f"| perturbed annotated steps flagged `incorrect` | "
         f"{_pct(sum(v for (_, ok), v in per['kept'].items() if ok), sum(per['kept'].values()))} | ≥ 99% |"),
         (f"| same, annotations stripped (prose arithmetic only) | "
@@ -219,7 +225,7 @@ def render(res: dict) -> str:
         f"| `check_step` calls/s (gold lines) | {spd['check_step']:,.0f} | ≥ 5,000 |",
         f"| `check_step` calls/s (gold lines, annotations stripped) | {spd['check_step_prose']:,.0f} | |",
         f"| `extract_answer` calls/s (gold lines) | {spd['extract_answer']:,.0f} | |",
-        "", "Perturbation (one annotated result per line, seed 0; the visible copy after `>>` changed too):", "",
+        "", "Perturbation (one annotated result per line, seed 0; the visible copy after `>>` too):", "",
         *_flag_table(per["kept"]), "",
         (f"math-verify agreement: {mv['golds']:,} sampled gold answers × 18 predictions (14 reformatted, "
         "4 wrong); disagreements by prediction format (example: pred, gold, ours, math-verify):"), "",
@@ -241,7 +247,8 @@ def run(data_dir: Path, mv_sample: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", help="GSM8K directory with train.jsonl and test.jsonl")
-    parser.add_argument("--mv-sample", type=int, default=1000, help="gold answers for the math-verify comparison")
+    parser.add_argument("--mv-sample", type=int, default=1000,
+                        help="gold answers for the math-verify comparison")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
     data_dir = gsm8k_dir(args.data)

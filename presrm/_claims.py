@@ -38,13 +38,18 @@ _OPERAND_KINDS = ("num", "pct", "rp", "scale")
 _OPERAND_START = ("num", "lp", "frac")
 _WORD_OPS = {"x": "*", "times": "*", "of": "*", "plus": "+", "minus": "-"}
 _TWO_WORD_OPS = {("divided", "by"): "/", ("multiplied", "by"): "*", ("out", "of"): "/"}
-_STOP_WORDS = frozenset(
-    ["and", "or", "so", "then", "is", "are", "was", "were", "be", "but", "if", "because", "since", "therefore", "thus", "which", "that", "equals", "gives", "makes", "means", "leaves", "get", "gets", "got", "has", "have", "had", "in", "for", "to", "from", "on", "at", "with"]
-)
-_LABEL_WORDS = frozenset(
-    ["day", "week", "month", "year", "step", "page", "chapter", "part", "level", "round", "grade", "room", "question", "problem", "case", "option", "row", "column", "line", "figure", "table", "days", "weeks", "months", "years", "steps", "pages", "chapters", "parts", "levels", "rounds"]
-)
+_STOP_WORDS = frozenset({
+    "and", "or", "so", "then", "is", "are", "was", "were", "be", "but", "if", "because", "since",
+    "therefore", "thus", "which", "that", "equals", "gives", "makes", "means", "leaves", "get", "gets",
+    "got", "has", "have", "had", "in", "for", "to", "from", "on", "at", "with",
+})
+_LABEL_WORDS = frozenset({
+    "day", "week", "month", "year", "step", "page", "chapter", "part", "level", "round", "grade", "room",
+    "question", "problem", "case", "option", "row", "column", "line", "figure", "table", "days", "weeks",
+    "months", "years", "steps", "pages", "chapters", "parts", "levels", "rounds",
+})
 _FUNCTION_MARKS = frozenset("√∛∜|!_^\\")
+_LETTER_UNITS = frozenset("mhsgl")  # metres, hours, seconds, grams, litres: units even as one letter
 _MAX_UNIT_WORDS = 4
 
 
@@ -120,7 +125,9 @@ def _unit_skip(toks: list[Token], i: int, cur: list[Token]) -> int | None:
         if j > i and _word_op(toks, j, cur):
             return j
         word, nxt = toks[j].text.lower(), _at(toks, j + 1)
-        if len(word) == 1 or word in _STOP_WORDS or (_glued(toks[j], nxt) and nxt.sym == "/"):
+        letter_unit = toks[j].text in _LETTER_UNITS and not _glued(toks[j - 1], toks[j])  # "5 m", not "5m"
+        variable = len(word) == 1 and not letter_unit
+        if variable or word in _STOP_WORDS or (_glued(toks[j], nxt) and nxt.sym == "/"):
             return None  # a variable, prose, or a compound unit such as "km/h" or "minutes/100 meters"
         j += 1
     nxt = _at(toks, j)
@@ -132,19 +139,21 @@ def _unit_skip(toks: list[Token], i: int, cur: list[Token]) -> int | None:
 
 
 def _start_poisoned(toks: list[Token], i: int) -> bool:
-    """Whether a run starting at ``toks[i]`` continues something on its left (a variable, a label, a number)."""
+    """Whether a run starting at ``toks[i]`` continues something on its left (variable, label, number)."""
     tok, prev = toks[i], _at(toks, i - 1)
     if prev is None:
         return tok.kind == "op" and tok.sym != "-"
     if tok.kind == "op":
         return tok.sym != "-" or prev.kind in ("word",) + _OPERAND_KINDS
+    before = _at(toks, i - 2)
+    if prev.kind == "rp":
+        return before is not None and before.kind in _OPERAND_KINDS  # "(1/2) 278", but not "a) 3"
     if prev.kind in _OPERAND_KINDS:
-        return True  # "$100 000", "13,2000", "(1/2) 278": grouping we do not read
+        return True  # "$100 000", "13,2000": digits grouped in a way we do not read
     if prev.kind == "word":
         return _glued(prev, tok) or prev.text.lower() in _LABEL_WORDS  # "x2", "sqrt(", "Day 2"
     if _glued(prev, tok) and prev.text in _FUNCTION_MARKS:
         return True  # "√(144)"
-    before = _at(toks, i - 2)
     if prev.text == ":" and before is not None and before.kind == "num":
         return _glued(before, prev) and _glued(prev, tok)  # a clock time "6:48"
     return (prev.text == "," and before is not None and before.kind == "num" and _glued(before, prev)
@@ -222,6 +231,8 @@ class _Scanner:
         if cur and cur[-1].text in ("*", "**") and len(cur) > 1 and _glued(cur[-2], cur[-1]) \
                 and not (_glued(cur[-1], nxt) and nxt.kind == "word"):
             cur.pop()  # markdown emphasis, not an operator
+        while cur and cur[-1].kind == "lp":
+            cur.pop()  # "= 13 (the remaining cookies)"
         if any(t.kind == "eq" for t in cur):
             self.run.end_poisoned = end_poisoned
             self.runs.append(self.run)
@@ -229,9 +240,16 @@ class _Scanner:
 
     def _arith(self, i: int) -> int:
         tok, cur = self.toks[i], self.run.tokens
+        if tok.sym == "/" and _glued(tok, _at(self.toks, i + 1)) and self.toks[i + 1].kind == "word":
+            skip = _unit_skip(self.toks, i + 1, cur)
+            if skip is not None:
+                return skip  # a rate unit: "$15/hour * 40 hours"
         if not cur:
             prev = _at(self.toks, i - 1)
-            if tok.text in ("*", "**") and not (_glued(prev, tok) and prev.kind in ("word",) + _OPERAND_KINDS):
+            if tok.kind == "rp":
+                return i + 1  # the end of a bracket opened in prose
+            times = _glued(prev, tok) and prev.kind in ("word", *_OPERAND_KINDS)
+            if tok.text in ("*", "**") and not times:
                 return i + 1  # markdown emphasis
             self.run.start_poisoned = self.dangling or _start_poisoned(self.toks, i)
             self.run.after_word = prev is not None and prev.kind == "word"
@@ -240,7 +258,7 @@ class _Scanner:
         return i + 1
 
     def _joined(self, i: int) -> int:
-        """A word, or a number right after an operand: a mixed number, a word operator, units, or a boundary."""
+        """A word, or a number after an operand: a mixed number, a word operator, units, or a boundary."""
         tok, cur = self.toks[i], self.run.tokens
         end = _mixed_number(self.toks, i, cur) if _ends_operand(cur) else None
         if end is not None:
@@ -312,8 +330,9 @@ def _value(side: list[Token], limits: Limits, deadline: float):
     return Parser(side, limits, deadline).parse()
 
 
-def _literal_matches(value, side: list[Token], other: list[Token], approx: bool, limits: Limits) -> str | None:
-    """How the one-number ``side`` states ``value``, if it does (also ``30 - 5 = 25%`` in percentage points)."""
+def _literal_matches(value, side: list[Token], other: list[Token], approx: bool,
+                     limits: Limits) -> str | None:
+    """How the one-number ``side`` states ``value``, if it does (percentage points too: ``30 - 5 = 25%``)."""
     literal = as_literal(side, limits)
     if literal is None:
         return None

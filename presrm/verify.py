@@ -58,7 +58,9 @@ class VerifyInputError(ValueError):
 # --------------------------------------------------------------------------- extraction
 
 _NUM_TEXT = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s+\d+/\d+|/\d+)?|[-−]?\.\d+"
-_VALUE_RE = re.compile(rf"(?P<sign>[-−])?\s*(?:\\\$|\\?[$€£])?\s*(?P<num>{_NUM_TEXT})(?P<pct>\s*\\?%)?(?![\d.]\d)")
+_VALUE_RE = re.compile(
+    rf"(?P<sign>[-−])?\s*(?:\\\$|\\?[$€£])?\s*(?P<num>{_NUM_TEXT})(?P<pct>\s*\\?%)?(?![\d.]\d)"
+)
 _MARKER_RE = re.compile(
     r"(?P<hashes>####)|(?P<boxed>\\(?:boxed|fbox)\s*\{)"
     r"|\b(?:the\s+)?(?:final\s+)?answer\b(?:\s+to\s+(?:the|this)\s+(?:question|problem))?[*_\s]*"
@@ -153,8 +155,8 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
     if found is not None or mode == "strict":
         return found
     last = None
-    for last in _LAST_NUMBER_RE.finditer(text):
-        pass
+    for match in _LAST_NUMBER_RE.finditer(text):
+        last = match
     return (last.group("sign") or "") + last.group("num") if last else None
 
 
@@ -257,7 +259,10 @@ def _math_verify_match(pred: str, gold: str, gold_value: Rational | None) -> boo
 
     timeout = 2 if threading.current_thread() is threading.main_thread() else None
     try:
-        gold_parsed = [gold_value] if gold_value is not None else parse(_as_math(gold), parsing_timeout=timeout)
+        if gold_value is not None:
+            gold_parsed = [gold_value]
+        else:
+            gold_parsed = parse(_as_math(gold), parsing_timeout=timeout)
         pred_parsed = parse(_as_math(pred), parsing_timeout=timeout)
         if not gold_parsed or not pred_parsed:
             return False
@@ -359,7 +364,8 @@ def check_step(text: str, *, limits: Limits = DEFAULT_LIMITS) -> StepCheck:
     return _verdict(claims)
 
 
-def check_solution(steps: Sequence[str], *, limits: Limits = DEFAULT_LIMITS) -> tuple[list[StepCheck], int | None]:
+def check_solution(steps: Sequence[str], *,
+                   limits: Limits = DEFAULT_LIMITS) -> tuple[list[StepCheck], int | None]:
     """Check every step of a solution.
 
     Returns the :class:`~presrm.schema.StepCheck` of each step, in order, and
@@ -401,7 +407,8 @@ def _read_records(path: Path, completion_key: str, gold_key: str):
             except json.JSONDecodeError as exc:
                 raise VerifyInputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
             if not isinstance(record, dict):
-                raise VerifyInputError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                kind = type(record).__name__
+                raise VerifyInputError(f"{path}:{lineno}: expected a JSON object, got {kind}")
             for key in (completion_key, gold_key):
                 if key not in record:
                     raise VerifyInputError(f"{path}:{lineno}: missing key {key!r}")

@@ -169,7 +169,8 @@ def test_generated_claims_are_judged_exactly(expr, places):
 
 
 @settings(max_examples=1500, **SETTINGS)
-@given(st.integers(-10**9, 10**9), st.integers(0, 99), st.sampled_from(["plain", "comma", "dollar", "boxed", "zeros"]))
+@given(st.integers(-10**9, 10**9), st.integers(0, 99),
+       st.sampled_from(["plain", "comma", "dollar", "boxed", "zeros"]))
 def test_answer_formats_match(n, cents, style):
     gold = f"{n}.{cents:02d}" if cents else str(n)
     sign, digits = ("-" if n < 0 else ""), f"{abs(n):,}"
