@@ -47,8 +47,14 @@ logger = logging.getLogger(__name__)
 
 MAX_ANSWER_CHARS = 512
 """Longest answer string :func:`answers_match` reads; longer ones never match."""
+MAX_MV_CHARS = 100
+"""Longest answer handed to math-verify (the LaTeX and symbolic fallback)."""
+MAX_MV_DEPTH = 4
+"""Deepest bracket nesting handed to math-verify."""
 MAX_TEXT_CHARS = 200_000
 """Only the last this-many characters of a completion are searched for its answer."""
+MAX_MARKERS = 32
+"""Only the last this-many answer markers are tried, latest first."""
 
 
 class VerifyInputError(ValueError):
@@ -115,7 +121,7 @@ def _value_after(text: str, pos: int) -> str | None:
 
 
 def _strict(text: str) -> str | None:
-    for m in reversed(list(_MARKER_RE.finditer(text))):
+    for m in list(_MARKER_RE.finditer(text))[-MAX_MARKERS:][::-1]:
         if m.group("boxed"):
             inner = _braced(text, m.end() - 1)
             found = _clean(inner) if inner is not None else None
@@ -241,6 +247,22 @@ def _lenient_numbers(pred: str) -> tuple[Rational, ...] | None:
     return (value, value / 100) if m.group("pct") else (value,)
 
 
+def _mv_safe(text: str) -> bool:
+    """Whether ``text`` is small and tame enough for math-verify, which may run without a timeout.
+
+    Short, brackets balanced and at most :data:`MAX_MV_DEPTH` deep, no large or
+    nested powers, factorials or big operators.
+    """
+    if len(text) > MAX_MV_CHARS or _MV_UNSAFE.search(text):
+        return False
+    depth = 0
+    for ch in text:
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth < 0 or depth > MAX_MV_DEPTH:
+            return False
+    return depth == 0
+
+
 def _as_math(text: str) -> str:
     """Wrap bare LaTeX in ``$...$`` so math-verify's LaTeX extractor sees it."""
     return text if re.search(r"\$|\\[(\[]|\\boxed", text) else f"${text}$"
@@ -253,11 +275,11 @@ def _math_verify_match(pred: str, gold: str, gold_value: Rational | None) -> boo
     main thread; elsewhere its timeouts are switched off and we rely on the
     input bounds (length, no large or nested powers, no factorials) instead.
     """
-    if _MV_UNSAFE.search(pred) or (gold_value is None and _MV_UNSAFE.search(gold)):
+    if not _mv_safe(pred) or (gold_value is None and not _mv_safe(gold)):
         return False
     from math_verify import parse, verify  # slow to import, only needed here
 
-    timeout = 2 if threading.current_thread() is threading.main_thread() else None
+    timeout = 1 if threading.current_thread() is threading.main_thread() else None
     try:
         if gold_value is not None:
             gold_parsed = [gold_value]
