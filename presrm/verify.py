@@ -58,7 +58,11 @@ MAX_MARKERS = 32
 
 
 class VerifyInputError(ValueError):
-    """A verify input file is malformed; the message names the file and the line."""
+    """A verify input file is malformed; the message names the file and the line.
+
+    >>> str(VerifyInputError("runs/in.jsonl:3: missing key 'completion'"))
+    "runs/in.jsonl:3: missing key 'completion'"
+    """
 
 
 # --------------------------------------------------------------------------- extraction
