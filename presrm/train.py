@@ -21,6 +21,22 @@ from presrm.models import pick_device
 log = logging.getLogger(__name__)
 
 
+def strip_step_eos(example: dict[str, Any], eos_id: int) -> dict[str, list[int]]:
+    """Drop the EOS TRL appended to a completion unless that step ends the solution.
+
+    >>> strip_step_eos({"chosen_ids": [5, 2], "rejected_ids": [6, 2], "chosen_final": False,
+    ...                 "rejected_final": True}, eos_id=2)
+    {'chosen_ids': [5], 'rejected_ids': [6, 2]}
+    """
+    out = {}
+    for key in ("chosen", "rejected"):
+        ids = example[f"{key}_ids"]
+        if not example[f"{key}_final"] and ids and ids[-1] == eos_id:
+            ids = ids[:-1]
+        out[f"{key}_ids"] = ids
+    return out
+
+
 def _trainer_cls():
     from trl import DPOTrainer
 
@@ -29,18 +45,8 @@ def _trainer_cls():
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-            eos = self._tokenizer.eos_token_id
-
-            def strip_eos(ex):
-                out = {}
-                for key in ("chosen", "rejected"):
-                    ids = ex[f"{key}_ids"]
-                    if not ex[f"{key}_final"] and ids and ids[-1] == eos:
-                        ids = ids[:-1]
-                    out[f"{key}_ids"] = ids
-                return out
-
-            return dataset.map(strip_eos, desc=f"Keeping EOS on final steps only ({dataset_name})")
+            return dataset.map(strip_step_eos, fn_kwargs={"eos_id": self._tokenizer.eos_token_id},
+                               desc=f"Keeping EOS on final steps only ({dataset_name})")
 
     return StepDPOTrainer
 

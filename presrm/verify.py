@@ -30,6 +30,7 @@ from sympy import Rational
 
 from presrm._arith import DEFAULT_LIMITS, Limits
 from presrm._claims import Deadline, step_claims
+from presrm.errors import DataError
 from presrm.schema import Claim, EvalRecord, Step, StepCheck
 
 __all__ = [
@@ -57,7 +58,7 @@ MAX_MARKERS = 32
 """Only the last this-many answer markers are tried, latest first."""
 
 
-class VerifyInputError(ValueError):
+class VerifyInputError(DataError):
     """A verify input file is malformed; the message names the file and the line.
 
     >>> str(VerifyInputError("runs/in.jsonl:3: missing key 'completion'"))
