@@ -39,6 +39,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"Iteration {it['iteration']}: trained on {it['pairs']} step pairs "
               f"({it['train']['optimizer_steps']} DPO steps, loss {it['train']['first_loss']:.4f} -> "
               f"{it['train']['last_loss']:.4f})")
+        jv = it["search"]["judge_verifier"]
+        fmt = (lambda x: "n/a" if x is None else _pct(x))
+        print(f"  judge-verifier agreement: {fmt(jv['pointwise_agreement'])} of {jv['decided_candidates']} "
+              f"verifiable candidate steps; right-above-wrong {fmt(jv['within_step_agreement'])} "
+              f"of {jv['right_vs_wrong_couples']} couples")
         if "eval" in it:
             print(f"Accuracy after iteration {it['iteration']} (M{it['iteration'] + 1}): {_acc_line(it['eval'])}")
     print(f"Report: {summary['report']}")

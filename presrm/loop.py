@@ -6,6 +6,7 @@ skipped, so ``--resume`` after a crash continues where the run stopped)::
     runs/<name>/config.yaml                 resolved config, versions, seed, git hash
     runs/<name>/iter_0/eval_before.json     M0 on the eval problems (+ eval_before_samples.jsonl)
     runs/<name>/iter_k/samples.jsonl        step search: candidates, scores, verdicts, decisions
+    runs/<name>/iter_k/search.json          outcomes, no-pair reasons, judge-verifier agreement
     runs/<name>/iter_k/pairs.jsonl          step-level preference pairs
     runs/<name>/iter_k/adapter/             LoRA adapter (peft format); train.json has the metrics
     runs/<name>/iter_k/model/               merged M_{k+1}, the next iteration's policy and judge
@@ -113,7 +114,7 @@ def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task)
 def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> list[dict[str, Any]]:
     from presrm.judge import make_judge
     from presrm.models import load_model
-    from presrm.search import step_search
+    from presrm.search import search_stats, step_search
 
     if (out / "pairs.jsonl").exists() and (out / "samples.jsonl").exists():
         log.info("skip step search: %s exists", out / "pairs.jsonl")
@@ -127,6 +128,7 @@ def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> list[dict[str
     records, pairs = step_search(model, tok, judge, task, problems, cfg.search, seed=cfg.seed + k, iteration=k,
                                  aggregate_how=cfg.judge.aggregate)
     write_jsonl(out / "samples.jsonl", records)
+    write_json(out / "search.json", search_stats(records, pairs))
     write_jsonl(out / "pairs.jsonl", pairs)  # last: its presence marks the stage complete
     _free(model, judge)
     return [p.to_dict() for p in pairs]
@@ -170,8 +172,8 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         log.info("iteration %d: policy and judge = %s", k, spec)
         pairs = _search_stage(cfg, spec, out, k)
         metrics = _train_stage(cfg, spec, out, pairs, k)
-        it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "train": {
-            key: v for key, v in metrics.items() if key != "log_history"}}
+        it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out / "search.json"),
+                              "train": {key: v for key, v in metrics.items() if key != "log_history"}}
         if cfg.eval.after:
             it["eval"] = _eval_stage(cfg, str(out / "model"), out, "eval", eval_problems, eval_task)
         summary["iterations"].append(it)

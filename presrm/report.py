@@ -43,7 +43,9 @@ def collect(run_dir: Path) -> dict[str, Any]:
         data["evals"].append(before)
     for it_dir in sorted(run_dir.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
         k = int(it_dir.name.split("_")[1])
-        it: dict[str, Any] = {"iteration": k, "search": [], "pairs": 0, "train": None}
+        it: dict[str, Any] = {"iteration": k, "search": [], "pairs": 0, "train": None, "stats": None}
+        if (it_dir / "search.json").exists():
+            it["stats"] = read_json(it_dir / "search.json")
         if (it_dir / "samples.jsonl").exists():
             it["search"] = read_jsonl(it_dir / "samples.jsonl")
         if (it_dir / "pairs.jsonl").exists():

@@ -105,6 +105,54 @@ def _decide(state: ProblemState, n: int, cands: list[str], scores: list[float], 
     return pair
 
 
+def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -> dict[str, Any]:
+    """Per-iteration figures: outcomes, why steps gave no pair, and judge-verifier agreement.
+
+    Agreement is measured on candidates the verifier could decide (``correct`` or
+    ``incorrect``): ``pointwise`` is the share whose judge score is on the same side
+    of 0.5 as the verdict; ``within_step`` is, at steps where one candidate is
+    verifiably right and another verifiably wrong, the share of such couples the
+    judge ranks right-above-wrong (ties count half). A falling figure across
+    iterations is the reward-hacking signal.
+    """
+    dropped: dict[str, int] = {}
+    agree = decided = 0
+    couples = 0.0
+    couples_n = 0
+    for rec in records:
+        for entry in rec["search"]:
+            reason = entry.get("dropped")
+            if reason:
+                key = reason.split(" ")[0] if reason.startswith("score margin") else reason
+                dropped[key] = dropped.get(key, 0) + 1
+            cands = entry["candidates"]
+            for c in cands:
+                if c["verdict"] in ("correct", "incorrect"):
+                    decided += 1
+                    agree += (c["score"] >= 0.5) == (c["verdict"] == "correct")
+            right = [c["score"] for c in cands if c["verdict"] == "correct"]
+            wrong = [c["score"] for c in cands if c["verdict"] == "incorrect"]
+            for r in right:
+                for w in wrong:
+                    couples_n += 1
+                    couples += 1.0 if r > w else 0.5 if r == w else 0.0
+    n = len(records)
+    return {
+        "problems": n,
+        "finished": sum(r["finished"] for r in records),
+        "correct": sum(r["correct"] for r in records),
+        "pairs": len(pairs),
+        "mean_steps": sum(len(r["steps"]) for r in records) / n if n else 0.0,
+        "no_pair_reasons": dropped,
+        "judge_verifier": {
+            "decided_candidates": decided,
+            "pointwise_agreement": agree / decided if decided else None,
+            "right_vs_wrong_couples": couples_n,
+            "within_step_agreement": couples / couples_n if couples_n else None,
+        },
+    }
+
+
 def step_search(model, tok, judge: PointwiseJudge, task: Task, problems: Sequence[Problem],
                 cfg: SearchConfig, *, seed: int = 0, iteration: int = 0,
                 aggregate_how: str = "min") -> tuple[list[dict[str, Any]], list[StepPair]]:

@@ -33,6 +33,7 @@ def test_run_writes_complete_run_dir_and_resumes(tiny_model_dir, gsm8k_like, tmp
     assert summary["iterations"][0]["pairs"] == len(pairs) > 0
     assert read_json(it / "eval.json")["n"] == read_json(it / "eval_before.json")["n"] == 3
     assert read_json(it / "train.json")["lora_b_norm"] > 0
+    assert read_json(it / "search.json")["pairs"] == len(pairs)
     html = (root / "report.html").read_text()
     assert "Step 1:" in html and "Iteration 0: step search" in html and "M1 (after iteration 0)" in html
 

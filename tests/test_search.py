@@ -69,3 +69,21 @@ def test_decide_margin_single_candidate_and_finish():
     assert pair is not None and pair.chosen == "Step 3: The answer is 7.\n" and st.finished
     rec = st.record("min")
     assert rec["pred"] == "7" and rec["correct"] and rec["process_reward"] == 0.4
+
+
+def test_search_stats_agreement_and_reasons():
+    from presrm.search import search_stats
+
+    rec = {"steps": ["a", "b"], "finished": True, "correct": False, "search": [
+        {"candidates": [{"score": 0.8, "verdict": "correct"}, {"score": 0.3, "verdict": "incorrect"},
+                        {"score": 0.9, "verdict": "unverifiable"}], "dropped": None},
+        {"candidates": [{"score": 0.6, "verdict": "incorrect"}, {"score": 0.4, "verdict": "correct"}],
+         "dropped": "chosen step has verifiably wrong arithmetic"},
+    ]}
+    s = search_stats([rec], [])
+    jv = s["judge_verifier"]
+    assert jv["decided_candidates"] == 4 and jv["pointwise_agreement"] == 0.5
+    assert jv["right_vs_wrong_couples"] == 2 and jv["within_step_agreement"] == 0.5
+    assert s["no_pair_reasons"] == {"chosen step has verifiably wrong arithmetic": 1}
+    assert (s["problems"], s["finished"], s["mean_steps"]) == (1, 1, 2.0)
+    assert search_stats([], [])["judge_verifier"]["pointwise_agreement"] is None
