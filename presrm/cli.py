@@ -16,8 +16,8 @@ from presrm.errors import PresrmError
 log = logging.getLogger("presrm")
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def _acc_line(summary: dict) -> str:
@@ -40,9 +40,8 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"({it['train']['optimizer_steps']} DPO steps, loss {it['train']['first_loss']:.4f} -> "
               f"{it['train']['last_loss']:.4f})")
         jv = it["search"]["judge_verifier"]
-        fmt = (lambda x: "n/a" if x is None else _pct(x))
-        print(f"  judge-verifier agreement: {fmt(jv['pointwise_agreement'])} of {jv['decided_candidates']} "
-              f"verifiable candidate steps; right-above-wrong {fmt(jv['within_step_agreement'])} "
+        print(f"  judge-verifier agreement: {_pct(jv['pointwise_agreement'])} of {jv['decided_candidates']} "
+              f"verifiable candidate steps; right-above-wrong {_pct(jv['within_step_agreement'])} "
               f"of {jv['right_vs_wrong_couples']} couples")
         if "eval" in it:
             print(f"Accuracy after iteration {it['iteration']} (M{it['iteration'] + 1}): {_acc_line(it['eval'])}")

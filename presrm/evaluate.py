@@ -71,7 +71,7 @@ def evaluate(model, tok, task: Task, problems: Sequence[Problem], *, max_new_tok
     prompts = [policy_prompt(tok, task, p.question) for p in problems]
     outs = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     stop=task.stop, desc=f"{label}: generate")
-    records = [score_record(p, task.response_prefix + o[0]) for p, o in zip(problems, outs)]
+    records = [score_record(p, task.response_prefix + o[0]) for p, o in zip(problems, outs, strict=True)]
     if judge is not None:
         from presrm.judge import StepToJudge
 
@@ -81,7 +81,7 @@ def evaluate(model, tok, task: Task, problems: Sequence[Problem], *, max_new_tok
             for i, t in enumerate(texts):
                 items.append(StepToJudge(r.question, tuple(texts[:i]), t))
                 owners.append(r)
-        for r, s in zip(owners, judge.score(items, desc=f"{label}: judge steps")):
+        for r, s in zip(owners, judge.score(items, desc=f"{label}: judge steps"), strict=True):
             r.step_scores.append(s)
     summary = summarize(records)
     summary.update({"protocol": {**task.protocol(), "decoding": "greedy", "max_new_tokens": max_new_tokens,

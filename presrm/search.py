@@ -78,7 +78,8 @@ def _decide(state: ProblemState, n: int, cands: list[str], scores: list[float], 
     worst = min(range(len(cands)), key=lambda i: scores[i])
     entry: dict[str, Any] = {
         "step": n,
-        "candidates": [{"text": c, "score": s, "verdict": ch.verdict} for c, s, ch in zip(cands, scores, checks)],
+        "candidates": [{"text": c, "score": s, "verdict": ch.verdict}
+                       for c, s, ch in zip(cands, scores, checks, strict=True)],
         "chosen": best, "rejected": worst, "pair": False, "dropped": None,
     }
     pair = None
@@ -171,10 +172,11 @@ def step_search(model, tok, judge: PointwiseJudge, task: Task, problems: Sequenc
                        batch_size=cfg.batch_size, stop=stop, num_return_sequences=cfg.k,
                        temperature=cfg.temperature, top_p=cfg.top_p, seed=seed * 1000 + n)
         cands = [_candidates(r, n) for r in raw]
-        items = [StepToJudge(s.problem.question, tuple(s.steps), c) for s, cs in zip(active, cands) for c in cs]
+        items = [StepToJudge(s.problem.question, tuple(s.steps), c)
+                 for s, cs in zip(active, cands, strict=True) for c in cs]
         flat = judge.score(items)
         pos = 0
-        for state, cs, prompt in zip(active, cands, pair_prompts):
+        for state, cs, prompt in zip(active, cands, pair_prompts, strict=True):
             scores, pos = flat[pos:pos + len(cs)], pos + len(cs)
             if not cs:
                 state.trace.append({"step": n, "candidates": [], "pair": False, "dropped": "no candidate"})
