@@ -74,6 +74,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_judge_eval(args: argparse.Namespace) -> int:
+    from presrm.judge_eval import JudgeEvalArgs, run_judge_eval, summary_lines
+
+    results = run_judge_eval(JudgeEvalArgs(
+        model=args.model, mode=args.judge, limit=args.limit, output_dir=args.output_dir, adapter=args.adapter,
+        threshold=args.threshold, seed=args.seed, task=args.task, tasks_dir=args.tasks_dir,
+        data_file=args.data_file, template=args.template, batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens, device=args.device))
+    print("\n".join(summary_lines(results)))
+    print(f"Results: {Path(args.output_dir) / 'results.json'}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from presrm.report import write_report
 
@@ -120,6 +133,28 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-judge-steps", dest="judge_steps", action="store_false",
                    help="skip scoring each step with the model's own judge")
     e.set_defaults(func=cmd_eval)
+
+    j = sub.add_parser("judge-eval", help="judge quality against verifier-labelled GSM8K steps",
+                       description="Build gold and one-step-perturbed GSM8K solutions (first error known, "
+                                   "confirmed by the verifier), run a judge on them and write results.json "
+                                   "(ProcessBench F1, step AUROC, pairwise accuracy, speed) and samples.jsonl.")
+    j.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
+    j.add_argument("--judge", default="pointwise", choices=["pointwise", "pairwise", "generative", "outcome"],
+                   help="judge mode")
+    j.add_argument("--limit", type=int, default=50, help="first N problems (each gives a gold and a flawed solution)")
+    j.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")
+    j.add_argument("--adapter", help="a LoRA adapter folder to apply")
+    j.add_argument("--threshold", type=float, default=0.5,
+                   help="pointwise: the first step scored below this is the predicted first error")
+    j.add_argument("--seed", type=int, default=0, help="seed of the perturbations and of the A/B sides")
+    j.add_argument("--task", default="gsm8k", help="task name in tasks/ or a task YAML path (GSM8K format)")
+    j.add_argument("--tasks-dir", help="folder of task YAMLs")
+    j.add_argument("--data-file", help="override the task's data file (JSONL)")
+    j.add_argument("--template", help="a Jinja template file overriding the judge prompt")
+    j.add_argument("--batch-size", type=int, default=16, help="judge prompts per forward pass")
+    j.add_argument("--max-new-tokens", type=int, default=128, help="generative/outcome: cap on the judge's reply")
+    j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    j.set_defaults(func=cmd_judge_eval)
 
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")
     r.add_argument("run_dir")
