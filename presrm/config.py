@@ -50,11 +50,22 @@ class SearchConfig:
 
 @dataclass
 class JudgeConfig:
-    """The self-judge: the policy model scores its own steps."""
+    """The self-judge: the policy model judges its own steps (see docs/judge.md)."""
 
-    mode: str = _f("pointwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct).")
-    template: str | None = _f(None, "Path to a Jinja template overriding the built-in judge prompt.")
-    batch_size: int = _f(16, "Judge prompts per forward pass.")
+    mode: str = _f("pointwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct), 'pairwise' (PReSRM: "
+                                "P([[A]]) vs P([[B]]) for two candidate steps), or 'generative' (an explanation, "
+                                "then [[A]]/[[B]]).")
+    template: str | None = _f(None, "Path to a Jinja template overriding the built-in pointwise prompt.")
+    pairwise_template: str | None = _f(None, "Path to a Jinja template overriding the built-in pairwise prompt.")
+    generative_template: str | None = _f(None, "Path to a Jinja template overriding the built-in generative prompt.")
+    outcome_template: str | None = _f(None, "Path to a Jinja template overriding the built-in outcome rubric.")
+    batch_size: int = _f(16, "Judge prompts per forward pass (generative: sequences per generate call).")
+    both_orders: bool = _f(True, "Pairwise/generative: judge each pair with A first and with B first; a tie when "
+                                 "the orders disagree.")
+    tie_margin: float = _f(0.1, "Pairwise: a tie when |P(A better) - 0.5| < tie_margin / 2.")
+    max_new_tokens: int = _f(128, "Generative judge: cap on its explanation, in tokens.")
+    prefix_cache: bool = _f(True, "Logit judges: encode the shared start of related prompts once and reuse its KV "
+                                  "cache (falls back to plain batches for models without a plain DynamicCache).")
     aggregate: str = _f("min", "How step scores become a process reward: min, mean, prod, last, gmean.")
 
 
@@ -227,7 +238,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.search.max_steps >= 1, "search.max_steps must be >= 1"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
-        (cfg.judge.mode in {"pointwise"}, f"judge.mode {cfg.judge.mode!r} is not one of: pointwise"),
+        (cfg.judge.mode in {"pointwise", "pairwise", "generative"},
+         f"judge.mode {cfg.judge.mode!r} is not one of: pointwise, pairwise, generative"),
+        (cfg.judge.batch_size >= 1, "judge.batch_size must be >= 1"),
+        (0.0 <= cfg.judge.tie_margin < 1.0, "judge.tie_margin must be in [0, 1)"),
+        (cfg.judge.max_new_tokens >= 1, "judge.max_new_tokens must be >= 1"),
         (cfg.train.precision in {"auto", "fp32", "bf16"}, "train.precision must be auto, fp32 or bf16"),
         (cfg.device in {"auto", "cpu", "cuda"}, "device must be auto, cpu or cuda"),
         (cfg.eval.limit is None or cfg.eval.limit >= 1, "eval.limit must be >= 1 or null"),

@@ -1,0 +1,225 @@
+"""Records, prompt templates and verdict rules shared by every judge.
+
+A pairwise judge answers, for one ``PairToJudge``, which of two candidate next
+steps is better. Judged in both orders (A first, then B first), the two
+answers are combined by ``combine_orders``: the probability that A is better
+is the mean over the orders, and the verdict is a tie when the orders disagree
+or the mean is within ``tie_margin / 2`` of one half.
+
+>>> combine_orders([0.9, 0.7], tie_margin=0.1)
+('A', 0.8)
+>>> combine_orders([0.9, 0.3], tie_margin=0.1)
+('tie', 0.6)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from presrm.errors import ConfigError
+
+log = logging.getLogger(__name__)
+PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+@dataclass(frozen=True)
+class StepToJudge:
+    """One step in context: the question, the steps before it, and the step itself."""
+
+    question: str
+    previous: tuple[str, ...]
+    step: str
+
+
+@dataclass(frozen=True)
+class PairToJudge:
+    """Two candidate next steps A and B after the same question and previous steps."""
+
+    question: str
+    previous: tuple[str, ...]
+    a: str
+    b: str
+
+
+@dataclass
+class PairVerdict:
+    """Which of A and B is better.
+
+    ``winner`` is "A", "B", "tie", or None when a reply could not be parsed
+    (generative judge only). ``p_a`` is the probability that A is better,
+    averaged over the orders judged. Each entry of ``orders`` is
+    ``{"order": "AB"|"BA", "p_a", "verdict", "raw"}``; there ``p_a`` and
+    ``verdict`` always refer to this pair's A (``item.a``), whichever position
+    it was shown in, and ``raw`` is the judge's reply (None for logit judges).
+    Note: a logit judge's per-order ``verdict`` is None only at exactly 0.5.
+    """
+
+    winner: str | None
+    p_a: float | None
+    orders: list[dict[str, Any]] = field(default_factory=list)
+    raw: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Tournament:
+    """A round robin over candidates: ``wins[i]`` counts a win as 1 and a tie as 0.5 to each.
+
+    ``matches`` holds ``{"i", "j", "winner", "p_a"}`` for every i < j, with
+    candidate i shown as A and candidate j as B. A match with ``winner`` None
+    (an unparseable generative reply) gives no points, so the wins then sum to
+    less than n(n-1)/2.
+    """
+
+    wins: list[float]
+    matches: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_template(name_or_path: str | None, default: str, **sample: Any) -> jinja2.Template:
+    """A judge prompt template: a file path, or a built-in name from presrm/prompts/.
+
+    With ``sample`` values, the template is rendered once on them so that an
+    unknown variable fails now, as a ConfigError naming the file, and not
+    halfway through a run; every sample value must appear in the rendering.
+    """
+    path = Path(name_or_path) if name_or_path else PROMPTS / f"{default}.jinja"
+    try:
+        source = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"judge template {path} cannot be read ({e.strerror or e})") from e
+    try:
+        template = _ENV.from_string(source.strip())
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError(f"judge template {path}:{e.lineno}: {e.message}") from e
+    if sample:
+        try:
+            text = template.render(**sample)
+        except jinja2.TemplateError as e:
+            raise ConfigError(f"judge template {path}: {e} (variables available to a {default} "
+                              f"template: {', '.join(sample)})") from e
+        missing = [k for k, v in sample.items() if isinstance(v, str) and v not in text]
+        if missing:
+            uses = ", ".join("{{ " + k + " }}" for k in missing)
+            raise ConfigError(f"judge template {path} never shows {', '.join(missing)}; a {default} "
+                              f"template must use {uses}")
+    return template
+
+
+def token_ids(tok, words: Sequence[str]) -> list[int]:
+    """First token id of each word variant; the judge's answer starts with one of them.
+
+    A first token that carries none of the word (a bare space, when " A" is
+    split into " " + "A") is skipped: it would count every word alike.
+    """
+    ids = set()
+    for w in words:
+        enc = tok.encode(w, add_special_tokens=False)
+        head = tok.decode(enc[:1]).strip() if enc else ""
+        if head and w.strip().startswith(head):
+            ids.add(enc[0])
+    return sorted(ids)
+
+
+def disjoint_ids(tok, first: Sequence[str], second: Sequence[str], what: str) -> tuple[list[int], list[int]]:
+    """Token ids for two answer words; a ConfigError when the tokenizer cannot tell them apart."""
+    a, b = token_ids(tok, first), token_ids(tok, second)
+    if not a or not b or set(a) & set(b):
+        raise ConfigError(f"the tokenizer maps {first[0]!r} and {second[0]!r} to a shared (or no) first token; "
+                          f"{what} judging cannot tell them apart")
+    return a, b
+
+
+def order_verdict(p_a: float | None) -> str | None:
+    """The verdict of one order from its probability that A is better."""
+    if p_a is None or p_a == 0.5:
+        return None
+    return "A" if p_a > 0.5 else "B"
+
+
+def combine_orders(p_as: Sequence[float | None], tie_margin: float) -> tuple[str | None, float | None]:
+    """``(winner, p_a)`` from the per-order probabilities that A is better (in A's terms).
+
+    Any unparseable order (None) makes the whole verdict None. Otherwise
+    ``p_a`` is the mean, and the winner is a tie when two orders disagree or
+    ``|p_a - 0.5| < tie_margin / 2`` (or p_a is exactly one half).
+    """
+    if not p_as or any(p is None for p in p_as):
+        return None, None
+    p_a = sum(p_as) / len(p_as)  # type: ignore[arg-type]
+    verdicts = {order_verdict(p) for p in p_as}
+    if len(verdicts) > 1 or p_a == 0.5 or abs(p_a - 0.5) < tie_margin / 2:
+        return "tie", p_a
+    return ("A" if p_a > 0.5 else "B"), p_a
+
+
+def chains(keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[list[int]]:
+    """Group ``(question, previous)`` keys whose contexts extend one another; each group's head first.
+
+    The head of a group has the longest ``previous``; every other member's
+    ``previous`` is a prefix of the head's, so its prompt shares the head's
+    start (the question and its previous steps) and can reuse its KV cache.
+    """
+    order = sorted(range(len(keys)), key=lambda i: -len(keys[i][1]))
+    owner: dict[tuple[str, tuple[str, ...]], int] = {}
+    groups: list[list[int]] = []
+    for i in order:
+        question, previous = keys[i]
+        g = owner.get((question, previous))
+        if g is None:
+            g = len(groups)
+            groups.append([])
+            for j in range(len(previous) + 1):
+                owner.setdefault((question, previous[:j]), g)
+        groups[g].append(i)
+    return groups
+
+
+class PairJudgeBase:
+    """Round-robin tournaments on top of a ``compare`` that judges many pairs in one batched call."""
+
+    mode = "pair"
+
+    def compare(self, items: Sequence[PairToJudge], *, desc: str | None = None) -> list[PairVerdict]:
+        raise NotImplementedError
+
+    def tournament(self, question: str, previous: Sequence[str], candidates: Sequence[str]) -> Tournament:
+        """All i < j matches of ``candidates`` (A = candidate i, B = candidate j) and the win counts."""
+        return self.tournaments([(question, tuple(previous), candidates)])[0]
+
+    def tournaments(self, groups: Sequence[tuple[str, tuple[str, ...], Sequence[str]]], *,
+                    desc: str | None = None) -> list[Tournament]:
+        """One tournament per ``(question, previous, candidates)`` group; all matches in one batched call."""
+        items: list[PairToJudge] = []
+        spans: list[tuple[int, int, list[tuple[int, int]]]] = []
+        for question, previous, candidates in groups:
+            ij = [(i, j) for i in range(len(candidates)) for j in range(i + 1, len(candidates))]
+            spans.append((len(items), len(candidates), ij))
+            items.extend(PairToJudge(question, tuple(previous), candidates[i], candidates[j]) for i, j in ij)
+        verdicts = self.compare(items, desc=desc)
+        out = []
+        for start, n, ij in spans:
+            wins = [0.0] * n
+            matches = []
+            for (i, j), v in zip(ij, verdicts[start:start + len(ij)], strict=True):
+                if v.winner == "A":
+                    wins[i] += 1.0
+                elif v.winner == "B":
+                    wins[j] += 1.0
+                elif v.winner == "tie":
+                    wins[i] += 0.5
+                    wins[j] += 0.5
+                matches.append({"i": i, "j": j, "winner": v.winner, "p_a": v.p_a})
+            out.append(Tournament(wins=wins, matches=matches))
+        return out
