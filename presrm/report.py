@@ -1,49 +1,84 @@
 """A self-contained HTML report (and report.json with the same data) for a run or an eval directory.
 
-The HTML is rendered from the JSON by one Jinja template; it needs no network.
-Steps are coloured by their judge score (red = low, green = high) and steps
-whose arithmetic the verifier found wrong are outlined.
+``collect`` reads a train run directory (``config.yaml``, ``iter_k/``) or a
+``presrm eval`` output directory (``results.json`` + ``samples.jsonl``) into
+one dict; ``write_report`` writes it as ``report.json`` and renders
+``report.html`` from it with one Jinja template. The HTML needs no network:
+CSS and JavaScript are inline and the dashboard figures are inline SVG drawn
+by ``presrm.plots``. Model and dataset text is escaped everywhere.
+
+Per problem, steps are coloured by judge score (red = low, green = high),
+verifier verdicts are marked, and wrong arithmetic is highlighted with the
+claim and the exact value on hover. Every list is paginated and filtered by
+inline JavaScript; with JavaScript off the first ``caps`` problems of each
+list are all shown (``report.json`` always holds everything).
+
+>>> write_report("runs/quickstart")  # doctest: +SKIP
+PosixPath('runs/quickstart/report.html')
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
+from presrm import plots
 from presrm.errors import DataError
-from presrm.jsonio import read_json, read_jsonl, write_json
+from presrm.jsonio import _atomic_write_text, read_json, read_jsonl, write_json
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-MAX_PROBLEMS = 500  # per section; the JSON keeps everything
+# Problems rendered into the HTML per list (the JSON keeps everything). A search record with K
+# candidates per step is ~10x the HTML of an eval record, hence the smaller cap.
+CAPS = {"eval": 2000, "search": 400}
+_EVAL_KEYS = {"id", "question", "gold", "completion", "steps", "pred_strict", "pred_flexible", "correct_strict",
+              "correct_flexible", "step_scores", "step_checks"}
+_SEARCH_KEYS = {"id", "question", "gold", "steps", "step_scores", "process_reward", "finished", "pred", "correct",
+                "search"}
+_ENTRY_KEYS = {"step", "candidates", "chosen", "rejected", "pair", "dropped", "matches", "rollback", "rolled_back",
+               "action", "reason"}
+_CAND_KEYS = {"text", "score", "wins", "verdict", "check", "claims"}
 
 
-def _eval_section(title: str, summary_file: Path, samples_file: Path) -> dict[str, Any] | None:
+def _it_num(p: Path) -> int:
+    try:
+        return int(p.name.split("_", 1)[1])
+    except ValueError:
+        return -1
+
+
+def _eval_section(title: str, label: str, model_index: int, summary_file: Path,
+                  samples_file: Path) -> dict[str, Any] | None:
     if not summary_file.exists() or not samples_file.exists():
         return None
-    return {"title": title, "summary": read_json(summary_file), "samples": read_jsonl(samples_file)}
+    return {"title": title, "label": label, "model_index": model_index, "summary": read_json(summary_file),
+            "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name]}
 
 
-def collect(run_dir: Path) -> dict[str, Any]:
+def collect(run_dir: str | Path) -> dict[str, Any]:
     """Gather everything the report shows from a run directory or an eval output directory."""
-    data: dict[str, Any] = {"run_dir": str(run_dir), "config": None, "evals": [], "iterations": []}
-    if (run_dir / "config.yaml").exists():
+    root = Path(run_dir)
+    data: dict[str, Any] = {"run_dir": str(root), "kind": None, "config": None, "evals": [], "iterations": []}
+    if (root / "config.yaml").exists():
         import yaml
 
-        data["config"] = yaml.safe_load((run_dir / "config.yaml").read_text())
-    single = _eval_section("Evaluation", run_dir / "results.json", run_dir / "samples.jsonl")
+        data["config"] = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+    single = _eval_section("Evaluation", "eval", 0, root / "results.json", root / "samples.jsonl")
     if single:
+        single["label"] = Path(str(single["summary"].get("model") or "eval")).name or "eval"
         data["evals"].append(single)
-    before = _eval_section("M0 (before training)", run_dir / "iter_0" / "eval_before.json",
-                           run_dir / "iter_0" / "eval_before_samples.jsonl")
+    before = _eval_section("M0 (before training)", "M0", 0, root / "iter_0" / "eval_before.json",
+                           root / "iter_0" / "eval_before_samples.jsonl")
     if before:
         data["evals"].append(before)
-    for it_dir in sorted(run_dir.glob("iter_*"), key=lambda p: int(p.name.split("_")[1])):
-        k = int(it_dir.name.split("_")[1])
-        it: dict[str, Any] = {"iteration": k, "search": [], "pairs": 0, "train": None, "stats": None}
+    for it_dir in sorted((p for p in root.glob("iter_*") if _it_num(p) >= 0), key=_it_num):
+        k = _it_num(it_dir)
+        it: dict[str, Any] = {"iteration": k, "search": [], "pairs": None, "train": None, "stats": None}
         if (it_dir / "search.json").exists():
             it["stats"] = read_json(it_dir / "search.json")
         if (it_dir / "samples.jsonl").exists():
@@ -53,13 +88,18 @@ def collect(run_dir: Path) -> dict[str, Any]:
         if (it_dir / "train.json").exists():
             it["train"] = {k2: v for k2, v in read_json(it_dir / "train.json").items() if k2 != "log_history"}
         data["iterations"].append(it)
-        after = _eval_section(f"M{k + 1} (after iteration {k})", it_dir / "eval.json",
+        after = _eval_section(f"M{k + 1} (after iteration {k})", f"M{k + 1}", k + 1, it_dir / "eval.json",
                               it_dir / "eval_samples.jsonl")
         if after:
             data["evals"].append(after)
-    if not data["evals"] and not data["iterations"]:
-        raise DataError(f"{run_dir}: not a presrm run or eval directory (no results.json, config.yaml or iter_*/)")
+    if not data["evals"] and not data["iterations"] and data["config"] is None:
+        raise DataError(f"{root}: not a presrm run or eval directory (no results.json, config.yaml or iter_*/)")
+    data["kind"] = "train" if data["iterations"] or data["config"] else "eval"
+    data["dashboard"] = plots.dashboard(data)
     return data
+
+
+# ---------------------------------------------------------------- views (what the template shows)
 
 
 def _score_colour(score: float | None) -> str:
@@ -69,14 +109,173 @@ def _score_colour(score: float | None) -> str:
     return f"hsl({hue}, 70%, 85%)"
 
 
-def write_report(run_dir: str | Path) -> Path:
+def _claim_title(c: dict[str, Any]) -> str:
+    value = f"; computed {c['value']}" if c.get("value") is not None else ""
+    return f"{c.get('text', '')}: {c.get('reason', '')}{value}"
+
+
+def mark_claims(text: str, claims: list[dict[str, Any]]) -> Markup:
+    """Escape ``text`` and wrap each arithmetic claim found in it: wrong ones in <mark>, right ones underlined.
+
+    >>> str(mark_claims("3 + 4 = 8 <b>", [{"text": "3 + 4 = 8", "ok": False, "value": "7", "reason": "x"}]))
+    '<mark class="wrong" title="3 + 4 = 8: x; computed 7">3 + 4 = 8</mark> &lt;b&gt;'
+    """
+    out, pos = [], 0
+    for c in claims:
+        needle = c.get("text") or ""
+        at = text.find(needle, pos) if needle else -1
+        if at < 0:
+            continue
+        cls = "wrong" if c.get("ok") is False else "claim"
+        tag = "mark" if cls == "wrong" else "span"
+        out += [escape(text[pos:at]), Markup('<{} class="{}" title="{}">').format(Markup(tag), cls, _claim_title(c)),
+                escape(needle), Markup(f"</{tag}>")]
+        pos = at + len(needle)
+    out.append(escape(text[pos:]))
+    return Markup("").join(out)
+
+
+def _claims_for(text: str, verdict: str | None, recorded: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The recorded claims, or (for a verifiably wrong step recorded without them) the verifier's again."""
+    if recorded:
+        return recorded
+    if verdict != "incorrect":
+        return []
+    from presrm.verify import check_step
+
+    return [c.to_dict() for c in check_step(text).claims]
+
+
+def _step_view(text: str, score: float | None, check: dict[str, Any] | None) -> dict[str, Any]:
+    check = check or {}
+    verdict = check.get("verdict")
+    claims = _claims_for(text, verdict, check.get("claims"))
+    return {"text": text, "html": mark_claims(text, claims), "score": score, "colour": _score_colour(score),
+            "verdict": verdict, "reason": check.get("reason"), "claims": claims,
+            "disagree": plots.pointwise_disagrees(score, verdict)}
+
+
+def _extra(rec: dict[str, Any], known: set[str]) -> dict[str, Any]:
+    return {k: v for k, v in rec.items() if k not in known}
+
+
+def eval_view(rec: dict[str, Any], index: int) -> dict[str, Any]:
+    """One evaluated problem as the template shows it."""
+    checks = rec.get("step_checks") or []
+    scores = rec.get("step_scores") or []
+    steps = [_step_view(s.get("text", "") if isinstance(s, dict) else str(s), scores[i] if i < len(scores) else None,
+                        checks[i] if i < len(checks) else None) for i, s in enumerate(rec.get("steps") or [])]
+    return {"index": index, "id": rec.get("id"), "question": rec.get("question"), "gold": rec.get("gold"),
+            "pred_strict": rec.get("pred_strict"), "pred_flexible": rec.get("pred_flexible"),
+            "ok_strict": bool(rec.get("correct_strict")), "ok_flexible": bool(rec.get("correct_flexible")),
+            "steps": steps, "completion": rec.get("completion"),
+            "min_score": min(scores) if scores else None,
+            "wrong_steps": sum(s["verdict"] == "incorrect" for s in steps),
+            "disagree": any(s["disagree"] for s in steps), "extra": _extra(rec, _EVAL_KEYS)}
+
+
+def _decision(entry: dict[str, Any], cands: list[dict[str, Any]]) -> tuple[str, str]:
+    """(kind, text): what the search did at this step."""
+    if plots.is_rollback(entry):
+        why = entry.get("reason") or entry.get("dropped") or ""
+        return "rollback", f"rolled back the previous step{': ' + str(why) if why else ''}"
+    if entry.get("pair"):
+        return "pair", f"pair kept: #{entry.get('chosen', 0) + 1} chosen, #{entry.get('rejected', 0) + 1} rejected"
+    if entry.get("dropped"):
+        return "drop", f"no pair: {entry['dropped']}"
+    return "drop" if cands else "none", "no pair"
+
+
+def _entry_view(entry: dict[str, Any]) -> dict[str, Any]:
+    cands = entry.get("candidates") or []
+    chosen, rejected = entry.get("chosen"), entry.get("rejected")
+    views = []
+    for i, c in enumerate(cands):
+        text = str(c.get("text", ""))
+        v = _step_view(text, plots.candidate_score(c, len(cands)),
+                       c.get("check") or {"verdict": c.get("verdict"), "claims": c.get("claims")})
+        v.update({"n": i + 1, "raw_score": c.get("score"), "wins": c.get("wins"), "extra": _extra(c, _CAND_KEYS),
+                  "role": "chosen" if i == chosen else "rejected" if i == rejected else ""})
+        v["disagree"] = v["disagree"] and c.get("score") is not None  # a share of wins is no probability
+        views.append(v)
+    kind, text = _decision(entry, cands)
+    agree, couples = plots.ranking_couples(cands)
+    return {"step": entry.get("step"), "kind": kind, "decision": text, "candidates": views,
+            "has_wins": any(c.get("wins") is not None for c in cands),
+            "has_scores": any(c.get("score") is not None for c in cands),
+            "matches": entry.get("matches") or [], "misranked": couples > 0 and agree < couples,
+            "disagree": (couples > 0 and agree < couples) or any(v["disagree"] for v in views),
+            "extra": _extra(entry, _ENTRY_KEYS)}
+
+
+def search_view(rec: dict[str, Any], index: int) -> dict[str, Any]:
+    """One step-search record (a problem's chosen path and every decision) as the template shows it."""
+    entries = [_entry_view(e) for e in rec.get("search") or []]
+    # A step of the final path is the chosen candidate of some entry (after rollbacks, not of the i-th one).
+    chosen = {c["text"]: c for e in entries for c in e["candidates"] if c["role"] == "chosen"}
+    scores = rec.get("step_scores") or []
+    path = []
+    for i, text in enumerate(rec.get("steps") or []):
+        c = chosen.get(str(text))
+        score = scores[i] if i < len(scores) else (c["score"] if c else None)
+        path.append(_step_view(str(text), score, {"verdict": c["verdict"], "claims": c["claims"]} if c else None))
+    return {"index": index, "id": rec.get("id"), "question": rec.get("question"), "gold": rec.get("gold"),
+            "pred": rec.get("pred"), "correct": bool(rec.get("correct")), "finished": bool(rec.get("finished")),
+            "process_reward": rec.get("process_reward"), "path": path, "entries": entries,
+            "pairs": sum(e["kind"] == "pair" for e in entries),
+            "rollbacks": sum(e["kind"] == "rollback" for e in entries),
+            "disagree": any(e["disagree"] for e in entries), "extra": _extra(rec, _SEARCH_KEYS)}
+
+
+def _flatten(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(d, dict) and d:
+        return [kv for k, v in d.items() for kv in _flatten(v, f"{prefix}.{k}" if prefix else str(k))]
+    return [(prefix, d)]
+
+
+def _run_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The summary table: what ran, with which settings and library versions."""
+    cfg = data["config"] or {}
+    rows: list[tuple[str, Any]] = [("run directory", data["run_dir"]), ("kind", data["kind"])]
+    inner = cfg.get("config", cfg) if isinstance(cfg, dict) else {}
+    if data["kind"] == "eval" and data["evals"]:
+        s = data["evals"][0]["summary"]
+        rows += [(k, s[k]) for k in ("model", "adapter", "task", "n", "seconds") if k in s]
+        protocol = s.get("protocol") or {}
+        versions, git = s.get("versions") or {}, s.get("git")
+    else:
+        rows += [(k, inner.get(k)) for k in ("model", "iterations", "seed", "name") if k in inner]
+        protocol, versions, git = {}, cfg.get("versions") or {}, cfg.get("git")
+    rows.append(("git", git or "unknown"))
+    return {"rows": rows, "config": _flatten(inner) if inner else [], "protocol": _flatten(protocol),
+            "versions": sorted(versions.items())}
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def render(data: dict[str, Any], caps: dict[str, int] | None = None) -> str:
+    """The report's HTML for collected ``data``."""
+    caps = {**CAPS, **(caps or {})}
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(colour=_score_colour, fmt=_fmt)
+    evals = [{**ev, "views": [eval_view(r, i) for i, r in enumerate(ev["samples"][:caps["eval"]])]}
+             for ev in data["evals"]]
+    iters = [{**it, "views": [search_view(r, i) for i, r in enumerate(it["search"][:caps["search"]])]}
+             for it in data["iterations"]]
+    return env.get_template("report.html.j2").render(
+        data=data, evals=evals, iterations=iters, summary=_run_summary(data), figures=plots.render(data["dashboard"]),
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+
+
+def write_report(run_dir: str | Path, *, caps: dict[str, int] | None = None) -> Path:
     """Write ``report.json`` and ``report.html`` into ``run_dir``; return the HTML path."""
     root = Path(run_dir)
     data = collect(root)
     write_json(root / "report.json", data)
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True)
-    env.filters["colour"] = _score_colour
-    html = env.get_template("report.html.j2").render(data=data, max_problems=MAX_PROBLEMS)
     out = root / "report.html"
-    out.write_text(html, encoding="utf-8")
+    _atomic_write_text(out, render(data, caps))
+    log.info("report: %s", out)
     return out

@@ -1,32 +1,183 @@
+"""report.html / report.json from synthetic run and eval directories (no model, no browser)."""
+
 import json
+import re
 
 import pytest
 
+from presrm import plots
 from presrm.errors import DataError
-from presrm.report import _score_colour, write_report
+from presrm.report import _score_colour, collect, eval_view, mark_claims, search_view, write_report
+from tests.report_fixtures import eval_records, make_eval_dir, make_run_dir, search_records
 
 
-@pytest.mark.parametrize(("score", "colour"), [(None, "#eee"), (0.0, "hsl(0, 70%, 85%)"),
+@pytest.mark.parametrize(("score", "colour"), [(None, "#eee"), (0.0, "hsl(0, 70%, 85%)"), (0.5, "hsl(60, 70%, 85%)"),
                                                (1.0, "hsl(120, 70%, 85%)"), (2.0, "hsl(120, 70%, 85%)")])
 def test_score_colour(score, colour):
     assert _score_colour(score) == colour
 
 
-def test_eval_dir_report_shows_steps_scores_and_verdicts(tmp_path):
-    (tmp_path / "results.json").write_text(json.dumps({
-        "n": 1, "strict": {"correct": 0, "accuracy": 0.0, "ci95": [0, 0.79]},
-        "flexible": {"correct": 0, "accuracy": 0.0, "ci95": [0, 0.79]}, "mean_steps": 2, "seconds": 1.0}))
-    rec = {"id": "p<1>", "question": "What is 3 + 4?", "gold": "7", "completion": "...",
-           "steps": [{"index": 0, "text": "Step 1: 3 + 4 = 8", "start": 0, "end": 17},
-                     {"index": 1, "text": "Step 2: The answer is 8.", "start": 18, "end": 42}],
-           "pred_strict": "8", "pred_flexible": "8", "correct_strict": False, "correct_flexible": False,
-           "step_scores": [0.25, 0.9], "step_checks": [{"verdict": "incorrect"}, {"verdict": "unverifiable"}]}
-    (tmp_path / "samples.jsonl").write_text(json.dumps(rec) + "\n")
+WRONG = {"text": "3 + 4 = 8", "ok": False, "value": "7", "reason": "left side is 7, right side is 8"}
+RIGHT = {"text": "8*2 = 16", "ok": True, "value": "16", "reason": "exact"}
+
+
+@pytest.mark.parametrize(("text", "claims", "expected"), [
+    ("no claims <here>", [], "no claims &lt;here&gt;"),
+    ("so 3 + 4 = 8.", [WRONG],
+     'so <mark class="wrong" title="3 + 4 = 8: left side is 7, right side is 8; computed 7">3 + 4 = 8</mark>.'),
+    ("3 + 4 = 8 and 8*2 = 16", [WRONG, RIGHT],
+     '<mark class="wrong" title="3 + 4 = 8: left side is 7, right side is 8; computed 7">3 + 4 = 8</mark> and '
+     '<span class="claim" title="8*2 = 16: exact; computed 16">8*2 = 16</span>'),
+    ("claim text not in the step", [WRONG], "claim text not in the step"),
+    ("<b>1 + 1 = 3</b>", [{"text": "1 + 1 = 3", "ok": False, "value": None, "reason": "r\"<x>"}],
+     '&lt;b&gt;<mark class="wrong" title="1 + 1 = 3: r&#34;&lt;x&gt;">1 + 1 = 3</mark>&lt;/b&gt;'),
+])
+def test_mark_claims_escapes_and_highlights(text, claims, expected):
+    assert str(mark_claims(text, claims)) == expected
+
+
+@pytest.mark.parametrize(("score", "verdict", "disagrees"), [
+    (0.9, "correct", False), (0.2, "correct", True), (0.9, "incorrect", True), (0.1, "incorrect", False),
+    (0.5, "correct", False), (0.9, "unverifiable", False), (None, "incorrect", False), (0.9, None, False)])
+def test_pointwise_disagrees(score, verdict, disagrees):
+    assert plots.pointwise_disagrees(score, verdict) is disagrees
+
+
+def _c(verdict, score=None, wins=None):
+    return {"verdict": verdict, "score": score, "wins": wins}
+
+
+@pytest.mark.parametrize(("cands", "expected"), [
+    ([_c("correct", 0.9), _c("incorrect", 0.1)], (1.0, 1)),
+    ([_c("correct", 0.1), _c("incorrect", 0.9)], (0.0, 1)),
+    ([_c("correct", 0.5), _c("incorrect", 0.5), _c("unverifiable", 0.9)], (0.5, 1)),
+    ([_c("correct", wins=3), _c("correct", wins=0), _c("incorrect", wins=1)], (1.0, 2)),  # wins rank when present
+    ([_c("correct", 0.9), _c("unverifiable", 0.1)], (0.0, 0)),
+    ([], (0.0, 0)),
+])
+def test_ranking_couples(cands, expected):
+    assert plots.ranking_couples(cands) == expected
+
+
+@pytest.mark.parametrize(("cand", "n", "score"), [({"score": 0.25}, 4, 0.25), ({"wins": 1.5}, 4, 0.5),
+                                                  ({"wins": 1.0}, 1, None), ({}, 4, None),
+                                                  ({"score": 0.7, "wins": 3}, 4, 0.7)])
+def test_candidate_score(cand, n, score):
+    assert plots.candidate_score(cand, n) == score
+
+
+@pytest.mark.parametrize(("reason", "key"), [("score margin 0.0012 <= min_margin", "score margin <= min_margin"),
+                                             ("score margin -1e-05 <= min_margin", "score margin <= min_margin"),
+                                             ("chosen step has verifiably wrong arithmetic",
+                                              "chosen step has verifiably wrong arithmetic")])
+def test_reason_key_groups_reasons_that_differ_in_numbers(reason, key):
+    assert plots._reason_key(reason) == key
+
+
+def test_dashboard_series_match_the_records(tmp_path):
+    data = collect(make_run_dir(tmp_path / "run", problems=20, searched=12, iterations=2))
+    dash = data["dashboard"]
+    assert [a["label"] for a in dash["accuracy"]] == ["M0", "M1", "M2"]
+    assert dash["accuracy"][0]["strict"] == data["evals"][0]["summary"]["strict"]
+    m0 = next(j for j in dash["judges"] if j["label"] == "M0")
+    # M0 judged the eval_before steps and iteration 0's search candidates (pointwise scores).
+    steps = [(s, c["verdict"]) for r in data["evals"][0]["samples"]
+             for s, c in zip(r["step_scores"], r["step_checks"], strict=True)]
+    decided = [(s, v) for s, v in steps if v in ("correct", "incorrect")]
+    agree = sum(not plots.pointwise_disagrees(s, v) for s, v in decided)
+    assert m0["agreement"]["eval_pointwise"]["n"] == len(decided)
+    assert m0["agreement"]["eval_pointwise"]["k"] == agree
+    cands = [c for r in data["iterations"][0]["search"] for e in r["search"] for c in e["candidates"]]
+    assert sum(m0["n"].values()) == len(decided) + sum(c["verdict"] != "unverifiable" for c in cands)
+    assert sum(m0["hist"]["correct"]) == m0["n"]["correct"]
+    m1 = next(j for j in dash["judges"] if j["label"] == "M1")
+    assert "search_pointwise" not in m1["agreement"]  # pairwise search: wins are no probability
+    assert m1["agreement"]["search_within_step"]["n"] > 0
+    for it, p in zip(data["iterations"], dash["pairs"], strict=True):
+        entries = [e for r in it["search"] for e in r["search"]]
+        assert p["steps_with_pair"] == sum(bool(e.get("pair")) and not e.get("rollback") for e in entries)
+        assert p["rollbacks"] == sum(bool(e.get("rollback")) for e in entries)
+        assert p["pairs"] == it["pairs"]
+    assert dash["pairs"][1]["rollbacks"] > 0 and dash["pairs"][0]["rollbacks"] == 0
+    assert {s["source"] for s in dash["steps"]} == {"eval", "search"}
+
+
+def test_train_run_report_is_self_contained_and_complete(tmp_path):
+    root = make_run_dir(tmp_path / "run", problems=30, searched=10)
+    html = write_report(root).read_text()
+    for section in ("summary", "dashboard", "eval-0", "eval-1", "eval-2", "search-0", "search-1", "config"):
+        assert f'id="{section}"' in html
+    assert html.count("<svg") == 5  # accuracy, agreement, steps, pairs, histograms
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html) and "@import" not in html and "<link" not in html
+    assert "search.temperature" in html and "0123abc" in html and "2.13.0" in html  # config, git, versions
+    assert html.count('class="prob"') == 3 * 30 + 2 * 10
+    assert "Ann has" in html and "&lt;and&gt;" in html and "<and>" not in html  # dataset text escaped
+    assert "pair kept: #" in html and "rolled back the previous step: all candidates tie" in html
+    assert "pairwise matches" in html and '<mark class="wrong"' in html
+    report = json.loads((root / "report.json").read_text())
+    assert len(report["evals"]) == 3 and len(report["iterations"][1]["search"]) == 10
+    assert report["dashboard"]["pairs"][0]["pairs"] == report["iterations"][0]["pairs"]
+    assert report["config"]["git"] == "0123abc" and report["kind"] == "train"
+
+
+def test_eval_dir_report(tmp_path):
+    root = make_eval_dir(tmp_path / "eval", problems=12)
+    html = write_report(root).read_text()
+    assert "Evaluation: solutions" in html and 'id="search-' not in html
+    assert "protocol.decoding" not in html and ">decoding<" in html and "greedy" in html
+    assert html.count("<svg") == 4  # no pairs figure without step search
+    data = json.loads((root / "report.json").read_text())
+    assert data["kind"] == "eval" and data["evals"][0]["label"] == "embedded"
+    assert len(data["evals"][0]["samples"]) == 12
+
+
+def test_caps_limit_the_html_not_the_json(tmp_path):
+    root = make_run_dir(tmp_path / "run", problems=12, searched=6, iterations=1)
+    html = write_report(root, caps={"eval": 5, "search": 2}).read_text()
+    assert html.count('class="prob"') == 2 * 5 + 2
+    assert "The HTML holds the first 5 of 12 problems" in html
+    assert len(json.loads((root / "report.json").read_text())["evals"][0]["samples"]) == 12
+
+
+def test_eval_view_flags():
+    rec = eval_records(1, seed=3, p_right=0.0)[0]  # one step has wrong arithmetic
+    rec["step_scores"] = [0.9, 0.95, 0.2]
+    rec["beam"] = {"width": 4}
+    v = eval_view(rec, 0)
+    assert v["wrong_steps"] == 1 and v["disagree"] and v["min_score"] == 0.2
+    assert v["extra"] == {"beam": {"width": 4}}
+    assert [s["verdict"] for s in v["steps"]] == ["unverifiable", "incorrect", "unverifiable"]
+
+
+def test_search_view_tolerates_missing_and_unknown_keys():
+    rec = {"id": "x", "steps": ["Step 1: 2 + 2 = 5"], "search": [
+        {"step": 1, "candidates": [{"text": "Step 1: 2 + 2 = 5", "verdict": "incorrect", "score": 0.8, "flag": "m"},
+                                   {"text": "Step 1: 2 + 2 = 4", "verdict": "correct", "score": 0.3}],
+         "chosen": 0, "rejected": 1, "pair": False, "dropped": "chosen step has verifiably wrong arithmetic",
+         "new_key": 1},
+        {"step": 2, "action": "rollback"}, {"step": 3, "candidates": [], "pair": False, "dropped": "no candidate"}]}
+    v = search_view(rec, 0)
+    assert [e["kind"] for e in v["entries"]] == ["drop", "rollback", "drop"]
+    assert v["entries"][0]["misranked"] and v["disagree"] and v["rollbacks"] == 1
+    assert v["entries"][0]["extra"] == {"new_key": 1}
+    assert v["entries"][0]["candidates"][0]["extra"] == {"flag": "m"}
+    # The wrong claim is found again by the verifier when the record kept only the verdict.
+    assert v["path"][0]["verdict"] == "incorrect" and "<mark" in str(v["path"][0]["html"])
+    assert v["pred"] is None and not v["correct"]
+
+
+def test_search_records_render_in_both_shapes():
+    for pairwise in (False, True):
+        for i, rec in enumerate(search_records(4, seed=1, pairwise=pairwise)):
+            v = search_view(rec, i)
+            assert len(v["path"]) == len(rec["steps"])
+            assert all(e["has_wins"] is pairwise for e in v["entries"] if e["candidates"])
+
+
+def test_run_dir_with_only_a_config_renders(tmp_path):
+    (tmp_path / "config.yaml").write_text("config: {model: embedded}\nversions: {}\ngit: null\n")
     html = write_report(tmp_path).read_text()
-    assert "Step 1: 3 + 4 = 8" in html and "0.250" in html and "0.900" in html
-    assert 'class="step incorrect"' in html
-    assert "p&lt;1&gt;" in html  # escaped, never raw model/dataset text
-    assert json.loads((tmp_path / "report.json").read_text())["evals"][0]["samples"][0]["id"] == "p<1>"
+    assert "No figures" in html and "embedded" in html
 
 
 def test_not_a_run_dir(tmp_path):
