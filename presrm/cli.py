@@ -51,26 +51,47 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from presrm.data import load_problems, load_task
+    from presrm.decoding import Decoding
     from presrm.evaluate import evaluate, write_eval
     from presrm.judge import make_judge
     from presrm.models import load_model
     from presrm.report import write_report
 
     task = load_task(args.task, args.tasks_dir)
+    if args.num_fewshot is not None:
+        task = task.with_shots(args.num_fewshot)
+    decoding = Decoding.parse(args.decoding, k=args.k, temperature=args.temperature, top_p=args.top_p,
+                              seed=args.seed, aggregate=args.aggregate, beam_width=args.beam_width,
+                              beam_expand=args.beam_expand, max_steps=args.max_steps,
+                              max_step_tokens=args.max_step_tokens)
     problems = load_problems(task, limit=args.limit, data_file=args.data_file)
-    model, tok = load_model(args.model, device=args.device)
+    model, tok = load_model(args.model, device=args.device, precision=args.precision)
     if args.adapter:
         from presrm.train import load_with_adapter
 
         model = load_with_adapter(model, args.adapter)
-    judge = make_judge("pointwise", model, tok) if args.judge_steps else None
+    use_judge = args.judge_steps or decoding.scores_steps
+    judge = make_judge("pointwise", model, tok, template=args.judge_template) if use_judge else None
     summary, records = evaluate(model, tok, task, problems, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, judge=judge, label="eval")
-    summary.update({"model": args.model, "adapter": args.adapter})
+                                batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)
+    summary.update({"model": args.model, "adapter": args.adapter, "precision": args.precision})
     write_eval(args.output_dir, summary, records)
     report = write_report(args.output_dir)
-    print(f"Accuracy on {summary['n']} {task.name} problems: {_acc_line(summary)}")
+    print(f"Accuracy on {summary['n']} {task.name} problems ({decoding.label}, {task.num_fewshot}-shot): "
+          f"{_acc_line(summary)} in {summary['seconds']:.1f} s")
     print(f"Results: {Path(args.output_dir) / 'results.json'}  Report: {report}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from presrm.compare import compare_runs, format_comparison
+
+    result = compare_runs(args.results_a, args.results_b)
+    print(format_comparison(result))
+    if args.output:
+        from presrm.jsonio import write_json
+
+        write_json(args.output, result)
     return 0
 
 
@@ -81,7 +102,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         model=args.model, mode=args.judge, limit=args.limit, output_dir=args.output_dir, adapter=args.adapter,
         threshold=args.threshold, seed=args.seed, task=args.task, tasks_dir=args.tasks_dir,
         data_file=args.data_file, template=args.template, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, device=args.device))
+        max_new_tokens=args.max_new_tokens, device=args.device, precision=args.precision))
     print("\n".join(summary_lines(results)))
     print(f"Results: {Path(args.output_dir) / 'results.json'}")
     return 0
@@ -119,20 +140,46 @@ def make_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="GSM8K-style accuracy of a model",
-                       description="Greedy-decode a task's problems and report strict and flexible accuracy.")
+                       description="Decode a task's problems (greedy, maj@k, best-of-N or judge-guided beam "
+                                   "search) and report strict and flexible accuracy with the protocol that "
+                                   "produced them (results.json, samples.jsonl).")
     e.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
     e.add_argument("--adapter", help="a LoRA adapter folder to apply (e.g. runs/x/iter_0/adapter)")
-    e.add_argument("--task", default="gsm8k", help="task name in tasks/ or a task YAML path")
+    e.add_argument("--task", default="gsm8k", help="task name in tasks/ (gsm8k, gsm8k_cot_zeroshot) or a YAML path")
     e.add_argument("--tasks-dir", help="folder of task YAMLs")
     e.add_argument("--data-file", help="override the task's data file (JSONL)")
     e.add_argument("--limit", type=int, help="first N problems")
+    e.add_argument("--num-fewshot", type=int, help="shots before each problem (default: the task's num_fewshot)")
     e.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")
     e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--max-new-tokens", type=int, default=320)
+    e.add_argument("--max-new-tokens", type=int, help="cap on new tokens (default: the task's, else 320)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="model dtype; fp32 reproduces exactly (auto: bf16)")
+    e.add_argument("--decoding", default="greedy",
+                   help="greedy, maj@k (self-consistency; or maj@8), best-of-n (rerank by the judge's process "
+                        "reward; or best-of-8), beam (step-level beam search guided by the judge)")
+    e.add_argument("--k", "--n", dest="k", type=int, default=8, help="samples for maj@k / candidates for best-of-n")
+    e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (maj@k, best-of-n, beam)")
+    e.add_argument("--top-p", type=float, default=0.95)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--aggregate", default="min", help="step scores -> process reward: min, mean, prod, last, gmean")
+    e.add_argument("--beam-width", type=int, default=2, help="beams kept after each step")
+    e.add_argument("--beam-expand", type=int, default=4, help="candidate next steps sampled per beam")
+    e.add_argument("--max-steps", type=int, default=10, help="beam search: cap on steps")
+    e.add_argument("--max-step-tokens", type=int, default=96, help="beam search: cap on tokens per step")
+    e.add_argument("--judge-template", help="Jinja file overriding the pointwise judge prompt")
     e.add_argument("--no-judge-steps", dest="judge_steps", action="store_false",
-                   help="skip scoring each step with the model's own judge")
+                   help="skip scoring each step with the model's own judge (greedy, maj@k)")
     e.set_defaults(func=cmd_eval)
+
+    c = sub.add_parser("compare", help="paired comparison of two evaluations (McNemar)",
+                       description="Compare two evaluations of the same problems: accuracies, their difference, "
+                                   "discordant counts and an exact McNemar test, for strict and flexible answers.")
+    c.add_argument("results_a", metavar="RESULTS_A", help="results.json (or its folder) of run A")
+    c.add_argument("results_b", metavar="RESULTS_B", help="results.json (or its folder) of run B")
+    c.add_argument("--output", help="also write the comparison as JSON here")
+    c.set_defaults(func=cmd_compare)
 
     j = sub.add_parser("judge-eval", help="judge quality against verifier-labelled GSM8K steps",
                        description="Build gold and one-step-perturbed GSM8K solutions (first error known, "
@@ -154,6 +201,8 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--batch-size", type=int, default=16, help="judge prompts per forward pass")
     j.add_argument("--max-new-tokens", type=int, default=128, help="generative/outcome: cap on the judge's reply")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="model dtype (auto: bf16; fp32 is much faster on CPUs without native bf16)")
     j.set_defaults(func=cmd_judge_eval)
 
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")

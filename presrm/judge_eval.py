@@ -420,6 +420,7 @@ class JudgeEvalArgs:
     batch_size: int = 16
     max_new_tokens: int = 128
     device: str = "auto"
+    precision: str = "auto"
 
     def validate(self) -> None:
         checks = [
@@ -427,6 +428,8 @@ class JudgeEvalArgs:
             (self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
             (0.0 <= self.threshold <= 1.0 and not math.isnan(self.threshold),
              f"--threshold must be in [0, 1], got {self.threshold}"),
+            (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got "
+                                                            f"{self.precision!r}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}"),
             (not Path(self.output_dir).is_file(), f"--output-dir {self.output_dir} is a file, not a folder"),
@@ -441,7 +444,8 @@ class JudgeEvalArgs:
         """The ``presrm judge-eval`` command line that reproduces this run."""
         parts = ["presrm judge-eval", f"--model {self.model}", f"--judge {self.mode}", f"--limit {self.limit}",
                  f"--output-dir {self.output_dir}", f"--threshold {self.threshold}", f"--seed {self.seed}"]
-        optional = {"--adapter": self.adapter, "--task": self.task if self.task != "gsm8k" else None,
+        optional = {"--precision": None if self.precision == "auto" else self.precision, "--adapter": self.adapter,
+                    "--task": self.task if self.task != "gsm8k" else None,
                     "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template}
         parts += [f"{flag} {value}" for flag, value in optional.items() if value is not None]
         if self.batch_size != 16:
@@ -472,7 +476,7 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
         raise ConfigError(f"no labelled solutions could be built from {len(problems)} problems of task "
                           f"{task.name} (they need GSM8K-style gold solutions with checkable arithmetic)")
     log.info("Labelled set: %s", labelled.stats)
-    model, tok = load_model(args.model, device=args.device)
+    model, tok = load_model(args.model, device=args.device, precision=args.precision)
     if args.adapter:
         from presrm.train import load_with_adapter
 
