@@ -40,6 +40,8 @@ from presrm.judges.common import (
     combine_orders,
     load_template,
 )
+from presrm.judges.generative import GenerativeJudge, parse_verdict
+from presrm.judges.outcome import OutcomeJudge, OutcomeVerdict, parse_score
 from presrm.judges.pairwise import PairwiseJudge
 from presrm.judges.pointwise import PointwiseJudge
 
@@ -51,6 +53,9 @@ log = logging.getLogger(__name__)
 __all__ = [
     "JUDGES",
     "PROMPTS",
+    "GenerativeJudge",
+    "OutcomeJudge",
+    "OutcomeVerdict",
     "PairToJudge",
     "PairVerdict",
     "PairwiseJudge",
@@ -61,11 +66,15 @@ __all__ = [
     "load_template",
     "make_judge",
     "make_judge_from_config",
+    "parse_score",
+    "parse_verdict",
 ]
 
 JUDGES: dict[str, type] = {
     "pointwise": PointwiseJudge,
     "pairwise": PairwiseJudge,
+    "generative": GenerativeJudge,
+    "outcome": OutcomeJudge,
 }
 
 
@@ -90,7 +99,7 @@ def make_judge_from_config(cfg: JudgeConfig, model, tok, *, mode: str | None = N
     """The judge a ``judge:`` config section describes; ``mode`` overrides ``cfg.mode``.
 
     Each mode reads its own template key: ``template`` (pointwise),
-    ``pairwise_template``.
+    ``pairwise_template``, ``generative_template``, ``outcome_template``.
     """
     mode = mode or cfg.mode
     options: dict[str, Any] = {"batch_size": cfg.batch_size}
@@ -99,4 +108,9 @@ def make_judge_from_config(cfg: JudgeConfig, model, tok, *, mode: str | None = N
     elif mode == "pairwise":
         options.update(template=cfg.pairwise_template, both_orders=cfg.both_orders, tie_margin=cfg.tie_margin,
                        prefix_cache=cfg.prefix_cache)
+    elif mode == "generative":
+        options.update(template=cfg.generative_template, both_orders=cfg.both_orders,
+                       max_new_tokens=cfg.max_new_tokens)
+    elif mode == "outcome":
+        options.update(template=cfg.outcome_template)
     return make_judge(mode, model, tok, **options)

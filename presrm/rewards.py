@@ -1,10 +1,14 @@
 """Aggregators that turn per-step scores in [0, 1] into one process reward in [0, 1].
 
 Pure functions. An empty list of scores has no reward: each aggregator
-raises ValueError rather than inventing one.
+raises ValueError rather than inventing one, and so does a score outside
+[0, 1] (or NaN). ``combine_with_outcome`` mixes a process reward with the
+verified outcome of the whole solution.
 
 >>> aggregate([0.9, 0.2, 0.8], "min")
 0.2
+>>> combine_with_outcome(0.6, True, weight=0.5)
+0.8
 """
 
 from __future__ import annotations
@@ -67,3 +71,22 @@ def aggregate(scores: Sequence[float], how: str = "min") -> float:
     except KeyError:
         raise ValueError(f"unknown aggregator {how!r}; choose one of {sorted(AGGREGATORS)}") from None
     return fn(scores)
+
+
+def combine_with_outcome(process_reward: float, outcome_correct: bool | None, weight: float) -> float:
+    """``(1 - weight) * process_reward + weight * outcome``, outcome 1.0 if correct else 0.0.
+
+    ``weight`` = 0 keeps the process reward; 1 keeps only the outcome. When
+    the outcome is unknown (None: no gold answer, or nothing extracted) the
+    process reward is returned unchanged.
+
+    Note: ``outcome_correct`` is the *verified* outcome (``presrm.verify``),
+    not the self-judge's opinion of it.
+    """
+    if not 0.0 <= process_reward <= 1.0 or math.isnan(process_reward):
+        raise ValueError(f"process reward {process_reward!r} is outside [0, 1]")
+    if not 0.0 <= weight <= 1.0 or math.isnan(weight):
+        raise ValueError(f"outcome weight {weight!r} is outside [0, 1]")
+    if outcome_correct is None:
+        return process_reward
+    return (1.0 - weight) * process_reward + weight * (1.0 if outcome_correct else 0.0)

@@ -4,10 +4,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from presrm.config import JudgeConfig, load_config
 from presrm.errors import ConfigError
 from presrm.judge import (
+    GenerativeJudge,
+    OutcomeJudge,
     PairToJudge,
     PairwiseJudge,
     PointwiseJudge,
@@ -15,6 +19,8 @@ from presrm.judge import (
     combine_orders,
     make_judge,
     make_judge_from_config,
+    parse_score,
+    parse_verdict,
 )
 from presrm.judges import forward
 from presrm.judges.common import chains
@@ -297,3 +303,212 @@ def test_judge_config_validation(override, match):
 @pytest.mark.parametrize("mode", ["pointwise", "pairwise", "generative"])
 def test_judge_config_accepts_modes(mode):
     assert load_config(None, [f"judge.mode={mode}"]).judge.mode == mode
+
+
+# ---------------------------------------------------------------- generative
+
+
+VERDICTS = [
+    ("Step A is right, B adds wrongly. [[A]]", "A"),
+    ("[[B]]", "B"),
+    ('I must output "[[A]]" if A is better or "[[B]]" otherwise. Step B errs. My verdict: [[A]]', "A"),
+    ("[[A]] ... on reflection, [[B]]", "B"),  # the last verdict counts
+    ("Final verdict: [[ B ]]", "B"),
+    ("[[Step A]]", "A"),
+    ("[[a]]", "A"),
+    ("**[[B]]**", "B"),
+    ("[[A]", "A"),
+    ("Step A computes 3 + 4 = 7 correctly. Therefore: [[A", "A"),  # cut off by max_new_tokens
+    ("The better step is [A].", "A"),
+    ("[B]", "B"),
+    ("Verdict: B", "B"),
+    ("Final verdict: **A**", "A"),
+    ("My final answer is Step B.", "B"),
+    ("Decision - A", "A"),
+    ("Step A is better than step B.", "A"),
+    ("A is more accurate.", "A"),
+    ("I choose B.", "B"),
+    ("I would pick step A, because it adds correctly.", "A"),
+    ("Step B is clearly better; step B is the better choice.", "B"),
+    # ambiguous or no verdict: None, never a guess
+    ("Step A is better. Actually, Step B is better.", None),
+    ("Neither A nor B is better.", None),
+    ("Both are equally good, though Step A is better in style.", None),
+    ("It is a tie.", None),
+    ("Verdict: a tie", None),
+    ("Verdict: A/B", None),
+    ("Step A is not better.", None),
+    ("Step B is incorrect.", None),
+    ("Step A: 3 + 4 = 7. Step B: 3 + 4 = 8.", None),
+    ("The answer is 12.", None),
+    ("[[C]]", None),
+    ("[[AB]]", None),
+    ("[[Answer]]", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "expected"), VERDICTS)
+def test_parse_verdict(reply, expected):
+    assert parse_verdict(reply) == expected
+
+
+_NO_BRACKETS = st.text(st.characters(blacklist_characters="[]"), max_size=80)
+
+
+@given(st.text(max_size=200))
+def test_parse_verdict_never_fails(text):
+    assert parse_verdict(text) in {"A", "B", None}
+
+
+@given(_NO_BRACKETS, st.sampled_from(["A", "B"]), _NO_BRACKETS)
+def test_parse_verdict_reads_the_requested_format_anywhere(before, letter, after):
+    assert parse_verdict(f"{before}[[{letter}]]{after}") == letter
+
+
+@given(st.text(st.characters(blacklist_characters="ABab"), max_size=200))
+def test_parse_verdict_never_guesses_without_a_letter(text):
+    assert parse_verdict(text) is None
+
+
+class ScriptedGenerator:
+    """A fake LM whose greedy ``generate`` writes the reply ``script(prompt text)``."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, tok, script):
+        self.tok, self.script = tok, script
+        self.prompts: list[str] = []
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **_):
+        rows = []
+        for r in range(input_ids.shape[0]):
+            text = self.tok.decode(input_ids[r][attention_mask[r].bool()])
+            self.prompts.append(text)
+            rows.append(self.tok.encode(self.script(text), add_special_tokens=False)[:max_new_tokens])
+        width = max(len(x) for x in rows)
+        new = torch.full((len(rows), width), self.tok.pad_token_id)
+        for r, x in enumerate(rows):
+            new[r, :len(x)] = torch.tensor(x, dtype=torch.long)
+        return torch.cat([input_ids, new], dim=1)
+
+
+def _shown(text, label):
+    step = re.search(rf"\[The Start of Step {label}\]\n(.*?)\n\[The End of Step {label}\]", text, re.S).group(1)
+    return int(re.search(r"q=(\d+)", step).group(1))
+
+
+def _fair(text):
+    a, b = _shown(text, "A"), _shown(text, "B")
+    if a == 0 or b == 0:
+        return "I am not sure."
+    return f"Step {'A' if a > b else 'B'} has the higher quality. [[{'A' if a > b else 'B'}]]"
+
+
+@pytest.mark.parametrize(("script", "both", "wins", "winners"), [
+    (_fair, True, [3.0, 2.0, 1.0, 0.0], {"A"}),
+    (lambda text: "Explanation... [[A]]", True, [1.5, 1.5, 1.5, 1.5], {"tie"}),  # pure position bias
+    (lambda text: "Explanation... [[A]]", False, [3.0, 2.0, 1.0, 0.0], {"A"}),
+    (lambda text: "Both look fine.", True, [0.0, 0.0, 0.0, 0.0], {None}),
+])
+def test_generative_tournament_scripted(tiny, script, both, wins, winners):
+    _, tok = tiny
+    judge = GenerativeJudge(ScriptedGenerator(tok, script), tok, both_orders=both, max_new_tokens=64)
+    t = judge.tournament(Q1, (), [f"Step 1: option q={q}" for q in (9, 7, 5, 3)])
+    assert t.wins == wins and {m["winner"] for m in t.matches} == winners
+    assert len(judge.model.prompts) == 6 * (2 if both else 1)
+    assert all(p.endswith("<|im_start|>assistant\n") and "[[A]]" in p for p in judge.model.prompts)
+
+
+def test_generative_keeps_raw_text_and_unparseable_order_gives_none(tiny):
+    _, tok = tiny
+    judge = GenerativeJudge(ScriptedGenerator(tok, _fair), tok)
+    v, half = judge.compare([PairToJudge(Q1, (), "Step 1: q=3", "Step 1: q=5"),
+                             PairToJudge(Q1, (), "Step 1: q=3", "Step 1: q=0")])
+    assert v.winner == "B" and v.p_a == 0.0
+    assert [(o["order"], o["verdict"], o["p_a"]) for o in v.orders] == [("AB", "B", 0.0), ("BA", "B", 0.0)]
+    assert v.orders[0]["raw"].endswith("[[B]]") and v.orders[1]["raw"].endswith("[[A]]")  # B was shown first
+    assert "[AB] Step B has" in v.raw and "[BA] Step A has" in v.raw
+    assert half.winner is None and half.p_a is None and half.orders[0]["raw"] == "I am not sure."
+
+
+def test_generative_on_tiny_model(tiny):
+    judge = GenerativeJudge(*tiny, max_new_tokens=6, batch_size=4)
+    out = judge.compare(PAIRS[:2])
+    for v in out:
+        assert v.winner in {"A", "B", "tie", None} and len(v.orders) == 2
+        assert all(isinstance(o["raw"], str) for o in v.orders)
+        if any(o["verdict"] is None for o in v.orders):
+            assert v.winner is None
+    assert make_judge_from_config(JudgeConfig(mode="generative", max_new_tokens=5), *tiny).max_new_tokens == 5
+
+
+# ---------------------------------------------------------------- outcome
+
+
+SCORES = [
+    ("Relevant and correct. Score: 4", 4.0),
+    ("score: 0", 0.0),
+    ("Score: 5/5", 5.0),
+    ("Score: **3**", 3.0),
+    ("I award a score of 2 out of 5.", 2.0),
+    ("Total score: 5", 5.0),
+    ("Score (total): 1", 1.0),
+    ("Score:\n2", 2.0),
+    ("Score: 4.5", 4.5),
+    ("Score: 3. On reflection the last step is wrong. Score: 2", 2.0),
+    ("Score: <total points>", None),
+    ("Score: 7", None),
+    ("Score: 8/10", None),
+    ("Score: -1", None),
+    ("I would give it 4 points.", None),
+    ("4/5", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("reply", "expected"), SCORES)
+def test_parse_score(reply, expected):
+    assert parse_score(reply) == expected
+
+
+@given(st.text(max_size=200))
+def test_parse_score_never_fails(text):
+    s = parse_score(text)
+    assert s is None or 0.0 <= s <= 5.0
+
+
+@given(st.text(max_size=100).filter(lambda t: "score" not in t.lower()), st.integers(0, 5))
+def test_parse_score_reads_the_format(text, n):
+    assert parse_score(f"{text} Score: {n}") == n
+
+
+def test_outcome_judge_scripted(tiny):
+    _, tok = tiny
+
+    def rubric(text):
+        m = re.search(r"answer is (\d+)", text)
+        return "No idea." if m is None else f"Correct final answer. Score: {min(int(m.group(1)), 5)}"
+
+    judge = OutcomeJudge(ScriptedGenerator(tok, rubric), tok)
+    scores = judge.score_solutions([Q1, Q1, Q2], ["Step 1: 3 + 4. The answer is 4.", "Step 1: dunno", "answer is 5"])
+    assert scores == [0.8, None, 1.0]
+    assert [v.points for v in judge.last_verdicts] == [4.0, None, 5.0] and judge.last_verdicts[1].raw == "No idea."
+    shown = "[The Start of the Solution]\nStep 1: dunno\n[The End of the Solution]"
+    assert any(shown in p for p in judge.model.prompts)
+    assert all("Score: <total points>" in p for p in judge.model.prompts)
+    with pytest.raises(ValueError, match="2 questions but 1 solutions"):
+        judge.score_solutions([Q1, Q2], ["x"])
+
+
+def test_outcome_judge_on_tiny_model_and_template_override(tiny, tmp_path):
+    t = tmp_path / "rubric.jinja"
+    t.write_text("Rate {{ solution }} for {{ question }}. Score: <0-5>")
+    judge = make_judge("outcome", *tiny, template=str(t), max_new_tokens=4)
+    assert "Rate Step 1: 7 for Q. Score: <0-5>" in judge.prompt("Q", "Step 1: 7")
+    out = judge.score_solutions([Q1, Q2], ["Step 1: 3 + 4 = 7", "Step 1: 6 * 5 = 30"])
+    assert len(out) == 2 and all(s is None or 0.0 <= s <= 1.0 for s in out)
+    bad = tmp_path / "bad.jinja"
+    bad.write_text("{{ question }}")
+    with pytest.raises(ConfigError, match="never shows solution"):
+        make_judge("outcome", *tiny, template=str(bad))

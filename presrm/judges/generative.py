@@ -1,0 +1,104 @@
+"""Generative pairwise judge (the PReSRM paper's judge): an explanation, then ``[[A]]`` or ``[[B]]``.
+
+Greedy decoding (no sampling), capped at ``max_new_tokens``. The verdict is
+read by ``parse_verdict``, which prefers the last ``[[A]]``/``[[B]]`` and
+returns None instead of guessing; an unparseable reply in any order makes the
+pair's ``winner`` None. The raw replies are kept in ``PairVerdict.orders``.
+
+>>> parse_verdict("Step A adds correctly, step B does not. [[A]]")
+'A'
+>>> parse_verdict("Both steps look fine to me.") is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from presrm.generate import generate, render_chat
+from presrm.judges.common import PairJudgeBase, PairToJudge, PairVerdict, combine_orders, load_template
+from presrm.judges.pairwise import PAIR_SAMPLE, orders_of
+
+_STEP = r"(?:(?i:step|candidate|assistant|response)\s*)?"
+# Tier 1: the requested format. Tier 2: single brackets. Tier 3: a labelled verdict ("Verdict: B").
+_TIERS = [
+    re.compile(r"\[\[\s*" + _STEP + r"([ABab])\s*(?:\]\]?|$)"),  # "[[A]" or a reply cut at "[[A" too
+    re.compile(r"(?<!\[)\[\s*" + _STEP + r"([AB])\s*\](?!\])"),
+    re.compile(r"(?i:\b(?:final\s+)?(?:verdict|answer|choice|decision)\b)(?:\s+(?i:is))?\s*[:=\-]?\s*[*_\"'(\s]*"
+               + _STEP + r"([AB])\b(?![^\s.,;:!?)*_\"'])"),
+]
+# Tier 4: free phrases; used only when every one found names the same step.
+_PHRASES = [
+    re.compile(r"(?<![\w-])" + _STEP + r"([AB])\s+(?i:is\s+(?:clearly\s+|the\s+)?(?:better|superior|preferred|"
+               r"more\s+(?:correct|accurate|helpful|appropriate)|the\s+(?:better|correct)\s+(?:step|choice|one)))\b"),
+    re.compile(r"(?i:\b(?:choose|prefer|pick|select)\s+)" + _STEP + r"([AB])\b(?![^\s.,;:!?)*_\"'])"),
+]
+_UNDECIDED = re.compile(r"(?i)\b(?:neither|equally|tie|tied)\b")
+
+
+def parse_verdict(text: str) -> str | None:
+    """"A" or "B" from a generative judge's reply, or None when it names no step unambiguously.
+
+    Tiers, first hit wins: the last ``[[A]]``/``[[B]]`` (also ``[[A]`` and a
+    reply cut off at ``[[A``); else the last
+    ``[A]``/``[B]``; else the last labelled verdict (``Verdict: B``,
+    ``final answer: Step A``); else phrases such as "Step A is better" or
+    "I choose B", only when they all agree and no "neither"/"equally"/"tie"
+    appears.
+    """
+    for pattern in _TIERS:
+        found = pattern.findall(text)
+        if found:
+            return found[-1].upper()
+    if _UNDECIDED.search(text):
+        return None
+    letters = {m for p in _PHRASES for m in p.findall(text)}
+    return letters.pop() if len(letters) == 1 else None
+
+
+class GenerativeJudge(PairJudgeBase):
+    """Pairwise verdicts written out by the model (explanation, then ``[[A]]``/``[[B]]``).
+
+    Same ``compare``/``tournament``/``tournaments`` API as ``PairwiseJudge``;
+    per order, ``p_a`` is 1.0 or 0.0 (None when unparseable), so two orders
+    that disagree give a tie.
+
+    >>> judge = GenerativeJudge(model, tok, max_new_tokens=128)  # doctest: +SKIP
+    """
+
+    mode = "generative"
+    prefill = ""
+
+    def __init__(self, model, tok, *, template: str | None = None, batch_size: int = 8, both_orders: bool = True,
+                 max_new_tokens: int = 128):
+        self.model, self.tok, self.batch_size = model, tok, batch_size
+        self.both_orders, self.max_new_tokens = both_orders, max_new_tokens
+        self.template = load_template(template, "generative", **PAIR_SAMPLE)
+
+    def prompt(self, question: str, previous: Sequence[str], a: str, b: str) -> str:
+        """The exact text the model sees (the chat template's assistant turn, nothing prefilled)."""
+        user = self.template.render(question=question, previous=list(previous), a=a, b=b)
+        return render_chat(self.tok, user, self.prefill)
+
+    def compare(self, items: Sequence[PairToJudge], *, desc: str | None = None) -> list[PairVerdict]:
+        """One verdict per pair; all orders of all pairs are generated in length-sorted batches."""
+        prompts, owner = [], []
+        for n, it in enumerate(items):
+            for order, first, second in orders_of(it, self.both_orders):
+                prompts.append(self.prompt(it.question, it.previous, first, second))
+                owner.append((n, order))
+        replies = generate(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
+                           batch_size=self.batch_size, temperature=0.0, desc=desc) if prompts else []
+        per_item: list[list[dict]] = [[] for _ in items]
+        for (n, order), (reply,) in zip(owner, replies, strict=True):
+            shown = parse_verdict(reply)
+            verdict = shown if order == "AB" or shown is None else {"A": "B", "B": "A"}[shown]
+            p_a = None if verdict is None else float(verdict == "A")
+            per_item[n].append({"order": order, "p_a": p_a, "verdict": verdict, "raw": reply})
+        out = []
+        for orders in per_item:
+            winner, p_a = combine_orders([o["p_a"] for o in orders], tie_margin=0.0)
+            raw = "\n\n".join(f"[{o['order']}] {o['raw']}" for o in orders)
+            out.append(PairVerdict(winner=winner, p_a=p_a, orders=orders, raw=raw))
+        return out

@@ -1,0 +1,94 @@
+"""Outcome judge: the additive 5-point rubric of Self-Rewarding LMs (Yuan et al., 2024) on whole solutions.
+
+The model adds one point per criterion met (relevant; addresses a substantial
+part; answers the basic elements usefully; clear, organized and nearly
+right; fully correct and expert), justifies briefly, and ends with
+``Score: <points>``. The reward is points / 5; an unparseable reply gives
+None, never a silent 0. Decoding is greedy. It is the outcome-level baseline
+that process judging must beat.
+
+>>> parse_score("Relevant and correct. Score: 4")
+4.0
+>>> parse_score("I would give it 4 points.") is None
+True
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from presrm.generate import generate, render_chat
+from presrm.judges.common import load_template
+
+MAX_POINTS = 5
+_SCORE = re.compile(r"(?i:\bscore)\s*(?:\((?i:total)\)\s*)?(?:(?i:is|of)\s+)?[:=]?\s*[*_\"'(\[]*\s*"
+                    r"(\d+(?:\.\d+)?)(?:\s*(?:/|(?i:out\s+of))\s*(\d+))?")
+
+
+def parse_score(text: str) -> float | None:
+    """Points (0..5) from the last ``Score: N`` (also ``Score: N/5``, "score of N out of 5"), else None.
+
+    Note: a score outside 0..5, or out of another total ("8/10"), is None.
+    """
+    found = _SCORE.findall(text)
+    if not found:
+        return None
+    value, total = found[-1]
+    points = float(value)
+    if (total and int(total) != MAX_POINTS) or points > MAX_POINTS:
+        return None
+    return points
+
+
+@dataclass
+class OutcomeVerdict:
+    """One solution's rubric result: ``score`` = points / 5 (None when unparseable) and the raw reply."""
+
+    score: float | None
+    points: float | None
+    raw: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class OutcomeJudge:
+    """Scores whole solutions with the additive 5-point rubric; ``score_solutions`` gives points / 5.
+
+    >>> judge = OutcomeJudge(model, tok)  # doctest: +SKIP
+    >>> judge.score_solutions(["1+1?"], ["Step 1: 1 + 1 = 2. The answer is 2."])  # doctest: +SKIP
+    [0.8]
+    """
+
+    mode = "outcome"
+
+    def __init__(self, model, tok, *, template: str | None = None, batch_size: int = 8, max_new_tokens: int = 192):
+        self.model, self.tok, self.batch_size, self.max_new_tokens = model, tok, batch_size, max_new_tokens
+        self.template = load_template(template, "outcome", question="<QUESTION>", solution="<SOLUTION>")
+        self.last_verdicts: list[OutcomeVerdict] = []
+
+    def prompt(self, question: str, solution: str) -> str:
+        return render_chat(self.tok, self.template.render(question=question, solution=solution))
+
+    def judge_solutions(self, questions: Sequence[str], solutions: Sequence[str], *,
+                        desc: str | None = None) -> list[OutcomeVerdict]:
+        """One verdict (score, points, raw reply) per solution, greedy, in length-sorted batches."""
+        if len(questions) != len(solutions):
+            raise ValueError(f"{len(questions)} questions but {len(solutions)} solutions")
+        prompts = [self.prompt(q, s) for q, s in zip(questions, solutions, strict=True)]
+        replies = generate(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
+                           batch_size=self.batch_size, temperature=0.0, desc=desc) if prompts else []
+        out = []
+        for (reply,) in replies:
+            points = parse_score(reply)
+            out.append(OutcomeVerdict(score=None if points is None else points / MAX_POINTS, points=points, raw=reply))
+        self.last_verdicts = out
+        return out
+
+    def score_solutions(self, questions: Sequence[str], solutions: Sequence[str], *,
+                        desc: str | None = None) -> list[float | None]:
+        """points / 5 per solution, None when the reply has no readable score (raw replies: ``last_verdicts``)."""
+        return [v.score for v in self.judge_solutions(questions, solutions, desc=desc)]
