@@ -63,7 +63,10 @@ def generate(
     Greedy when ``temperature == 0``. Returns one list of strings per prompt,
     in the order of ``prompts``; each string is cut at the first stop string.
     """
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    # Longest first by token count, ties by text: lm-evaluation-harness's order, so equal batch sizes
+    # give the very same batches (and bit-identical fp32 greedy outputs) in both.
+    lengths = [len(ids) for ids in tok(list(prompts), add_special_tokens=False)["input_ids"]] if prompts else []
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], prompts[i]))
     per_batch = max(1, batch_size // num_return_sequences)
     results: list[list[str]] = [[] for _ in prompts]
     sampling = temperature > 0

@@ -1,10 +1,23 @@
-import pytest
+"""Evaluation protocols, decoding modes, and accuracy recomputed from samples.jsonl."""
 
-from presrm.data import load_problems, load_task
-from presrm.evaluate import evaluate, score_record, summarize, wilson_interval, write_eval
+import dataclasses
+import json
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from presrm.data import Extractor, Match, load_problems, load_shots, load_task
+from presrm.decoding import Decoding, majority_vote, vote_key
+from presrm.errors import ConfigError
+from presrm.evaluate import build_prompt, evaluate, score_record, summarize, wilson_interval, write_eval
 from presrm.jsonio import read_json, read_jsonl
 from presrm.judge import PointwiseJudge
 from presrm.schema import Problem
+
+COT = load_task("gsm8k_cot_zeroshot")
+STRICT, FLEX = COT.extractors["strict"], COT.extractors["flexible"]
 
 
 @pytest.mark.parametrize(
@@ -36,27 +49,271 @@ def test_wrong_arithmetic_is_marked():
     assert r.correct_strict and r.step_checks[0]["verdict"] == "incorrect"
 
 
-def test_evaluate_writes_recomputable_results(tiny, gsm8k_like, tmp_path):
-    model, tok = tiny
+# lm-eval's gsm8k_cot_zeroshot filters: strict = first "The answer is N." match, flexible = last number-ish run.
+@pytest.mark.parametrize(
+    ("text", "strict", "flexible"),
+    [
+        ("So 3 + 4 = 7. The answer is 7.", "7", "7."),
+        ("The answer is 1,234.5 dollars", "1,234.5", "1,234.5"),
+        ("The answer is 5. Later the answer is 6.", "5.", "6."),  # greedy: "5." then any char
+        ("She pays $18.", None, "$18."),
+        ("x is -3 and then 4", None, "4"),
+        ("The answer is -2!", "-2", "-2"),
+        ("no digits at all", None, None),
+        ("The answer is 7", None, "7"),  # the pattern's final "." needs one more character
+        ("1 and 22 and 3", None, "3"),
+    ],
+)
+def test_lmeval_regex_extractors(text, strict, flexible):
+    assert (STRICT.extract(text), FLEX.extract(text)) == (strict, flexible)
+
+
+GOLD = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n#### 1,800"
+
+
+@pytest.mark.parametrize(
+    ("pred", "correct"),
+    [("1800", True), ("1,800", True), ("$1,800.", True), ("1800.0", False), ("180", False), (None, False),
+     ("1800.", True), ("#### 1800", True), (" 1800", False)],
+)
+def test_lmeval_exact_match(pred, correct):
+    assert COT.match.correct(pred, GOLD) is correct
+
+
+def test_exact_match_reference_is_the_raw_answer_field():
+    p = Problem(id="p", question="q", answer="1800", solution=GOLD)
+    assert COT.match.reference(p) == GOLD and Match().reference(p) == "1800"
+
+
+@given(st.text(alphabet="0123456789.,$-The answrisx \n", max_size=60))
+@settings(max_examples=300, deadline=None)
+def test_regex_extractors_agree_with_lm_eval(text):
+    filters = pytest.importorskip("lm_eval.filters.extraction")
+    metrics = pytest.importorskip("lm_eval.api.metrics")
+    for ours, spec in ((STRICT, {}), (FLEX, {"group_select": -1})):
+        theirs = filters.RegexFilter(regex_pattern=ours.pattern, **spec).apply([[text]], [{}])[0][0]
+        got = ours.extract(text)
+        assert (got if got is not None else "[invalid]") == theirs
+        em = metrics.exact_match_hf_evaluate([theirs], [GOLD], regexes_to_ignore=list(COT.match.regexes_to_ignore),
+                                             ignore_case=True, ignore_punctuation=False)["exact_match"]
+        assert COT.match.correct(got, GOLD) == bool(em)
+
+
+@given(st.text(max_size=200))
+@settings(max_examples=200, deadline=None)
+def test_extractors_never_raise(text):
+    for ex in (STRICT, FLEX, Extractor("presrm", "strict"), Extractor("presrm", "flexible")):
+        out = ex.extract(text)
+        assert out is None or isinstance(out, str)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("presrm_loose", "must be presrm_strict"), ({"regex": "("}, "not a valid regex"),
+     ({"regex": "x", "group_select": "last"}, "must be an integer")],
+)
+def test_bad_extractor_spec(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        Extractor.from_spec("strict", spec, "t.yaml")
+
+
+@pytest.mark.parametrize(
+    ("preds", "winner", "counts"),
+    [
+        (["18", "$18.", "20", None, "20"], "18", [2, 2]),  # tie: the answer seen first wins
+        (["20", "18", "18"], "18", [1, 2]),
+        (["1,000", "1000.00", "999"], "1,000", [2, 1]),
+        ([None, None], None, []),
+        (["3/4", "0.75", "6/8"], "3/4", [3]),
+    ],
+)
+def test_majority_vote(preds, winner, counts):
+    got, votes = majority_vote(preds, Match())
+    assert got == winner and [v["count"] for v in votes] == counts
+
+
+@pytest.mark.parametrize(
+    ("pred", "key"),
+    [("$1,000.", "1000"), ("1000.0", "1000"), ("-2.50", "-5/2"), ("18 apples", "18 apples"), ("1/0", "1/0"),
+     ("9" * 41, "9" * 41)],
+)
+def test_vote_key(pred, key):
+    assert vote_key(pred, Match()) == key
+
+
+def test_vote_key_under_exact_match_is_lm_eval_normalization():
+    assert vote_key("$1,800.", COT.match) == vote_key("1800", COT.match) == "1800"
+
+
+@pytest.mark.parametrize(
+    ("spec", "params", "mode", "k", "label"),
+    [("greedy", {}, "greedy", 1, "greedy"), ("maj@k", {"k": 5}, "maj", 5, "maj@5"), ("maj@8", {}, "maj", 8, "maj@8"),
+     ("best-of-n", {"k": 3}, "best_of_n", 3, "best-of-3"), ("Best_of_16", {}, "best_of_n", 16, "best-of-16"),
+     ("beam", {"beam_width": 3}, "beam", 1, "beam(width=3, expand=4)")],
+)
+def test_decoding_parse(spec, params, mode, k, label):
+    d = Decoding.parse(spec, **params)
+    assert (d.mode, d.k, d.label) == (mode, k, label)
+    assert d.to_dict()["name"] == label
+
+
+@pytest.mark.parametrize(
+    ("spec", "params", "message"),
+    [("top-k", {}, "use greedy, maj@k"), ("maj@k", {"k": 0}, "must be >= 1"),
+     ("best-of-n", {"aggregate": "max"}, "--aggregate"), ("maj@4", {"temperature": 0.0}, "--temperature")],
+)
+def test_decoding_parse_errors(spec, params, message):
+    with pytest.raises(ConfigError, match=message):
+        Decoding.parse(spec, **params)
+
+
+def test_cot_prompt_is_lm_eval_text_exactly(tiny):
+    _, tok = tiny
+    assert build_prompt(tok, COT, "How many?") == "Q: How many?\nA: Let's think step by step."
+
+
+def test_shots_are_deterministic_and_recorded(tiny, gsm8k_like, tmp_path):
+    _, tok = tiny
     task = load_task("gsm8k")
+    (tmp_path / "t.yaml").write_text(
+        open(task.source_file).read().replace("- ../../shared/data/gsm8k/train.jsonl", f"- {gsm8k_like}"))
+    t2 = load_task(str(tmp_path / "t.yaml")).with_shots(2)
+    shots = load_shots(t2)
+    assert [s.id for s in shots] == [s.id for s in load_shots(t2)] and len({s.id for s in shots}) == 2
+    chat = build_prompt(tok, t2, "Q?", shots)
+    assert chat.count("<|im_start|>user") == 3 and chat.count("<|im_start|>assistant") == 3
+    assert "Step 1: " + shots[0].solution.split(" = <<")[0] in chat and chat.endswith("assistant\nStep 1:")
+    plain = build_prompt(tok, dataclasses.replace(t2, chat_template=False), "Q?", shots)
+    assert plain.count("Problem: ") == 3 and "\n\n" in plain and plain.endswith("Problem: Q? Step 1:")
+    with pytest.raises(ConfigError, match="no 'fewshot' section"):
+        COT.with_shots(1)
+
+
+class LengthJudge:
+    """A fake pointwise judge: shorter steps score higher (deterministic, easy to check)."""
+
+    mode = "pointwise"
+
+    def score(self, items, *, desc=None):
+        return [1.0 / (1.0 + len(it.step)) for it in items]
+
+
+def _recompute(task, samples):
+    """Accuracy from samples.jsonl and gold alone: re-extract, re-match, and (maj@k) re-vote."""
+    counts = {"strict": 0, "flexible": 0}
+    for s in samples:
+        assert s["target"] == s["gold"] if task.match.target == "answer" else s["target"].endswith(s["gold"])
+        for name, ex in task.extractors.items():
+            if s["candidates"] and "votes" in s and s["votes"]:
+                pred = majority_vote([c[f"pred_{name}"] for c in s["candidates"]], task.match)[0]
+            else:
+                pred = ex.extract(s["completion"])
+            assert pred == s[f"pred_{name}"]
+            assert task.match.correct(pred, s["target"]) == s[f"correct_{name}"]
+            counts[name] += s[f"correct_{name}"]
+    return counts
+
+
+@pytest.mark.parametrize("task_name", ["gsm8k", "gsm8k_cot_zeroshot"])
+def test_greedy_accuracy_is_recomputable_from_samples(tiny, gsm8k_like, tmp_path, task_name):
+    model, tok = tiny
+    task = load_task(task_name)
     problems = load_problems(task, data_file=str(gsm8k_like))
+    # Make one completion right by construction: recomputation must also count successes.
     summary, records = evaluate(model, tok, task, problems, max_new_tokens=8, batch_size=4,
                                 judge=PointwiseJudge(model, tok))
-    write_eval(tmp_path, summary, records)
+    records[0].completion = "Step 1: 3 + 4 = 7\nThe answer is 7."
+    fixed = score_record(problems[0], records[0].completion, task)
+    records[0] = fixed
+    write_eval(tmp_path, {**summary, **summarize(records)}, records)
     res, samples = read_json(tmp_path / "results.json"), read_jsonl(tmp_path / "samples.jsonl")
     assert res["n"] == len(samples) == len(problems)
-    assert res["protocol"]["task"] == "gsm8k" and res["protocol"]["decoding"] == "greedy"
+    p = res["protocol"]
+    assert (p["task"], p["decoding"]["name"], p["shots"], p["max_new_tokens"]) == (task_name, "greedy", 0, 8)
+    assert p["extractors"] == {k: e.name for k, e in task.extractors.items()} and p["stop"] == list(task.stop)
+    assert p["prompt"] == task.prompt and p["example_prompt"].startswith(
+        "Q: Tom has 3" if task_name == "gsm8k_cot_zeroshot" else "<|im_start|>")
+    counts = _recompute(task, samples)
+    assert counts == {"strict": res["strict"]["correct"], "flexible": res["flexible"]["correct"]}
+    assert counts["strict"] >= 1 and res["strict"]["accuracy"] == counts["strict"] / len(samples)
+    assert all(len(s["step_scores"]) == len(s["steps"]) for s in samples[1:])
+
+
+def test_maj_at_k_records_votes_and_recomputes(tiny, gsm8k_like, tmp_path):
+    model, tok = tiny
+    task = load_task("gsm8k")
+    problems = load_problems(task, data_file=str(gsm8k_like), limit=3)
+    summary, records = evaluate(model, tok, task, problems, max_new_tokens=6, batch_size=8,
+                                decoding=Decoding.parse("maj@3", seed=1))
+    write_eval(tmp_path, summary, records)
+    samples = read_jsonl(tmp_path / "samples.jsonl")
     for s in samples:
-        assert s["completion"].startswith("Step 1:")
-        assert len(s["step_scores"]) == len(s["steps"])
-    from presrm.verify import answers_match
+        assert len(s["candidates"]) == 3 and set(s["votes"]) == {"strict", "flexible"}
+        assert sum(v["count"] for v in s["votes"]["flexible"]) == sum(c["pred_flexible"] is not None
+                                                                      for c in s["candidates"])
+        assert s["completion"] == s["candidates"][s["chosen"]]["completion"]
+    counts = _recompute(task, samples)
+    assert counts["flexible"] == summary["flexible"]["correct"]
+    assert summary["protocol"]["decoding"] == {"name": "maj@3", "mode": "maj", "k": 3, "temperature": 0.7,
+                                               "top_p": 0.95, "seed": 1}
 
-    recomputed = sum(s["pred_strict"] is not None and answers_match(s["pred_strict"], s["gold"]) for s in samples)
-    assert recomputed == res["strict"]["correct"]
+
+def test_best_of_n_keeps_the_highest_process_reward(tiny, gsm8k_like):
+    model, tok = tiny
+    task = load_task("gsm8k")
+    problems = load_problems(task, data_file=str(gsm8k_like), limit=3)
+    dec = Decoding.parse("best-of-3", aggregate="mean")
+    summary, records = evaluate(model, tok, task, problems, max_new_tokens=8, batch_size=8, judge=LengthJudge(),
+                                decoding=dec)
+    for r in records:
+        rewards = [c["process_reward"] for c in r.candidates]
+        assert len(rewards) == 3 and r.process_reward == max(rewards)
+        assert r.chosen == rewards.index(max(rewards))  # ties go to the lowest index
+        assert r.step_scores == r.candidates[r.chosen]["step_scores"]
+        assert r.process_reward == pytest.approx(sum(r.step_scores) / len(r.step_scores))
+    assert summary["protocol"]["judge"]["aggregate"] == "mean"
+    with pytest.raises(ConfigError, match="needs a judge"):
+        evaluate(model, tok, task, problems, max_new_tokens=4, decoding=dec)
 
 
-def test_summarize_counts():
-    recs = [score_record(Problem(id=str(i), question="q", answer="7"), c)
-            for i, c in enumerate(["The answer is 7.", "The answer is 6.", "so 7"])]
-    s = summarize(recs)
-    assert (s["n"], s["strict"]["correct"], s["flexible"]["correct"]) == (3, 1, 2)
+def test_beam_search_keeps_top_beams_by_process_reward(tiny, gsm8k_like, tmp_path):
+    model, tok = tiny
+    task = load_task("gsm8k")
+    problems = load_problems(task, data_file=str(gsm8k_like), limit=2)
+    dec = Decoding.parse("beam", beam_width=2, beam_expand=3, max_steps=3, max_step_tokens=6)
+    summary, records = evaluate(model, tok, task, problems, batch_size=16, judge=LengthJudge(), decoding=dec)
+    write_eval(tmp_path, summary, records)
+    for r in read_jsonl(tmp_path / "samples.jsonl"):
+        assert 1 <= len(r["steps"]) <= 3 and len(r["step_scores"]) == len(r["steps"])
+        assert [s["text"] for s in r["steps"]] == r["completion"].split("\n")
+        assert all(r["completion"][s["start"]:s["end"]] == s["text"] for s in r["steps"])
+        assert r["steps"][0]["text"].startswith("Step 1: ")
+        for rnd in r["search"]:
+            kept = [c for c in rnd["candidates"] if c["kept"]]
+            dropped = [c for c in rnd["candidates"] if not c["kept"]]
+            assert 1 <= len(kept) <= 2
+            assert all(k["process_reward"] >= d["process_reward"] for k in kept for d in dropped)
+        assert r["process_reward"] == pytest.approx(min(r["step_scores"]))
+        final = [c for c in r["candidates"] if c["final"]] or r["candidates"]  # ended beams; final answers first
+        assert r["process_reward"] == max(c["process_reward"] for c in final)
+    assert summary["protocol"]["decoding"]["mode"] == "beam"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("match", {"kind": "fuzzy"}, "match.kind"), ("match", {"target": "gold"}, "match.target"),
+     ("num_fewshot", "two", "num_fewshot"), ("max_new_tokens", 0, "max_new_tokens"),
+     ("extractors", {"strict": "presrm_strict"}, "exactly 'strict' and 'flexible'"),
+     ("fewshot", {"target": "steps"}, "needs paths or hf_dataset"), ("prompt_style", "x", "not a task setting")],
+)
+def test_task_protocol_fields_are_validated(tmp_path, key, value, message):
+    raw = yaml.safe_load(open(load_task("gsm8k").source_file))
+    raw[key] = value
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=message):
+        load_task(str(tmp_path / "t.yaml"))
+
+
+def test_protocol_is_json():
+    p = json.loads(json.dumps(load_task("gsm8k").with_shots(3).protocol()))
+    assert p["shots"] == 3 and p["fewshot"]["seed"] == 1234 and len(p["prompt_sha256"]) == 64

@@ -1,0 +1,114 @@
+"""`presrm compare`: paired accuracy difference and McNemar's test on synthetic runs."""
+
+import json
+
+import pytest
+
+from presrm.cli import main
+from presrm.compare import compare_runs, mcnemar
+from presrm.errors import DataError
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "p_exact", "p_mid"),
+    [  # p_exact checked against scipy.stats.binomtest(min(b, c), b + c, 0.5).pvalue
+        (0, 0, 1.0, 1.0),
+        (0, 1, 1.0, 0.5),
+        (1, 1, 1.0, 1.0),
+        (2, 0, 0.5, 0.25),
+        (3, 7, 0.34375, 0.2265625),
+        (0, 10, 0.001953125, 0.0009765625),
+        (5, 5, 1.0, 1.0),
+        (12, 30, 0.007915897334896727, 0.005401572654591291),
+        (40, 60, 0.05688793364098089, 0.046044066929342806),
+        (500, 560, 0.06990955946026937, 0.06542204768446869),
+    ],
+)
+def test_mcnemar_matches_binomial_test(b, c, p_exact, p_mid):
+    r = mcnemar(b, c)
+    assert (r["b"], r["c"], r["n_discordant"]) == (b, c, b + c)
+    assert r["p_exact"] == pytest.approx(p_exact, rel=1e-12)
+    assert r["p_mid"] == pytest.approx(p_mid, rel=1e-12)
+    assert mcnemar(c, b)["p_exact"] == r["p_exact"]  # symmetric
+
+
+def test_mcnemar_rejects_negative_counts():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        mcnemar(-1, 3)
+
+
+def _run(folder, outcomes, *, name="results.json", protocol=None):
+    """Write a minimal evaluation: summary + samples with (strict, flexible) outcomes per id."""
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = "samples.jsonl" if name == "results.json" else name.replace(".json", "_samples.jsonl")
+    (folder / samples).write_text("".join(
+        json.dumps({"id": pid, "correct_strict": s, "correct_flexible": f}) + "\n" for pid, (s, f) in outcomes.items()))
+    (folder / name).write_text(json.dumps({"n": len(outcomes), "protocol": protocol or {"task": "gsm8k"}}))
+    return folder / name
+
+
+# (A's outcomes, B's outcomes) -> strict (b, c, difference), flexible (b, c, difference)
+CASES = [
+    ({"1": (1, 1), "2": (0, 1), "3": (0, 0)}, {"1": (1, 1), "2": (1, 1), "3": (0, 1)}, (0, 1, 1 / 3), (0, 1, 1 / 3)),
+    ({"1": (1, 1), "2": (1, 1)}, {"2": (0, 0), "1": (0, 1)}, (2, 0, -1.0), (1, 0, -0.5)),
+    ({"x": (0, 0)}, {"x": (0, 0)}, (0, 0, 0.0), (0, 0, 0.0)),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "strict", "flexible"), CASES)
+def test_compare_runs_pairs_by_id(tmp_path, a, b, strict, flexible):
+    ra, rb = _run(tmp_path / "a", a), _run(tmp_path / "b", b)
+    res = compare_runs(ra, rb.parent)  # a file or its folder
+    assert res["n"] == len(a)
+    for kind, (nb, nc, diff) in (("strict", strict), ("flexible", flexible)):
+        r = res[kind]
+        assert (r["b"], r["c"]) == (nb, nc)
+        assert r["difference"] == pytest.approx(diff)
+        assert r["accuracy_b"] - r["accuracy_a"] == pytest.approx(diff)
+        assert r["p_exact"] == mcnemar(nb, nc)["p_exact"]
+
+
+def test_compare_loop_eval_files_and_protocol_differences(tmp_path):
+    ra = _run(tmp_path / "run", {"1": (1, 1)}, name="eval_before.json", protocol={"task": "gsm8k", "shots": 0})
+    rb = _run(tmp_path / "run", {"1": (0, 1)}, name="eval.json", protocol={"task": "gsm8k", "shots": 4})
+    res = compare_runs(ra, rb)
+    assert res["strict"]["b"] == 1 and res["protocol_differs"] == ["shots"]
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "message"),
+    [
+        ({"1": (1, 1), "2": (0, 0)}, {"1": (1, 1), "3": (0, 0)}, "cover different problems: 1 only in A"),
+        ({"1": (1, 1)}, {"1": (1, 1), "2": (1, 1)}, "0 only in A .* 1 only in B"),
+    ],
+)
+def test_different_problem_sets_exit_2(tmp_path, capsys, a, b, message):
+    ra, rb = _run(tmp_path / "a", a), _run(tmp_path / "b", b)
+    with pytest.raises(DataError, match=message):
+        compare_runs(ra, rb)
+    assert main(["compare", str(ra), str(rb)]) == 2
+    assert "cover different problems" in capsys.readouterr().err
+
+
+def test_duplicate_ids_and_missing_samples_are_errors(tmp_path):
+    ra = _run(tmp_path / "a", {"1": (1, 1)})
+    (tmp_path / "a" / "samples.jsonl").write_text('{"id": "1", "correct_strict": true, "correct_flexible": true}\n' * 2)
+    rb = _run(tmp_path / "b", {"1": (1, 1)})
+    with pytest.raises(DataError, match="appears twice"):
+        compare_runs(ra, rb)
+    (tmp_path / "b" / "samples.jsonl").unlink()
+    with pytest.raises(DataError, match="samples.jsonl: missing"):
+        compare_runs(rb, rb)
+    with pytest.raises(DataError, match="no such results file"):
+        compare_runs(tmp_path / "nowhere", rb)
+
+
+def test_compare_cli_prints_table_and_writes_json(tmp_path, capsys):
+    ra = _run(tmp_path / "a", {str(i): (i < 3, i < 5) for i in range(10)})
+    rb = _run(tmp_path / "b", {str(i): (i < 8, i < 5) for i in range(10)})
+    assert main(["compare", str(ra.parent), str(rb.parent), "--output", str(tmp_path / "cmp.json")]) == 0
+    out = capsys.readouterr().out
+    assert "10 paired problems" in out and "+50.0%" in out
+    saved = json.loads((tmp_path / "cmp.json").read_text())
+    assert (saved["strict"]["b"], saved["strict"]["c"]) == (0, 5)
+    assert saved["strict"]["p_exact"] == pytest.approx(0.0625)
