@@ -13,6 +13,7 @@ line are applied after the file and type-checked the same way.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,6 +100,16 @@ class EvalConfig:
     max_new_tokens: int = _f(320, "Cap on generated tokens per solution.")
     batch_size: int = _f(16, "Solutions generated per batch.")
     judge_steps: bool = _f(True, "Score each step of each solution with the self-judge (for reports).")
+    num_fewshot: int | None = _f(None, "Shots before each problem (null: the task's num_fewshot).")
+    decoding: str = _f("greedy", "greedy, maj@k (self-consistency), best-of-n (rerank by process reward: the "
+                                 "judge's step scores aggregated with judge.aggregate), or beam (judge-guided).")
+    k: int = _f(8, "Samples for maj@k, candidates for best-of-n.")
+    temperature: float = _f(0.7, "Sampling temperature for maj@k, best-of-n and beam.")
+    top_p: float = _f(0.95, "Nucleus sampling for maj@k, best-of-n and beam.")
+    beam_width: int = _f(2, "Beam search: beams kept after each step.")
+    beam_expand: int = _f(4, "Beam search: candidate next steps sampled per beam.")
+    max_steps: int = _f(10, "Beam search: cap on steps.")
+    max_step_tokens: int = _f(96, "Beam search: cap on tokens per step.")
     before: bool = _f(True, "Evaluate the model before training.")
     after: bool = _f(True, "Evaluate the model after each iteration.")
 
@@ -246,6 +257,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.precision in {"auto", "fp32", "bf16"}, "train.precision must be auto, fp32 or bf16"),
         (cfg.device in {"auto", "cpu", "cuda"}, "device must be auto, cpu or cuda"),
         (cfg.eval.limit is None or cfg.eval.limit >= 1, "eval.limit must be >= 1 or null"),
+        (re.fullmatch(r"greedy|beam|(maj@|best[-_]of[-_])(k|n|\d+)", cfg.eval.decoding.lower()) is not None,
+         f"eval.decoding {cfg.eval.decoding!r} must be greedy, maj@k (or maj@8), best-of-n (or best-of-8), or beam"),
     ]
     from presrm.rewards import AGGREGATORS
 

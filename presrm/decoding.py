@@ -94,6 +94,14 @@ class Decoding:
             params["k"] = int(m.group(2))
         return cls(mode=mode, **params)
 
+    @classmethod
+    def from_config(cls, cfg) -> Decoding:
+        """The decoding a run recipe's ``eval:`` section asks for (aggregate from ``judge:``, seed from the run)."""
+        e = cfg.eval
+        return cls.parse(e.decoding, k=e.k, temperature=e.temperature, top_p=e.top_p, seed=cfg.seed,
+                         aggregate=cfg.judge.aggregate, beam_width=e.beam_width, beam_expand=e.beam_expand,
+                         max_steps=e.max_steps, max_step_tokens=e.max_step_tokens)
+
     @property
     def label(self) -> str:
         return {"greedy": "greedy", "maj": f"maj@{self.k}", "best_of_n": f"best-of-{self.k}",

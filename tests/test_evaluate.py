@@ -157,6 +157,14 @@ def test_decoding_parse(spec, params, mode, k, label):
     assert d.to_dict()["name"] == label
 
 
+def test_decoding_from_run_config():
+    from presrm.config import load_config
+
+    cfg = load_config(None, ["eval.decoding=best-of-n", "eval.k=3", "judge.aggregate=gmean", "seed=7"])
+    d = Decoding.from_config(cfg)
+    assert (d.mode, d.k, d.aggregate, d.seed) == ("best_of_n", 3, "gmean", 7)
+
+
 @pytest.mark.parametrize(
     ("spec", "params", "message"),
     [("top-k", {}, "use greedy, maj@k"), ("maj@k", {"k": 0}, "must be >= 1"),
