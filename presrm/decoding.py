@@ -188,12 +188,12 @@ def _majority_record(task: Task, group: list[EvalSample]) -> EvalSample:
     key = vote_key(flex, task.match) if flex is not None else None
     chosen = next((i for i, s in enumerate(group)
                    if s.pred_flexible is not None and vote_key(s.pred_flexible, task.match) == key), 0)
+    candidates = [_candidate(s) for s in group]  # before the shown record's answers become the voted ones
     rec = group[chosen]
     for name, pred in winners.items():
         setattr(rec, f"pred_{name}", pred)
         setattr(rec, f"correct_{name}", task.match.correct(pred, rec.target))
-    rec.candidates = [_candidate(s) for s in group]
-    rec.chosen, rec.votes = chosen, votes
+    rec.candidates, rec.chosen, rec.votes = candidates, chosen, votes
     return rec
 
 

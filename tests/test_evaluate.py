@@ -132,6 +132,21 @@ def test_majority_vote(preds, winner, counts):
     assert got == winner and [v["count"] for v in votes] == counts
 
 
+def test_majority_record_keeps_each_sample_and_grades_the_votes():
+    from presrm.decoding import _majority_record
+
+    task = load_task("gsm8k")
+    p = Problem(id="p", question="q", answer="18")
+    group = [score_record(p, c, task) for c in ("so 18", "The answer is 20.", "The answer is 18.", "The answer is 20.")]
+    rec = _majority_record(task, group)
+    assert [c["pred_strict"] for c in rec.candidates] == [None, "20", "18", "20"]  # each sample's own answers
+    assert [c["pred_flexible"] for c in rec.candidates] == ["18", "20", "18", "20"]
+    assert (rec.pred_strict, rec.correct_strict) == ("20", False)  # strict: 20 has two votes, 18 one
+    assert (rec.pred_flexible, rec.correct_flexible) == ("18", True)  # flexible tie 2-2: 18 was seen first
+    assert rec.chosen == 0 and rec.completion == "so 18"
+    assert [(v["answer"], v["count"]) for v in rec.votes["strict"]] == [("20", 2), ("18", 1)]
+
+
 @pytest.mark.parametrize(
     ("pred", "key"),
     [("$1,000.", "1000"), ("1000.0", "1000"), ("-2.50", "-5/2"), ("18 apples", "18 apples"), ("1/0", "1/0"),
