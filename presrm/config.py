@@ -33,27 +33,55 @@ def _f(default: Any, help: str, **kw: Any) -> Any:
 
 @dataclass
 class SearchConfig:
-    """Step search: sample K candidate next steps, judge them, keep best/worst as a pair."""
+    """Step search: sample K candidate next steps, judge them in a tournament, keep most/fewest wins as a pair."""
 
     task: str = _f("gsm8k_train", "Task (name in tasks/ or path to a task YAML) whose problems are searched.")
     data_file: str | None = _f(None, "Override the task's data file (local JSONL).")
-    num_problems: int = _f(8, "Number of problems to run step search on per iteration.")
+    num_problems: int | list = _f(8, "Problems searched per iteration: one number, or a list with one entry per "
+                                     "iteration (the last repeats), e.g. [400, 800, 1200].")
     offset: int = _f(0, "Skip this many problems of the task first (later iterations move on).")
-    k: int = _f(4, "Candidate next steps sampled at each step.")
-    temperature: float = _f(0.7, "Sampling temperature for candidates.")
+    k: int = _f(6, "Candidate next steps sampled at each step.")
+    temperature: float = _f(0.5, "Sampling temperature for candidates.")
     top_p: float = _f(0.95, "Nucleus sampling for candidates.")
-    max_steps: int = _f(8, "Cap on steps per problem.")
+    max_steps: int = _f(20, "Cap on search rounds (steps + rollbacks) per problem.")
     max_step_tokens: int = _f(96, "Cap on new tokens per candidate step.")
     batch_size: int = _f(32, "Sequences generated per forward batch.")
-    min_margin: float = _f(0.0, "Keep a pair only if chosen score - rejected score exceeds this.")
-    verifier_filter: bool = _f(True, "Drop a pair whose chosen step has verifiably wrong arithmetic.")
+    min_margin: float = _f(0.0, "Keep a pair only if chosen wins - rejected wins exceeds this.")
+    grounding: bool = _f(True, "Verifier grounding: drop pairs whose chosen step is verifiably wrong and flag pairs "
+                               "whose rejected step is verifiably right; false reproduces the paper (no checks).")
+    require_correct_answer: bool = _f(False, "With grounding: keep a problem's pairs only if its answer is right.")
+    deterministic: bool = _f(False, "Search in fp32 so the same seed gives the same pairs (bf16 is faster on CPU).")
+
+    def problems_at(self, k: int) -> tuple[int, int]:
+        """``(offset, count)`` of the problems iteration ``k`` searches."""
+        counts = self.num_problems if isinstance(self.num_problems, list) else [self.num_problems]
+        per = [counts[min(i, len(counts) - 1)] for i in range(k + 1)]
+        return self.offset + sum(per[:-1]), per[-1]
+
+
+@dataclass
+class InitConfig:
+    """M0 -> M1 before the self-rewarding iterations: SFT on step-format solutions (IFT) and judge examples (EFT)."""
+
+    ift: bool = _f(False, "Instruction fine-tuning on GSM8K train solutions rewritten as Step n: lines.")
+    eft: bool = _f(False, "Evaluation fine-tuning on judge examples built from gold steps and verified perturbations.")
+    task: str = _f("gsm8k_train", "Task whose gold solutions seed IFT/EFT (must have gold solutions).")
+    data_file: str | None = _f(None, "Override the task's data file (local JSONL).")
+    offset: int = _f(4000, "First problem used (kept apart from the problems step search uses).")
+    ift_problems: int = _f(1000, "Gold solutions used for IFT.")
+    eft_problems: int = _f(500, "Gold solutions whose steps are perturbed for EFT (each gives both orders).")
+    learning_rate: float = _f(1e-4, "SFT learning rate.")
+    epochs: float = _f(1.0, "SFT epochs.")
+    max_steps: int = _f(-1, "Stop SFT after this many optimizer steps (-1: use epochs).")
+    batch_size: int = _f(4, "SFT examples per device batch.")
+    max_length: int = _f(1024, "Truncate SFT examples to this many tokens.")
 
 
 @dataclass
 class JudgeConfig:
     """The self-judge: the policy model judges its own steps (see docs/judge.md)."""
 
-    mode: str = _f("pointwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct), 'pairwise' (PReSRM: "
+    mode: str = _f("pairwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct), 'pairwise' (PReSRM: "
                                 "P([[A]]) vs P([[B]]) for two candidate steps), or 'generative' (an explanation, "
                                 "then [[A]]/[[B]]).")
     template: str | None = _f(None, "Path to a Jinja template overriding the built-in pointwise prompt.")
@@ -72,8 +100,9 @@ class JudgeConfig:
 
 @dataclass
 class TrainConfig:
-    """Step-level DPO with a LoRA adapter (TRL DPOTrainer + peft)."""
+    """Step-level DPO (TRL DPOTrainer): a LoRA adapter by default, full fine-tuning with ``lora: false``."""
 
+    lora: bool = _f(True, "Train a LoRA adapter (merged after); false: full fine-tuning (the paper's setting).")
     learning_rate: float = _f(5e-5, "Learning rate (LoRA wants far more than DPOConfig's 1e-6 default).")
     beta: float = _f(0.1, "DPO beta.")
     loss_type: str = _f("sigmoid", "DPO loss type (see TRL's DPOConfig).")
@@ -125,6 +154,7 @@ class RunConfig:
     seed: int = _f(0, "Random seed for sampling and training.")
     iterations: int = _f(1, "Self-rewarding iterations (M_k -> M_k+1).")
     tasks_dir: str | None = _f(None, "Folder of task YAMLs (default: the repo's tasks/).")
+    init: InitConfig = field(default_factory=InitConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -142,7 +172,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        for tp_i in inner[:-1]:  # e.g. ``int | list``: the first type that fits
+            try:
+                return _coerce(value, tp_i, where)
+            except ConfigError:
+                pass
+        return _coerce(value, inner[-1], where)
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -240,13 +275,23 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return cfg
 
 
+def _as_list(value: Any) -> list:
+    return value if isinstance(value, list) else [value]
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks that the types alone do not catch."""
     checks = [
         (cfg.iterations >= 1, "iterations must be >= 1"),
         (cfg.search.k >= 2, "search.k must be >= 2 (a pair needs two candidates)"),
-        (cfg.search.num_problems >= 1, "search.num_problems must be >= 1"),
+        (all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in _as_list(cfg.search.num_problems))
+         and _as_list(cfg.search.num_problems) != [], "search.num_problems must be an int >= 1 or a list of them"),
         (cfg.search.max_steps >= 1, "search.max_steps must be >= 1"),
+        (cfg.search.grounding or not cfg.search.require_correct_answer,
+         "search.require_correct_answer needs search.grounding: true (it is a verifier check)"),
+        (cfg.init.ift_problems >= 1 and cfg.init.eft_problems >= 1, "init.ift_problems/eft_problems must be >= 1"),
+        (cfg.init.offset >= 0 and cfg.search.offset >= 0, "init.offset and search.offset must be >= 0"),
+        (cfg.train.learning_rate > 0 and cfg.init.learning_rate > 0, "learning rates must be > 0"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
         (cfg.judge.mode in {"pointwise", "pairwise", "generative"},

@@ -1,10 +1,13 @@
 """One self-rewarding run: M0 -> M1 -> ... over a run directory.
 
-Layout (every file written atomically; a stage whose output exists is
-skipped, so ``--resume`` after a crash continues where the run stopped)::
+Layout (every file and model folder written atomically; a stage whose last
+output exists is skipped, so ``--resume`` after a crash, even ``kill -9``,
+continues where the run stopped and rebuilds exactly what was lost)::
 
     runs/<name>/config.yaml                 resolved config, versions, seed, git hash
     runs/<name>/iter_0/eval_before.json     M0 on the eval problems (+ eval_before_samples.jsonl)
+    runs/<name>/init/{ift,eft}.jsonl        IFT/EFT examples (when init.ift / init.eft)
+    runs/<name>/init/model/, train.json     M0 after SFT, the policy and judge of iteration 0; eval.json
     runs/<name>/iter_k/samples.jsonl        step search: candidates, scores, verdicts, decisions
     runs/<name>/iter_k/search.json          outcomes, no-pair reasons, judge-verifier agreement
     runs/<name>/iter_k/pairs.jsonl          step-level preference pairs
@@ -18,13 +21,18 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import platform
+import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
@@ -58,13 +66,39 @@ def git_hash() -> str | None:
 @dataclass
 class RunDir:
     root: Path
+    init: bool = False
 
     def iter_dir(self, k: int) -> Path:
         return self.root / f"iter_{k}"
 
     def policy(self, k: int, base: str) -> str:
-        """The model spec of M_k: the base model for k == 0, else iteration k-1's merged model."""
-        return base if k == 0 else str(self.iter_dir(k - 1) / "model")
+        """The model spec used by iteration k: M0 (or M0 after IFT/EFT) for k == 0, else iteration k-1's model."""
+        if k == 0:
+            return str(self.root / "init" / "model") if self.init else base
+        return str(self.iter_dir(k - 1) / "model")
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model_atomic(model, tok, target: Path) -> None:
+    """Save a model and tokenizer into a temporary folder, then move it to ``target`` in one rename."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)  # a leftover of a run killed between these two lines
+    os.replace(tmp, target)
 
 
 def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
@@ -75,15 +109,15 @@ def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
         if not resume:
             raise RunStateError(f"run directory {root} already exists; pass --resume to continue it, "
                                 "or choose another name=... / output_dir=...")
-        old = yaml.safe_load(cfg_file.read_text()).get("config")
+        old = (yaml.safe_load(cfg_file.read_text()) or {}).get("config")
         if old != cfg.to_dict():
             raise RunStateError(f"{cfg_file} holds a different config than this run; resume with the same "
                                 "recipe and overrides, or start a new run name")
     root.mkdir(parents=True, exist_ok=True)
     meta = {"config": yaml.safe_load(text), "versions": versions(), "git": git_hash(), "seed": cfg.seed}
     if not cfg_file.exists():
-        cfg_file.write_text(yaml.safe_dump(meta, sort_keys=False))
-    return RunDir(root)
+        _write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))
+    return RunDir(root, init=cfg.init.ift or cfg.init.eft)
 
 
 def _free(*objs: Any) -> None:
@@ -91,91 +125,203 @@ def _free(*objs: Any) -> None:
     gc.collect()
 
 
-def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task) -> dict[str, Any]:
+def make_run_judge(cfg: RunConfig, model, tok, *, mode: str | None = None):
+    """The self-judge the recipe asks for (``mode`` overrides ``judge.mode``), built on ``model``."""
+    from presrm.judge import make_judge_from_config
+
+    return make_judge_from_config(cfg.judge, model, tok, mode=mode)
+
+
+def judge_prompt_renderer(cfg: RunConfig, model, tok) -> tuple[Callable[..., str], str]:
+    """The configured judge's own prompt renderer (so EFT trains on the exact judge prompt) and its prefill."""
+    judge = make_run_judge(cfg, model, tok)
+    if cfg.judge.mode == "pointwise":
+        from presrm.judge import StepToJudge
+
+        return (lambda q, prev, step: judge.prompt(StepToJudge(q, tuple(prev), step))), ""
+    return judge.prompt, getattr(judge, "prefill", "")
+
+
+class Progress:
+    """One bar over the run's stages (iteration and stage in its label, time left from the stages done).
+
+    Each stage logs ``stage start: <label>`` and ``stage done: <label>``; a stage
+    skipped on resume leaves the bar's total, so the estimate counts only real work.
+    """
+
+    def __init__(self, labels: list[str], name: str):
+        self.name = name
+        self.bar = tqdm(total=len(labels), desc=f"{name}", unit="stage", position=0)
+
+    def start(self, label: str) -> None:
+        self.bar.set_description(f"{self.name} [{label}]")
+        log.info("stage start: %s", label)
+
+    def done(self, label: str, *, skipped: bool) -> None:
+        if skipped:
+            self.bar.total -= 1
+            self.bar.refresh()
+        else:
+            self.bar.update(1)
+        log.info("stage %s: %s", "skipped" if skipped else "done", label)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _stage_labels(cfg: RunConfig) -> list[str]:
+    labels = ["M0 eval"] if cfg.eval.before else []
+    if cfg.init.ift or cfg.init.eft:
+        labels += ["init SFT"] + (["init eval"] if cfg.eval.after else [])
+    for k in range(cfg.iterations):
+        labels += [f"iter {k}/{cfg.iterations} search", f"iter {k}/{cfg.iterations} train"]
+        labels += [f"iter {k}/{cfg.iterations} eval"] if cfg.eval.after else []
+    return labels
+
+
+def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task) -> tuple[dict[str, Any], bool]:
+    from presrm.decoding import Decoding
     from presrm.evaluate import evaluate, write_eval
-    from presrm.judge import make_judge
     from presrm.models import load_model
 
     if (out / f"{name}.json").exists():
-        log.info("skip %s: %s exists", name, out / f"{name}.json")
-        return read_json(out / f"{name}.json")
+        return read_json(out / f"{name}.json"), True
     model, tok = load_model(spec, device=cfg.device)
-    judge = make_judge(cfg.judge.mode, model, tok, template=cfg.judge.template,
-                       batch_size=cfg.judge.batch_size) if cfg.eval.judge_steps else None
+    # Step scores in eval records are per-step, so they come from the pointwise judge whatever judge.mode is.
+    judge = make_run_judge(cfg, model, tok, mode="pointwise") if cfg.eval.judge_steps else None
+    decoding = Decoding.from_config(cfg)
+    if judge is None and decoding.scores_steps:
+        judge = make_run_judge(cfg, model, tok, mode="pointwise")
     summary, records = evaluate(model, tok, task, problems, max_new_tokens=cfg.eval.max_new_tokens,
-                                batch_size=cfg.eval.batch_size, judge=judge, label=name)
+                                batch_size=cfg.eval.batch_size, judge=judge, label=name, decoding=decoding)
     summary["model"] = spec
     samples = "eval_samples.jsonl" if name == "eval" else f"{name}_samples.jsonl"
     write_eval(out, summary, records, name=f"{name}.json", samples=samples)
     _free(model, judge)
-    return summary
+    return summary, False
 
 
-def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> list[dict[str, Any]]:
-    from presrm.judge import make_judge
+def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
+    """IFT/EFT: supervised fine-tuning of M0 on step-format gold solutions and judge examples."""
+    from presrm.init_data import eft_examples, ift_examples
+    from presrm.models import load_model
+    from presrm.train import train_sft
+
+    if (out / "train.json").exists():
+        return read_json(out / "train.json"), True
+    task = load_task(cfg.init.task, cfg.tasks_dir)
+    n = max(cfg.init.ift_problems if cfg.init.ift else 0, cfg.init.eft_problems if cfg.init.eft else 0)
+    problems = load_problems(task, limit=n, offset=cfg.init.offset, data_file=cfg.init.data_file)
+    model, tok = load_model(cfg.model, device=cfg.device, training=True, precision=cfg.train.precision)
+    examples: list[dict[str, Any]] = []
+    if cfg.init.ift:
+        from presrm.generate import policy_prompt
+
+        ift = ift_examples(problems[:cfg.init.ift_problems], lambda q: policy_prompt(tok, task, q, prefix=""),
+                           response_prefix=task.response_prefix)
+        write_jsonl(out / "ift.jsonl", ift)
+        examples += ift
+    if cfg.init.eft:
+        render, prefill = judge_prompt_renderer(cfg, model, tok)
+        eft = eft_examples(problems[:cfg.init.eft_problems], render, mode=cfg.judge.mode, seed=cfg.seed,
+                           prefill=prefill)
+        write_jsonl(out / "eft.jsonl", eft)
+        examples += eft
+    if not examples:
+        raise RunStateError(f"init produced no SFT examples from {len(problems)} problems of task {task.name} "
+                            "(no gold solutions?); check init.task / init.data_file")
+    metrics, trained = train_sft(model, tok, examples, cfg.init, cfg.train, out / "adapter", seed=cfg.seed,
+                                 device=cfg.device)
+    final = trained.merge_and_unload() if cfg.train.lora else trained
+    save_model_atomic(final, tok, out / "model")
+    metrics.update(ift_examples=sum(e["kind"] == "ift" for e in examples),
+                   eft_examples=sum(e["kind"] == "eft" for e in examples))
+    write_json(out / "train.json", metrics)  # last: marks the stage complete
+    _free(model, trained, final)
+    return metrics, False
+
+
+def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> tuple[list[dict[str, Any]], bool]:
     from presrm.models import load_model
     from presrm.search import search_stats, step_search
 
-    if (out / "pairs.jsonl").exists() and (out / "samples.jsonl").exists():
-        log.info("skip step search: %s exists", out / "pairs.jsonl")
-        return read_jsonl(out / "pairs.jsonl")
+    if (out / "pairs.jsonl").exists() and (out / "samples.jsonl").exists() and (out / "search.json").exists():
+        return read_jsonl(out / "pairs.jsonl"), True
     task = load_task(cfg.search.task, cfg.tasks_dir)
-    problems = load_problems(task, limit=cfg.search.num_problems,
-                             offset=cfg.search.offset + k * cfg.search.num_problems,
-                             data_file=cfg.search.data_file)
-    model, tok = load_model(spec, device=cfg.device)
-    judge = make_judge(cfg.judge.mode, model, tok, template=cfg.judge.template, batch_size=cfg.judge.batch_size)
+    offset, count = cfg.search.problems_at(k)
+    problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
+    precision = "fp32" if cfg.search.deterministic else "auto"
+    model, tok = load_model(spec, device=cfg.device, precision=precision)
+    judge = make_run_judge(cfg, model, tok)
     records, pairs = step_search(model, tok, judge, task, problems, cfg.search, seed=cfg.seed + k, iteration=k,
                                  aggregate_how=cfg.judge.aggregate)
     write_jsonl(out / "samples.jsonl", records)
     write_json(out / "search.json", search_stats(records, pairs))
     write_jsonl(out / "pairs.jsonl", pairs)  # last: its presence marks the stage complete
     _free(model, judge)
-    return [p.to_dict() for p in pairs]
+    # Read back, so that a fresh run and a resumed one train on byte-identical input.
+    return read_jsonl(out / "pairs.jsonl"), False
 
 
-def _train_stage(cfg: RunConfig, spec: str, out: Path, pairs: list[dict[str, Any]], k: int) -> dict[str, Any]:
+def _train_stage(cfg: RunConfig, spec: str, out: Path, pairs: list[dict[str, Any]],
+                 k: int) -> tuple[dict[str, Any], bool]:
     from presrm.models import load_model
     from presrm.train import train_step_dpo
 
     if (out / "model" / "config.json").exists() and (out / "train.json").exists():
-        log.info("skip training: %s exists", out / "model")
-        return read_json(out / "train.json")
+        return read_json(out / "train.json"), True
     if not pairs:
         raise RunStateError(f"iteration {k} produced no preference pairs ({out / 'samples.jsonl'} says why "
                             "each step was dropped); raise search.num_problems or search.k")
     model, tok = load_model(spec, device=cfg.device, training=True, precision=cfg.train.precision)
     metrics, trained = train_step_dpo(model, tok, pairs, cfg.train, out / "adapter", seed=cfg.seed + k,
                                       device=cfg.device)
-    merged = trained.merge_and_unload()
-    merged.save_pretrained(out / "model")
-    tok.save_pretrained(out / "model")
+    final = trained.merge_and_unload() if cfg.train.lora else trained
+    save_model_atomic(final, tok, out / "model")
     write_json(out / "train.json", metrics)  # last: marks the stage complete
-    _free(model, trained, merged)
-    return metrics
+    _free(model, trained, final)
+    return metrics, False
+
+
+def _staged(progress: Progress, label: str, fn, *args) -> Any:
+    progress.start(label)
+    result, skipped = fn(*args)
+    progress.done(label, skipped=skipped)
+    return result
 
 
 def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Run every iteration of ``cfg``; return a summary (also in ``report.json``)."""
+    """Run every stage of ``cfg``; return a summary (also in ``report.json``)."""
     from presrm.report import write_report
 
     rd = _prepare(cfg, resume)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
     eval_problems = load_problems(eval_task, limit=cfg.eval.limit, data_file=cfg.eval.data_file)
     summary: dict[str, Any] = {"run_dir": str(rd.root), "iterations": []}
-    if cfg.eval.before:
-        before = _eval_stage(cfg, cfg.model, rd.iter_dir(0), "eval_before", eval_problems, eval_task)
-        summary["before"] = before
-    for k in range(cfg.iterations):
-        out = rd.iter_dir(k)
-        spec = rd.policy(k, cfg.model)
-        log.info("iteration %d: policy and judge = %s", k, spec)
-        pairs = _search_stage(cfg, spec, out, k)
-        metrics = _train_stage(cfg, spec, out, pairs, k)
-        it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out / "search.json"),
-                              "train": {key: v for key, v in metrics.items() if key != "log_history"}}
-        if cfg.eval.after:
-            it["eval"] = _eval_stage(cfg, str(out / "model"), out, "eval", eval_problems, eval_task)
-        summary["iterations"].append(it)
+    progress = Progress(_stage_labels(cfg), cfg.name)
+    try:
+        if cfg.eval.before:
+            summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iter_dir(0),
+                                        "eval_before", eval_problems, eval_task)
+        if rd.init:
+            init = rd.root / "init"
+            metrics = _staged(progress, "init SFT", _init_stage, cfg, init)
+            summary["init"] = {"train": {key: v for key, v in metrics.items() if key != "log_history"}}
+            if cfg.eval.after:
+                summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init / "model"),
+                                                  init, "eval", eval_problems, eval_task)
+        for k in range(cfg.iterations):
+            out, spec, tag = rd.iter_dir(k), rd.policy(k, cfg.model), f"iter {k}/{cfg.iterations}"
+            log.info("iteration %d: policy and judge = %s", k, spec)
+            pairs = _staged(progress, f"{tag} search", _search_stage, cfg, spec, out, k)
+            metrics = _staged(progress, f"{tag} train", _train_stage, cfg, spec, out, pairs, k)
+            it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out / "search.json"),
+                                  "train": {key: v for key, v in metrics.items() if key != "log_history"}}
+            if cfg.eval.after:
+                it["eval"] = _staged(progress, f"{tag} eval", _eval_stage, cfg, str(out / "model"), out, "eval",
+                                     eval_problems, eval_task)
+            summary["iterations"].append(it)
+    finally:
+        progress.close()
     summary["report"] = str(write_report(rd.root))
     return summary

@@ -1,17 +1,30 @@
 """Step search: build step-level preference pairs from the model's own judgments.
 
 For every active problem, at step n: sample K candidate next steps from the
-policy (prompt = question + chosen steps so far), have the self-judge score
-each, take the best as *chosen* and the worst as *rejected*, append the chosen
-step to the prefix, and go on until a final-answer step or ``max_steps``.
-Everything is batched across problems: one generate call and one judge call
-per step for all problems still running.
+policy (prompt = question + chosen steps so far, generation stops at the next
+``Step n+1:``), judge them in a tournament (pairwise round-robin, or ranked by
+pointwise score), append the candidate with the most wins to the prefix and
+pair it (chosen) with the one with the fewest wins (rejected). When every
+candidate ties, the previous step is rolled back and re-sampled. A problem
+ends at a final-answer step, when the model stops writing, or after
+``max_steps`` rounds (steps + rollbacks).
+
+Verifier grounding (``search.grounding``, on by default) changes which pairs
+are kept, never the search path itself: a pair whose chosen step is verifiably
+wrong is dropped; a pair whose rejected step is verifiably right while the
+chosen one is only unverifiable is kept but flagged; optionally a problem's
+pairs are kept only if its finished answer is right. With grounding off the
+pairs are exactly the paper's.
+
+Everything is batched across problems: one generate call and one tournaments
+call per round for all problems still running.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +33,7 @@ from tqdm.auto import tqdm
 from presrm.config import SearchConfig
 from presrm.data import Task
 from presrm.generate import generate, policy_prompt
-from presrm.judge import PointwiseJudge, StepToJudge
+from presrm.judge import StepToJudge
 from presrm.rewards import aggregate
 from presrm.schema import Problem, StepPair
 from presrm.steps import is_final_answer
@@ -28,24 +41,38 @@ from presrm.verify import answers_match, check_step, extract_answer
 
 log = logging.getLogger(__name__)
 STEP_STOP = "\nStep "
+ALL_TIE = "all candidates tie (rolled back)"
+CHOSEN_WRONG = "chosen step has verifiably wrong arithmetic"
+FLAG_REJECTED_RIGHT = "rejected step verifiably right, chosen step unverifiable"
+ANSWER_WRONG = "final answer wrong (require_correct_answer)"
+
+Sampler = Callable[[Sequence[str], int], list[list[str]]]
+Group = tuple[str, tuple[str, ...], Sequence[str]]
 
 
 @dataclass
 class ProblemState:
-    """A problem's search in progress: the chosen steps and a record of every decision."""
+    """A problem's search in progress: the chosen steps, its pairs and a record of every decision."""
 
     problem: Problem
     steps: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
-    finished: bool = False
+    pairs: list[StepPair] = field(default_factory=list)
+    rounds: int = 0
+    rollbacks: int = 0
+    end: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.end is not None
 
     def prefix(self) -> str:
         return "".join(s + "\n" for s in self.steps)
 
     def record(self, aggregate_how: str) -> dict[str, Any]:
         solution = "\n".join(self.steps)
-        pred = extract_answer(solution, "strict") if self.finished else None
+        pred = extract_answer(solution, "strict") if self.steps else None
         return {
             "id": self.problem.id,
             "question": self.problem.question,
@@ -53,7 +80,10 @@ class ProblemState:
             "steps": self.steps,
             "step_scores": self.scores,
             "process_reward": aggregate(self.scores, aggregate_how) if self.scores else None,
-            "finished": self.finished,
+            "finished": self.end == "final answer",
+            "end": self.end,
+            "rounds": self.rounds,
+            "rollbacks": self.rollbacks,
             "pred": pred,
             "correct": bool(pred is not None and answers_match(pred, self.problem.answer)),
             "search": self.trace,
@@ -61,129 +91,289 @@ class ProblemState:
 
 
 def _candidates(raw: Sequence[str], n: int) -> list[str]:
-    """Turn sampled continuations into distinct, non-empty ``Step n: ...`` texts."""
+    """Turn sampled continuations into distinct, non-empty ``Step n: ...`` texts.
+
+    A continuation is cut where the model starts ``Step n+1:`` mid-line (the
+    generation itself already stops at a new line starting with ``Step``).
+
+    >>> _candidates([" 3 + 4 = 7. Step 3: 7 * 2 = 14", " 3 + 4 = 7.", ""], 2)
+    ['Step 2: 3 + 4 = 7.']
+    """
+    nxt = re.compile(rf"\bStep\s*{n + 1}\s*:")
     seen: dict[str, None] = {}
     for text in raw:
-        body = text.strip()
+        m = nxt.search(text)
+        body = (text[:m.start()] if m else text).strip()
         if body:
             seen.setdefault(f"Step {n}: {body}", None)
     return list(seen)
 
 
-def _decide(state: ProblemState, n: int, cands: list[str], scores: list[float], cfg: SearchConfig,
-            iteration: int, prompt: str) -> StepPair | None:
-    """Record step n's candidates, extend the prefix with the best, and return a pair if any."""
-    checks = [check_step(c) for c in cands]
-    best = max(range(len(cands)), key=lambda i: scores[i])
-    worst = min(range(len(cands)), key=lambda i: scores[i])
+def rank_tournament(scores: Sequence[float]) -> dict[str, Any]:
+    """A round-robin decided by pointwise scores: the higher score wins, equal scores tie.
+
+    >>> rank_tournament([0.2, 0.9, 0.2])["wins"]
+    [0.5, 2.0, 0.5]
+    """
+    n = len(scores)
+    wins = [0.0] * n
+    matches = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if scores[i] > scores[j]:
+                winner, wins[i] = "A", wins[i] + 1
+            elif scores[i] < scores[j]:
+                winner, wins[j] = "B", wins[j] + 1
+            else:
+                winner = "tie"
+                wins[i] += 0.5
+                wins[j] += 0.5
+            matches.append({"i": i, "j": j, "winner": winner, "p_a": None})
+    return {"wins": wins, "matches": matches, "scores": list(scores), "score_kind": "pointwise"}
+
+
+def run_tournaments(judge, groups: Sequence[Group], *, desc: str | None = None) -> list[dict[str, Any]]:
+    """Judge every group's candidates in one batched call; return wins, matches and scores per group.
+
+    A judge with ``tournaments`` (pairwise, generative) plays the round-robin
+    itself; a pointwise judge scores each candidate and the ranking decides.
+    ``scores`` is the pointwise score or, for pairwise judges, the win rate.
+    """
+    if not groups:
+        return []
+    if hasattr(judge, "tournaments"):
+        out = []
+        for (_, _, cands), t in zip(groups, judge.tournaments(groups, desc=desc), strict=True):
+            wins = [float(w) for w in t.wins]
+            rate = [w / (len(cands) - 1) for w in wins]
+            out.append({"wins": wins, "matches": [dict(m) for m in t.matches], "scores": rate,
+                        "score_kind": "win_rate"})
+        return out
+    items = [StepToJudge(q, prev, c) for q, prev, cands in groups for c in cands]
+    flat = judge.score(items, desc=desc)
+    out, pos = [], 0
+    for _, _, cands in groups:
+        out.append(rank_tournament(flat[pos:pos + len(cands)]))
+        pos += len(cands)
+    return out
+
+
+def _drop_reason(cfg: SearchConfig, wins: list[float], best: int, worst: int, verdicts: list[str]) -> str | None:
+    if wins[best] - wins[worst] <= cfg.min_margin:
+        return f"win margin {wins[best] - wins[worst]:.2f} <= min_margin"
+    if cfg.grounding and verdicts[best] == "incorrect":
+        return CHOSEN_WRONG
+    return None
+
+
+def _decide(state: ProblemState, n: int, cands: list[str], tour: dict[str, Any], cfg: SearchConfig,
+            iteration: int, prompt: str) -> None:
+    """Record one tournament, then roll back (all tie) or append the winner and keep a pair."""
+    wins, scores = tour["wins"], tour["scores"]
+    verdicts = [check_step(c).verdict for c in cands]
     entry: dict[str, Any] = {
-        "step": n,
-        "candidates": [{"text": c, "score": s, "verdict": ch.verdict}
-                       for c, s, ch in zip(cands, scores, checks, strict=True)],
-        "chosen": best, "rejected": worst, "pair": False, "dropped": None,
+        "round": state.rounds, "step": n,
+        "candidates": [{"text": c, "wins": w, "score": s, "verdict": v}
+                       for c, w, s, v in zip(cands, wins, scores, verdicts, strict=True)],
+        "matches": tour["matches"], "score_kind": tour["score_kind"], "pair": False, "dropped": None,
     }
-    pair = None
-    if len(cands) < 2:
-        entry["dropped"] = "fewer than two distinct candidates"
-    elif scores[best] - scores[worst] <= cfg.min_margin:
-        entry["dropped"] = f"score margin {scores[best] - scores[worst]:.4f} <= min_margin"
-    elif cfg.verifier_filter and checks[best].verdict == "incorrect":
-        entry["dropped"] = "chosen step has verifiably wrong arithmetic"
-    else:
-        entry["pair"] = True
-        pair = StepPair(
-            prompt=prompt, chosen=cands[best] + "\n", rejected=cands[worst] + "\n",
-            meta={"problem_id": state.problem.id, "step": n, "iteration": iteration,
-                  "chosen_score": scores[best], "rejected_score": scores[worst],
-                  "chosen_verdict": checks[best].verdict, "rejected_verdict": checks[worst].verdict,
-                  "previous_steps": list(state.steps)},
-        )
     state.trace.append(entry)
+    if max(wins) == min(wins):
+        entry.update(action="rollback", dropped=ALL_TIE, popped=state.steps[-1] if state.steps else None)
+        if state.steps:
+            state.steps.pop()
+            state.scores.pop()
+        state.rollbacks += 1
+        return
+    best = max(range(len(cands)), key=lambda i: (wins[i], -i))
+    worst = min(range(len(cands)), key=lambda i: (wins[i], i))
+    entry.update(action="append", chosen=best, rejected=worst)
+    reason = _drop_reason(cfg, wins, best, worst, verdicts)
+    if reason:
+        entry["dropped"] = reason
+    else:
+        flag = (FLAG_REJECTED_RIGHT if cfg.grounding and verdicts[worst] == "correct"
+                and verdicts[best] == "unverifiable" else None)
+        entry.update(pair=True, flag=flag)
+        state.pairs.append(StepPair(
+            prompt=prompt, chosen=cands[best] + "\n", rejected=cands[worst] + "\n",
+            meta={"problem_id": state.problem.id, "step": n, "round": state.rounds, "iteration": iteration,
+                  "chosen_wins": wins[best], "rejected_wins": wins[worst],
+                  "chosen_score": scores[best], "rejected_score": scores[worst],
+                  "chosen_verdict": verdicts[best], "rejected_verdict": verdicts[worst], "flag": flag,
+                  "previous_steps": list(state.steps)},
+        ))
     state.steps.append(cands[best])
     state.scores.append(scores[best])
     if is_final_answer(cands[best]):
-        state.finished = True
-    return pair
+        state.end = "final answer"
+
+
+def _single(state: ProblemState, n: int, cands: list[str]) -> None:
+    """Zero or one distinct candidate: the model stopped, or there is nothing to compare."""
+    if not cands:
+        state.trace.append({"round": state.rounds, "step": n, "action": "end", "candidates": [], "matches": [],
+                            "pair": False, "dropped": "no candidate"})
+        state.end = "model stopped"
+        return
+    verdict = check_step(cands[0]).verdict
+    state.trace.append({"round": state.rounds, "step": n, "action": "append", "chosen": 0, "rejected": 0,
+                        "candidates": [{"text": cands[0], "wins": 0.0, "score": None, "verdict": verdict}],
+                        "matches": [], "pair": False, "dropped": "fewer than two distinct candidates"})
+    state.steps.append(cands[0])
+    state.scores.append(state.scores[-1] if state.scores else 1.0)
+    if is_final_answer(cands[0]):
+        state.end = "final answer"
+
+
+def hf_sampler(model, tok, cfg: SearchConfig, stop: Sequence[str]) -> Sampler:
+    """Sample ``cfg.k`` continuations per prompt with Hugging Face ``generate``."""
+    def sample(prompts: Sequence[str], seed: int) -> list[list[str]]:
+        return generate(model, tok, prompts, max_new_tokens=cfg.max_step_tokens, batch_size=cfg.batch_size,
+                        stop=stop, num_return_sequences=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
+                        seed=seed)
+    return sample
+
+
+def _finish_pairs(states: Sequence[ProblemState], records: list[dict[str, Any]], cfg: SearchConfig) -> list[StepPair]:
+    """Collect the kept pairs in problem order; apply ``require_correct_answer``."""
+    pairs: list[StepPair] = []
+    for state, rec in zip(states, records, strict=True):
+        keep = not (cfg.grounding and cfg.require_correct_answer and not rec["correct"])
+        rec["pairs_kept"] = len(state.pairs) if keep else 0
+        rec["pairs_dropped_answer"] = 0 if keep else len(state.pairs)
+        if keep:
+            pairs.extend(state.pairs)
+    return pairs
+
+
+def step_search(model, tok, judge, task: Task, problems: Sequence[Problem], cfg: SearchConfig, *,
+                seed: int = 0, iteration: int = 0, aggregate_how: str = "min",
+                sampler: Sampler | None = None) -> tuple[list[dict[str, Any]], list[StepPair]]:
+    """Run step search on ``problems``; return per-problem records and the kept step pairs.
+
+    ``judge`` has ``tournaments`` (pairwise/generative) or ``score`` (pointwise).
+    ``sampler(prompts, seed)`` returns candidate continuations per prompt
+    (default: ``cfg.k`` samples from ``model``); tests pass a scripted one.
+    """
+    states = [ProblemState(p) for p in problems]
+    sample = sampler or hf_sampler(model, tok, cfg, [STEP_STOP, *task.stop])
+    bar = tqdm(total=cfg.max_steps, desc=f"iter {iteration}: step search", unit="round")
+    rnd = 0
+    while active := [s for s in states if not s.done]:
+        rnd += 1
+        bar.set_postfix(active=len(active), pairs=sum(len(s.pairs) for s in states),
+                        rollbacks=sum(s.rollbacks for s in states))
+        prompts = [policy_prompt(tok, task, s.problem.question, prefix=s.prefix()) for s in active]
+        ns = [len(s.steps) + 1 for s in active]
+        raw = sample([p + f"Step {n}:" for p, n in zip(prompts, ns, strict=True)], seed * 1_000_003 + rnd * 1009)
+        cands = [_candidates(r, n) for r, n in zip(raw, ns, strict=True)]
+        groups = [(s.problem.question, tuple(s.steps), c) for s, c in zip(active, cands, strict=True) if len(c) > 1]
+        tours = iter(run_tournaments(judge, groups, desc=f"iter {iteration}: judge round {rnd}"))
+        for state, cs, prompt, n in zip(active, cands, prompts, ns, strict=True):
+            state.rounds += 1
+            if len(cs) > 1:
+                _decide(state, n, cs, next(tours), cfg, iteration, prompt)
+            else:
+                _single(state, n, cs)
+            if not state.done and state.rounds >= cfg.max_steps:
+                state.end = "cap"
+        bar.update(1)
+    bar.close()
+    records = [s.record(aggregate_how) for s in states]
+    return records, _finish_pairs(states, records, cfg)
+
+
+def _agreement(entry: dict[str, Any]) -> tuple[float, int, float, int, int]:
+    """Judge vs verifier at one tournament: (couples agreed, couples, matches agreed, matches, unparsed)."""
+    cands = entry["candidates"]
+    verdict = [c["verdict"] for c in cands]
+    right = [i for i, v in enumerate(verdict) if v == "correct"]
+    wrong = [i for i, v in enumerate(verdict) if v == "incorrect"]
+    couples = 0.0
+    for r in right:
+        for w in wrong:
+            wr, ww = cands[r]["wins"], cands[w]["wins"]
+            couples += 1.0 if wr > ww else 0.5 if wr == ww else 0.0
+    agreed = 0.0
+    n = unparsed = 0
+    for m in entry.get("matches", []):
+        vi, vj = verdict[m["i"]], verdict[m["j"]]
+        if {vi, vj} != {"correct", "incorrect"}:
+            continue
+        if m["winner"] is None:
+            unparsed += 1
+            continue
+        n += 1
+        right_side = "A" if vi == "correct" else "B"
+        agreed += 0.5 if m["winner"] == "tie" else float(m["winner"] == right_side)
+    return couples, len(right) * len(wrong), agreed, n, unparsed
 
 
 def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -> dict[str, Any]:
     """Per-iteration figures: outcomes, why steps gave no pair, and judge-verifier agreement.
 
     Agreement is measured on candidates the verifier could decide (``correct`` or
-    ``incorrect``): ``pointwise`` is the share whose judge score is on the same side
-    of 0.5 as the verdict; ``within_step`` is, at steps where one candidate is
-    verifiably right and another verifiably wrong, the share of such couples the
-    judge ranks right-above-wrong (ties count half). A falling figure across
-    iterations is the reward-hacking signal.
+    ``incorrect``). ``within_step_agreement``: at tournaments with a verifiably
+    right and a verifiably wrong candidate, the share of such couples the judge
+    ranks right above wrong by wins (ties count half). ``match_agreement``: the
+    share of right-vs-wrong matches whose verdict picks the right one (ties
+    half; unparseable verdicts counted apart). ``pointwise_agreement`` (pointwise
+    judges only): the share of decided candidates whose score is on the verdict's
+    side of 0.5. ``chosen_incorrect``: appended steps the verifier finds wrong.
+    A falling agreement across iterations is the reward-hacking signal.
     """
-    dropped: dict[str, int] = {}
-    agree = decided = 0
-    couples = 0.0
-    couples_n = 0
+    reasons: dict[str, int] = {}
+    agree = decided = scored = 0
+    couples = matches = 0.0
+    couples_n = matches_n = unparsed = chosen_wrong = chosen_wrong_alt = 0
     for rec in records:
+        if rec.get("pairs_dropped_answer"):
+            reasons[ANSWER_WRONG] = reasons.get(ANSWER_WRONG, 0) + rec["pairs_dropped_answer"]
         for entry in rec["search"]:
             reason = entry.get("dropped")
             if reason:
-                key = reason.split(" ")[0] if reason.startswith("score margin") else reason
-                dropped[key] = dropped.get(key, 0) + 1
+                key = "win margin <= min_margin" if reason.startswith("win margin") else reason
+                reasons[key] = reasons.get(key, 0) + 1
             cands = entry["candidates"]
+            if len(cands) < 2:
+                continue
             for c in cands:
                 if c["verdict"] in ("correct", "incorrect"):
                     decided += 1
-                    agree += (c["score"] >= 0.5) == (c["verdict"] == "correct")
-            right = [c["score"] for c in cands if c["verdict"] == "correct"]
-            wrong = [c["score"] for c in cands if c["verdict"] == "incorrect"]
-            for r in right:
-                for w in wrong:
-                    couples_n += 1
-                    couples += 1.0 if r > w else 0.5 if r == w else 0.0
+                    if entry.get("score_kind") == "pointwise":
+                        scored += 1
+                        agree += (c["score"] >= 0.5) == (c["verdict"] == "correct")
+            c_ok, c_n, m_ok, m_n, m_bad = _agreement(entry)
+            couples, couples_n, matches, matches_n = couples + c_ok, couples_n + c_n, matches + m_ok, matches_n + m_n
+            unparsed += m_bad
+            if entry.get("action") == "append" and cands[entry["chosen"]]["verdict"] == "incorrect":
+                chosen_wrong += 1
+                chosen_wrong_alt += any(c["verdict"] == "correct" for c in cands)
     n = len(records)
+    finished = [r for r in records if r["finished"]]
+    step_chars = [len(s) for r in finished for s in r["steps"]]
     return {
         "problems": n,
-        "finished": sum(r["finished"] for r in records),
+        "finished": len(finished),
         "correct": sum(r["correct"] for r in records),
         "pairs": len(pairs),
+        "flagged_pairs": sum(1 for p in pairs if p.meta.get("flag")),
         "mean_steps": sum(len(r["steps"]) for r in records) / n if n else 0.0,
-        "no_pair_reasons": dropped,
+        "mean_steps_finished": sum(len(r["steps"]) for r in finished) / len(finished) if finished else None,
+        "mean_step_chars_finished": sum(step_chars) / len(step_chars) if step_chars else None,
+        "rollbacks": sum(r.get("rollbacks", 0) for r in records),
+        "capped": sum(r.get("end") == "cap" for r in records),
+        "no_pair_reasons": reasons,
         "judge_verifier": {
             "decided_candidates": decided,
-            "pointwise_agreement": agree / decided if decided else None,
+            "pointwise_agreement": agree / scored if scored else None,
             "right_vs_wrong_couples": couples_n,
             "within_step_agreement": couples / couples_n if couples_n else None,
+            "right_vs_wrong_matches": matches_n,
+            "match_agreement": matches / matches_n if matches_n else None,
+            "unparsed_matches": unparsed,
+            "chosen_incorrect": chosen_wrong,
+            "chosen_incorrect_with_correct_alternative": chosen_wrong_alt,
         },
     }
-
-
-def step_search(model, tok, judge: PointwiseJudge, task: Task, problems: Sequence[Problem],
-                cfg: SearchConfig, *, seed: int = 0, iteration: int = 0,
-                aggregate_how: str = "min") -> tuple[list[dict[str, Any]], list[StepPair]]:
-    """Run step search on ``problems``; return per-problem records and the step pairs."""
-    states = [ProblemState(p) for p in problems]
-    pairs: list[StepPair] = []
-    stop = [STEP_STOP, *task.stop]
-    bar = tqdm(range(1, cfg.max_steps + 1), desc=f"iter {iteration}: step search", unit="step")
-    for n in bar:
-        active = [s for s in states if not s.finished]
-        if not active:
-            break
-        bar.set_postfix(active=len(active), pairs=len(pairs))
-        pair_prompts = [policy_prompt(tok, task, s.problem.question, prefix=s.prefix()) for s in active]
-        raw = generate(model, tok, [p + f"Step {n}:" for p in pair_prompts], max_new_tokens=cfg.max_step_tokens,
-                       batch_size=cfg.batch_size, stop=stop, num_return_sequences=cfg.k,
-                       temperature=cfg.temperature, top_p=cfg.top_p, seed=seed * 1000 + n)
-        cands = [_candidates(r, n) for r in raw]
-        items = [StepToJudge(s.problem.question, tuple(s.steps), c)
-                 for s, cs in zip(active, cands, strict=True) for c in cs]
-        flat = judge.score(items)
-        pos = 0
-        for state, cs, prompt in zip(active, cands, pair_prompts, strict=True):
-            scores, pos = flat[pos:pos + len(cs)], pos + len(cs)
-            if not cs:
-                state.trace.append({"step": n, "candidates": [], "pair": False, "dropped": "no candidate"})
-                state.finished = True
-                continue
-            pair = _decide(state, n, cs, scores, cfg, iteration, prompt)
-            if pair is not None:
-                pairs.append(pair)
-    bar.close()
-    return [s.record(aggregate_how) for s in states], pairs

@@ -1,4 +1,4 @@
-"""Step-level DPO with TRL's ``DPOTrainer`` and a peft LoRA adapter.
+"""Step-level DPO with TRL's ``DPOTrainer`` (a peft LoRA adapter, or full fine-tuning), and SFT for IFT/EFT.
 
 This is the only module that imports TRL. A pair's prompt is the question and
 the previous steps (the exact text the policy saw during search), and chosen /
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from presrm.config import TrainConfig
+from presrm.config import InitConfig, TrainConfig
 from presrm.models import pick_device
 
 log = logging.getLogger(__name__)
@@ -73,58 +73,115 @@ def pairs_dataset(pairs: Sequence[dict[str, Any]]):
     ])
 
 
+def _lora_config(cfg: TrainConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+
+
+def _common_args(cfg: TrainConfig, device: str, seed: int, work: Path) -> dict[str, Any]:
+    """Trainer arguments shared by DPO and SFT; bf16 only on CUDA unless asked."""
+    dev = pick_device(device)
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+    return dict(output_dir=str(work), gradient_accumulation_steps=cfg.grad_accum, bf16=bf16, fp16=False,
+                gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=1, save_strategy="no",
+                report_to=[], seed=seed, use_cpu=dev.type == "cpu", lr_scheduler_type="constant",
+                warmup_steps=0, dataloader_num_workers=0)
+
+
+def _trained_metrics(trainer, result, seconds: float, lora: bool) -> dict[str, Any]:
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    last = history[-1] if history else {}
+    return {
+        "optimizer_steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "first_loss": history[0]["loss"] if history else None,
+        "last_loss": last.get("loss"),
+        "lora": lora,
+        "lora_b_norm": lora_weights_norm(trainer.model) if lora else None,
+        "seconds": seconds,
+        "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "log_history": trainer.state.log_history,
+    }
+
+
 def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig, adapter_dir: str | Path, *,
                    seed: int = 0, device: str = "auto") -> tuple[dict[str, Any], Any]:
-    """Train a LoRA adapter on ``pairs`` with step-level DPO; save it to ``adapter_dir``.
+    """Train on ``pairs`` with step-level DPO; save the adapter (or full model) to ``adapter_dir``.
 
-    ``model`` is a plain (non-peft) causal LM loaded for training. The reference
-    model is the same weights with the adapter disabled, and its log-probs are
-    computed once before training. Returns the training metrics and the trained
-    peft model (``merge_and_unload()`` gives the next iteration's model).
+    ``model`` is a plain (non-peft) causal LM loaded for training: the previous
+    iteration's model, which is also the reference. With LoRA the reference is
+    the same weights with the adapter disabled; without, TRL's precompute keeps
+    no copy. Either way its log-probs are computed once, before training.
+    Returns the metrics and the trained model (a peft model with LoRA:
+    ``merge_and_unload()`` gives the next iteration's model).
     """
-    from peft import LoraConfig
     from trl import DPOConfig
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
-    dev = pick_device(device)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
-    work = Path(adapter_dir).parent / ".trainer"
     args = DPOConfig(
-        output_dir=str(work), per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, beta=cfg.beta, loss_type=[cfg.loss_type],
-        max_length=cfg.max_length, bf16=bf16, fp16=False, gradient_checkpointing=cfg.gradient_checkpointing,
-        precompute_ref_log_probs=True, logging_steps=1, save_strategy="no", report_to=[], seed=seed,
-        use_cpu=dev.type == "cpu", remove_unused_columns=False, lr_scheduler_type="constant",
-        warmup_steps=0, dataloader_num_workers=0,
+        **_common_args(cfg, device, seed, Path(adapter_dir).parent / ".trainer"),
+        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length,
+        precompute_ref_log_probs=True, remove_unused_columns=False,
     )
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
     trainer = _trainer_cls()(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tok,
-                             peft_config=lora)
+                             peft_config=_lora_config(cfg) if cfg.lora else None)
     t0 = time.time()
     result = trainer.train()
     seconds = time.time() - t0
-    trainer.model.save_pretrained(str(adapter_dir))
+    if cfg.lora:
+        trainer.model.save_pretrained(str(adapter_dir))
     history = [h for h in trainer.state.log_history if "loss" in h]
     last = history[-1] if history else {}
     tokens = sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"])
                  for r in trainer.train_dataset)
     metrics = {
         "pairs": len(pairs),
-        "optimizer_steps": trainer.state.global_step,
-        "train_loss": result.training_loss,
-        "first_loss": history[0]["loss"] if history else None,
-        "last_loss": last.get("loss"),
+        **_trained_metrics(trainer, result, seconds, cfg.lora),
         "last_reward_accuracy": last.get("rewards/accuracies"),
         "last_reward_margin": last.get("rewards/margins"),
-        "lora_b_norm": lora_weights_norm(trainer.model),
-        "seconds": seconds,
         "tokens_per_epoch": tokens,
-        "precision": "bf16" if bf16 else "fp32",
-        "log_history": trainer.state.log_history,
     }
+    return metrics, trainer.model
+
+
+def sft_dataset(examples: Sequence[dict[str, Any]]):
+    """A ``datasets.Dataset`` of TRL prompt-completion records (other keys dropped)."""
+    import datasets
+
+    return datasets.Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+
+
+def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, cfg: TrainConfig,
+              adapter_dir: str | Path, *, seed: int = 0, device: str = "auto") -> tuple[dict[str, Any], Any]:
+    """Supervised fine-tuning (IFT/EFT) on prompt-completion ``examples`` with TRL's ``SFTTrainer``.
+
+    The loss covers the completion only; TRL appends EOS to each completion, so
+    the model learns to stop after the final answer (IFT) or the verdict (EFT).
+    LoRA settings, precision and ``lora`` come from ``cfg`` (the train section),
+    the rest from ``init``. Returns the metrics and the trained model.
+    """
+    from trl import SFTConfig, SFTTrainer
+
+    if not examples:
+        raise ValueError("no SFT examples to train on")
+    common = _common_args(cfg, device, seed, Path(adapter_dir).parent / ".trainer")
+    args = SFTConfig(**common, per_device_train_batch_size=init.batch_size, learning_rate=init.learning_rate,
+                     num_train_epochs=init.epochs, max_steps=init.max_steps, max_length=init.max_length,
+                     completion_only_loss=True, packing=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tok,
+                         peft_config=_lora_config(cfg) if cfg.lora else None)
+    t0 = time.time()
+    result = trainer.train()
+    seconds = time.time() - t0
+    if cfg.lora:
+        trainer.model.save_pretrained(str(adapter_dir))
+    tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)
+    metrics = {"examples": len(examples), **_trained_metrics(trainer, result, seconds, cfg.lora),
+               "tokens_per_epoch": tokens}
     return metrics, trainer.model
 
 

@@ -1,13 +1,17 @@
-"""The whole loop on the tiny model: run directory, resume, and config mismatch."""
+"""The whole loop on the tiny model: run directory, resume, config mismatch, IFT/EFT init, recipes."""
 
+import logging
 import os
+from pathlib import Path
 
 import pytest
 
 from presrm.config import load_config
-from presrm.errors import RunStateError
+from presrm.errors import ConfigError, RunStateError
 from presrm.jsonio import read_json, read_jsonl
-from presrm.loop import run
+from presrm.loop import _stage_labels, run
+
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
 
 def _cfg(tiny_model_dir, gsm8k_like, tmp_path, *extra):
@@ -15,6 +19,9 @@ def _cfg(tiny_model_dir, gsm8k_like, tmp_path, *extra):
         f"model={tiny_model_dir}", f"output_dir={tmp_path}", "name=t", "device=cpu",
         f"search.data_file={gsm8k_like}", "search.num_problems=2", "search.k=3", "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0",
+        # A random model's P([[A]]) is ~0.51 whatever the steps: in both orders, or within the default
+        # tie margin, every match would tie; one order and no margin give A (the first candidate) the win.
+        "judge.both_orders=false", "judge.tie_margin=0",
         "train.max_steps=1", "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4",
         f"eval.data_file={gsm8k_like}", "eval.limit=3", "eval.max_new_tokens=8", *extra,
     ])
@@ -67,3 +74,62 @@ def test_two_iterations_chain_models(tiny_model_dir, gsm8k_like, tmp_path):
     ids1 = {r["id"] for r in read_jsonl(tmp_path / "t" / "iter_1" / "samples.jsonl")}
     assert ids0 and ids1 and not ids0 & ids1
     assert read_json(tmp_path / "t" / "iter_1" / "eval.json")["model"].endswith("iter_1/model")
+
+
+def test_num_problems_per_iteration(tiny_model_dir, gsm8k_like, tmp_path):
+    run(_cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=2", "search.num_problems=[1, 3]",
+             "eval.before=false", "eval.after=false"))
+    ids = [[r["id"] for r in read_jsonl(tmp_path / "t" / f"iter_{k}" / "samples.jsonl")] for k in (0, 1)]
+    assert ids == [["gsm8k_train-0"], ["gsm8k_train-1", "gsm8k_train-2", "gsm8k_train-3"]]
+
+
+def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="presrm.loop")
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "init.ift=true", "init.eft=true", f"init.data_file={gsm8k_like}",
+               "init.offset=0", "init.ift_problems=4", "init.eft_problems=6", "init.max_steps=2",
+               "init.batch_size=4", "eval.before=false")
+    summary = run(cfg)
+    init = tmp_path / "t" / "init"
+    ift, eft = read_jsonl(init / "ift.jsonl"), read_jsonl(init / "eft.jsonl")
+    assert len(ift) == 4 and all(e["completion"].rstrip().endswith(".") for e in ift)
+    # the pairwise judge's own prompt, which ends in its prefilled "[[", then the rest of the verdict
+    assert len(eft) == 12 and sorted(e["completion"] for e in eft) == ["A]]"] * 6 + ["B]]"] * 6
+    assert all(e["prompt"].endswith("[[") and "[The Start of Step A]" in e["prompt"] for e in eft)
+    train = read_json(init / "train.json")
+    assert (train["ift_examples"], train["eft_examples"], train["optimizer_steps"]) == (4, 12, 2)
+    assert (init / "model" / "config.json").exists() and read_json(init / "eval.json")["model"] == str(init / "model")
+    assert summary["init"]["train"]["lora_b_norm"] > 0
+    assert "iteration 0: policy and judge = " + str(init / "model") in caplog.text
+    done = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stage done")]
+    assert done == [f"stage done: {label}" for label in _stage_labels(cfg)]
+
+
+@pytest.mark.parametrize(("overrides", "labels"), [
+    ([], ["M0 eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
+    (["init.ift=true", "eval.after=false", "iterations=2"],
+     ["M0 eval", "init SFT", "iter 0/2 search", "iter 0/2 train", "iter 1/2 search", "iter 1/2 train"]),
+])
+def test_stage_labels(overrides, labels):
+    assert _stage_labels(load_config(None, overrides)) == labels
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_every_recipe_parses(path):
+    cfg = load_config(path)
+    assert cfg.name == path.stem and cfg.iterations >= 1
+
+
+def test_recipes_exist():
+    assert {"quickstart.yaml", "smoke.yaml", "presrm_paper.yaml"} <= {p.name for p in CONFIGS}
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["search.num_problems=[]"], "num_problems"),
+    (["search.num_problems=[2, 0]"], "num_problems"),
+    (["search.num_problems=true"], "num_problems"),
+    (["search.grounding=false", "search.require_correct_answer=true"], "require_correct_answer"),
+    (["init.ift_problems=0"], "ift_problems"),
+])
+def test_bad_search_and_init_settings(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, overrides)

@@ -1,8 +1,16 @@
 import pytest
 
-from presrm.config import TrainConfig
+from presrm.config import InitConfig, TrainConfig
 from presrm.generate import render_chat
-from presrm.train import load_with_adapter, lora_weights_norm, pairs_dataset, strip_step_eos, train_step_dpo
+from presrm.train import (
+    load_with_adapter,
+    lora_weights_norm,
+    pairs_dataset,
+    sft_dataset,
+    strip_step_eos,
+    train_sft,
+    train_step_dpo,
+)
 
 
 @pytest.mark.parametrize(
@@ -44,3 +52,50 @@ def test_train_moves_adapter_and_saves(tiny_model_dir, tmp_path):
 def test_no_pairs_is_an_error(tiny):
     with pytest.raises(ValueError, match="no preference pairs"):
         train_step_dpo(tiny[0], tiny[1], [], TrainConfig(), "/nonexistent/adapter")
+
+
+def _pairs(tok):
+    prompt = render_chat(tok, "Tom has 3 apples and buys 4. How many?")
+    return [{"prompt": prompt, "chosen": "Step 1: 3 + 4 = 7\n", "rejected": "Step 1: 3 + 4 = 9\n"},
+            {"prompt": prompt + "Step 1: 3 + 4 = 7\n", "chosen": "Step 2: The answer is 7.\n",
+             "rejected": "Step 2: The answer is 9.\n"}]
+
+
+def test_full_finetune_moves_every_weight_without_adapter(tiny_model_dir, tmp_path):
+    from presrm.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir), device="cpu", training=True)
+    w0 = model.model.layers[0].mlp.up_proj.weight.detach().clone()  # LoRA would leave the MLP alone
+    cfg = TrainConfig(lora=False, max_steps=2, batch_size=2, learning_rate=1e-3)
+    metrics, trained = train_step_dpo(model, tok, _pairs(tok), cfg, tmp_path / "adapter", device="cpu")
+    assert metrics["lora"] is False and metrics["lora_b_norm"] is None and metrics["optimizer_steps"] == 2
+    assert not hasattr(trained, "merge_and_unload") and not (tmp_path / "adapter").exists()
+    assert not trained.model.layers[0].mlp.up_proj.weight.equal(w0)
+
+
+def test_sft_learns_completion_only(tiny_model_dir, tmp_path):
+    import torch
+
+    from presrm.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir), device="cpu", training=True)
+    prompt = render_chat(tok, "Tom has 3 apples and buys 4. How many?") + "Step 1:"
+    examples = [{"prompt": prompt, "completion": " 3 + 4 = 7\nStep 2: The answer is 7.", "kind": "ift"},
+                {"prompt": render_chat(tok, "Is it right?") + "[[", "completion": "A]]", "kind": "eft"}]
+    assert sft_dataset(examples).column_names == ["prompt", "completion"]
+    init = InitConfig(max_steps=4, batch_size=2, learning_rate=1e-2)
+
+    def nll(m):
+        ids = tok(prompt + examples[0]["completion"], return_tensors="pt", add_special_tokens=False).input_ids
+        with torch.no_grad():
+            return float(m(input_ids=ids, labels=ids).loss)
+
+    before = nll(model)
+    metrics, trained = train_sft(model, tok, examples, init, TrainConfig(lora_r=4, lora_alpha=8),
+                                 tmp_path / "adapter", device="cpu")
+    assert metrics["optimizer_steps"] == 4 and metrics["examples"] == 2 and metrics["lora_b_norm"] > 0
+    assert (tmp_path / "adapter" / "adapter_config.json").exists()
+    merged = trained.merge_and_unload()
+    assert nll(merged) < before  # lr 1e-2 on two examples: the completion gets likelier
+    with pytest.raises(ValueError, match="no SFT examples"):
+        train_sft(model, tok, [], init, TrainConfig(), tmp_path / "x", device="cpu")

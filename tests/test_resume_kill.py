@@ -1,0 +1,81 @@
+"""kill -9 a run at a random point, resume it with --resume, and get the pairs of an uninterrupted run.
+
+The recipe is configs/smoke.yaml on the tiny model and a local data file, two
+iterations, so the kill can land in any stage: M0 eval, step search, step-DPO
+training (iteration 1's pairs depend on the model it trains), or evaluation.
+The kill point is a random stage marker in the child's log plus a random
+delay; the seed is printed on failure (set PRESRM_KILL_SEED to replay it).
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from presrm.config import load_config
+from presrm.loop import _stage_labels, run
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def _overrides(tiny_model_dir, data, out, name):
+    return [f"model={tiny_model_dir}", f"output_dir={out}", f"name={name}", "device=cpu", "iterations=2",
+            f"search.data_file={data}", "search.num_problems=2", "search.k=3", "search.max_steps=3",
+            "search.max_step_tokens=8", "search.temperature=1.0", "search.deterministic=true",
+            "judge.both_orders=false", "judge.tie_margin=0", "train.max_steps=2", "train.batch_size=2",
+            "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={data}", "eval.limit=2", "eval.max_new_tokens=8"]
+
+
+def _train(args, log_file):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "presrm", "train", "--config", str(SMOKE), *args],
+                            stdout=subprocess.DEVNULL, stderr=log_file, env=env, cwd=REPO)
+
+
+def _wait_for(marker: str, log: Path, proc, timeout: float = 120.0) -> None:
+    t0 = time.time()
+    while marker not in log.read_text(errors="replace"):
+        assert proc.poll() is None, f"run ended before {marker!r}:\n{log.read_text()[-2000:]}"
+        assert time.time() - t0 < timeout, f"no {marker!r} after {timeout} s"
+        time.sleep(0.05)
+
+
+def test_kill_anywhere_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_path):
+    seed = int(os.environ.get("PRESRM_KILL_SEED", random.randrange(1_000_000)))
+    rng = random.Random(seed)
+    ref_cfg = load_config(SMOKE, _overrides(tiny_model_dir, gsm8k_like, tmp_path, "ref"))
+    labels = _stage_labels(ref_cfg)
+    marker = f"stage start: {rng.choice(labels[:-1])}"  # the last stage could end before the kill
+    delay = rng.uniform(0.0, 1.5)
+    why = f"PRESRM_KILL_SEED={seed}: killed {delay:.2f} s after {marker!r}"
+
+    args = _overrides(tiny_model_dir, gsm8k_like, tmp_path, "killed")
+    log = tmp_path / "killed.log"
+    with log.open("w") as f:
+        proc = _train(args, f)
+        try:
+            _wait_for(marker, log, proc)
+            time.sleep(delay)
+            assert proc.poll() is None, f"{why}: the run finished before the kill"
+            os.kill(proc.pid, signal.SIGKILL)
+            assert proc.wait(timeout=30) == -signal.SIGKILL
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    with log.open("a") as f:
+        resumed = _train([*args, "--resume"], f)
+        assert resumed.wait(timeout=300) == 0, f"{why}; resume failed:\n{log.read_text()[-3000:]}"
+
+    run(ref_cfg)  # the uninterrupted run, same seed and recipe
+    for k in (0, 1):
+        for name in ("pairs.jsonl", "samples.jsonl"):
+            got = (tmp_path / "killed" / f"iter_{k}" / name).read_bytes()
+            want = (tmp_path / "ref" / f"iter_{k}" / name).read_bytes()
+            assert got == want, f"{why}: iter_{k}/{name} differs"
+    assert (tmp_path / "ref" / "iter_1" / "pairs.jsonl").read_text().strip(), "no pairs: the test compares nothing"
+    leftovers = [p.name for p in (tmp_path / "killed").rglob(".*.tmp")]
+    assert not leftovers, f"{why}: temporary files left behind: {leftovers}"
