@@ -4,14 +4,19 @@ The policy is prompted to write ``Step 1: ...`` lines, but small models often
 ignore the format, so :func:`segment` tries, in order:
 
 1. explicit ``Step n`` markers (``Step 1:``, ``Step 1.``, ``**Step 1:**``,
-   ``## Step 1``; at a line start, or mid-line when followed by a colon);
-2. numbered lines (``1.``, ``1)``);
-3. discourse markers at line starts (``First,``, ``Next,``, ``Then,``, ``Finally,``);
+   ``## Step 1``, ``- Step 1:``; at a line start, or mid-line as ``Step n:``
+   with a capital S and a colon);
+2. numbered lines (``1.``, ``1)``, ``(1)``);
+3. discourse markers (``First``, ``Next``, ``Then``, ``Finally``, ...) at line
+   starts, or capitalised right after a sentence ends; they add boundaries to
+   the line breaks rather than replace them;
 4. non-empty lines;
 5. sentences, when the whole text is one line.
 
-A marker family is used only when it occurs at least twice. Lines that carry
-a final answer (``The answer is ...``, ``#### 72``, ``Final answer: ...``,
+A marker family is used only when it occurs at least twice; under ``Step n``
+and numbered markers, the lines below a marker belong to its step.
+:func:`marker_family` says which rule applied. Lines that carry a final
+answer (``The answer is ...``, ``#### 72``, ``Final answer: ...``,
 ``\\boxed{...}``) become steps of their own; steps longer than ``max_chars``
 are split at sentence or line boundaries (else at whitespace, else hard);
 fragments too short to judge are merged into a neighbour.
@@ -21,8 +26,9 @@ source text with leading and trailing whitespace trimmed and its marker kept,
 so the spans cover every non-whitespace character of the input exactly once.
 Use :func:`step_body` to drop the marker.
 
-Every pattern is linear (no nested quantifiers), so there is no input-length
-bound: a 1 MB completion is segmented in well under a second.
+Every pattern runs in linear time (no nested quantifiers, no unbounded
+prefix rescanned from every position), so there is no input-length bound; a
+hostile 1 MB input costs seconds at worst (figures in docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -41,45 +47,58 @@ __all__ = [
     "format_steps",
     "gold_to_steps",
     "is_final_answer",
+    "marker_family",
     "segment",
     "step_body",
 ]
 
 _STEP_MARKER = re.compile(
-    r"^[ \t]*(?:#{1,6}[ \t]*)?(?:(?:\*\*|__)[ \t]*)?step[ \t]*\d{1,4}(?![.,]?\d)"
-    # Mid-line markers need the colon, so "as shown in step 2." does not start a step.
-    r"|(?<=[ \t])(?:\*\*|__)?step[ \t]*\d{1,4}(?:\*\*|__)?[ \t]*:",
+    # At a line start, after an optional list bullet ("- Step 1:") or markdown ("### Step 1", "**Step 1:**").
+    r"^[ \t]*(?:[-+*\u2022][ \t]+)?(?:#{1,6}[ \t]*)?(?:(?:\*\*|__)[ \t]*)?step[ \t]*\d{1,4}(?![.,]?\d)"
+    # Mid-line markers need a capital S and the colon, so "as shown in step 2: ..." does not start a step.
+    r"|(?<=[ \t])(?:\*\*|__)?(?-i:S(?:tep|TEP))[ \t]*\d{1,4}(?:\*\*|__)?[ \t]*:",
     re.IGNORECASE | re.MULTILINE,
 )
 # "3.5 kg" at a line start is not a list item: the number must be followed by blank space.
 _NUMBERED = re.compile(r"^[ \t]*(?:\*\*)?\(?\d{1,3}[.)](?=[ \t]|\*\*)", re.MULTILINE)
+_DISCOURSE_WORDS = r"(?:First(?:ly)?|Second(?:ly)?|Third(?:ly)?|Next|Then|Finally|Lastly|After that|Afterwards)\b"
+# At a line start in any case; mid-line only capitalised and right after a sentence ends.
 _DISCOURSE = re.compile(
-    r"^[ \t]*(?:\*\*)?(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|next|then|finally|lastly"
-    r"|after that|afterwards)\b",
-    re.IGNORECASE | re.MULTILINE,
+    rf"^[ \t]*(?:\*\*)?(?i:{_DISCOURSE_WORDS})|(?<=[.!?])[ \t]+(?:\*\*)?{_DISCOURSE_WORDS}",
+    re.MULTILINE,
 )
-_LINE_START = re.compile(r"^", re.MULTILINE)
+# A line break followed by a line that is not blank; the lookahead stays within that one line.
+_LINE_BREAK = re.compile(r"\n(?=[^\S\n]*\S)")
+_NON_SPACE = re.compile(r"\S")
+_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
 
 # Each optional group starts with a fixed symbol and owns the blanks after it: two ``\s*`` in a
 # row would let the engine split a long run of spaces every possible way (quadratic backtracking).
 _BODY_MARKER = re.compile(
-    r"\s*(?:#{1,6}\s*)?(?:(?:\*\*|__)\s*)?(?:step\s*\d{1,4}(?![.,]?\d)|\(?\d{1,3}[.)](?=\s|$))"
+    r"\s*(?:[-+*\u2022]\s+)?(?:#{1,6}\s*)?(?:(?:\*\*|__)\s*)?(?:step\s*\d{1,4}(?![.,]?\d)|\(?\d{1,3}[.)](?=\s|$))"
     # "Step 1: -5 degrees" keeps its minus sign: an ASCII dash is a separator only before a space.
     r"\s*(?:(?:\*\*|__)\s*)?(?:(?:[:.)\u2013\u2014]|-(?=\s))\s*)?(?:(?:\*\*|__)\s*)?",
     re.IGNORECASE,
 )
 
+# "#### 72" (GSM8K) but not a markdown heading such as "#### Step 1"; "Final answer: 7" but not
+# "to find the final answer, ...". The markup before a line-start "Answer:" is bounded: ``^[\W_]*``
+# would rescan a run of newlines from every line start in it (quadratic).
 _FINAL = re.compile(
-    r"####|\\boxed\{|\bthe (?:final )?answer is\b|\bfinal answer\b|^[\W_]*answer\s*:",
+    r"####[ \t]*(?=[-+$\\(.\d])|\\boxed\{|\bthe (?:final |correct )?answer is\b"
+    r"|\bfinal answer\b[* \t]*(?:is\b|[:=]|$)|^[ \t>#*_-]{0,8}answer[ \t*_]*:",
     re.IGNORECASE | re.MULTILINE,
 )
 # "... = 18. The answer is 18." on one line: the answer clause still gets its own step.
 _FINAL_CLAUSE = re.compile(
-    r"(?<=[.!?])[ \t]+((?:(?:so|therefore|thus|hence),?[ \t]+)?the (?:final )?answer is\b|####)",
+    r"(?<=[.!?])[ \t]+((?:(?:so|therefore|thus|hence),?[ \t]+)?the (?:final |correct )?answer is\b|####)",
     re.IGNORECASE,
 )
+# A final-answer line that states no answer ("**Final Answer**", "The answer is:") takes the next line.
+_HEADING_ONLY = re.compile(r"[\W_]*")
 
-_SENTENCE_END = re.compile(r"[.!?]+[\"')\]]*\s+")
+# The lookbehind starts a match only at the first mark of a run: "....." is scanned once, not once per dot.
+_SENTENCE_END = re.compile(r"(?<![.!?])[.!?]+[\"')\]]*\s+")
 _LAST_WORD = re.compile(r"[^\W\d_]+(?:\.[^\W\d_]+)*$")
 _ABBREVIATIONS = frozenset(
     {"mr", "mrs", "ms", "dr", "prof", "st", "jr", "sr", "vs", "etc", "e.g", "i.e", "approx", "cf", "fig"}
@@ -88,7 +107,7 @@ _ABBREVIATIONS = frozenset(
 
 _ANNOTATION = re.compile(r"<<[^<>]*>>")
 _GOLD_FINAL = re.compile(r"####\s*(.*)")
-_NEWLINES = re.compile(r"\s*\n\s*")
+_BLANKS = re.compile(r"\s+")
 
 # One stray "Step 1:" or "1." does not make a format; two markers do.
 _MIN_MARKERS = 2
@@ -130,7 +149,7 @@ def segment(text: str, options: SegmentOptions | None = None) -> list[Step]:
     []
     """
     opts = options or SegmentOptions()
-    spans = [piece for span in _primary_spans(text) for piece in _split_final(text, span)]
+    spans = [piece for span in _family_spans(text)[1] for piece in _split_final(text, span)]
     spans = [piece for span in spans for piece in _split_long(text, span, opts.max_chars)]
     spans = _merge_short(text, spans, opts)
     return [Step(index=i, text=text[s:e], start=s, end=e) for i, (s, e) in enumerate(spans)]
@@ -159,25 +178,38 @@ def format_steps(steps: Sequence[str]) -> str:
     Step 1: 16 - 3 = 13
     Step 2: The answer is 13.
     """
-    return "\n".join(f"Step {i}: {_NEWLINES.sub(' ', body.strip())}" for i, body in enumerate(steps, 1))
+    return "\n".join(f"Step {i}: {_BLANKS.sub(_one_line, body.strip())}" for i, body in enumerate(steps, 1))
+
+
+def _one_line(blanks: re.Match[str]) -> str:
+    """A run of whitespace that holds a line break becomes one space; other runs are kept."""
+    return " " if "\n" in blanks.group() else blanks.group()
 
 
 def gold_to_steps(answer: str) -> list[str]:
     """Turn a GSM8K gold solution into step bodies.
 
     One step per non-empty line, ``<<...>>`` calculator annotations removed,
-    and the ``#### N`` line rewritten as ``The answer is N.``.
+    and the ``#### N`` line rewritten as ``The answer is N.``. A line broken
+    off mid-sentence (a fragment: shorter than ``SegmentOptions.min_chars``, no
+    digit, such as ``hour.``) is joined to the line before it, as
+    :func:`segment` would do.
 
     >>> gold_to_steps("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\\n#### 24")
     ['Natalia sold 48/2 = 24 clips in May.', 'The answer is 24.']
     """
-    steps = []
+    min_chars = SegmentOptions().min_chars
+    steps: list[str] = []
     for raw in answer.split("\n"):
         line = _ANNOTATION.sub("", raw).strip()
         final = _GOLD_FINAL.match(line)
         if final:
             line = f"The answer is {final.group(1).strip()}."
-        if line:
+        if not line:
+            continue
+        if steps and not final and _is_fragment(line, min_chars):
+            steps[-1] = f"{steps[-1]} {line}"
+        else:
             steps.append(line)
     return steps
 
@@ -219,17 +251,39 @@ def _cut(text: str, cuts: Sequence[int], end: int) -> list[Span]:
     return [span for a, b in pairwise(bounds) if a < b and (span := _trim(text, a, b))]
 
 
-def _primary_spans(text: str) -> list[Span]:
-    """Split by the first marker family that occurs twice, else by lines, else by sentences."""
-    for family in (_STEP_MARKER, _NUMBERED, _DISCOURSE):
+def marker_family(text: str) -> str:
+    """How :func:`segment` splits ``text`` before any merge or split.
+
+    One of ``"step"`` (``Step n`` markers), ``"numbered"`` (``1.`` lines),
+    ``"discourse"`` (``First,`` / ``Next,`` / ``Finally,`` lines), ``"lines"``,
+    ``"sentences"`` (the text is one line), or ``"empty"`` (only whitespace).
+
+    >>> [marker_family(t) for t in ("Step 1: a\\nStep 2: b", "1. a\\n2. b", "a\\nb", "A. B.", " ")]
+    ['step', 'numbered', 'lines', 'sentences', 'empty']
+    """
+    return _family_spans(text)[0]
+
+
+def _family_spans(text: str) -> tuple[str, list[Span]]:
+    """Split by the first marker family that occurs twice, else by lines, else by sentences.
+
+    ``Step n`` and numbered markers replace line breaks as boundaries: the lines
+    under one marker are one step. Discourse markers add boundaries to the line
+    breaks instead, since prose puts "Then" at the start of some steps only.
+    """
+    for name, family in (("step", _STEP_MARKER), ("numbered", _NUMBERED)):
         starts = [m.start() for m in family.finditer(text)]
         if len(starts) >= _MIN_MARKERS:
-            return _cut(text, [0, *starts], len(text))
-    lines = _cut(text, [m.start() for m in _LINE_START.finditer(text)], len(text))
+            return name, _cut(text, [0, *starts], len(text))
+    line_starts = [m.end() for m in _LINE_BREAK.finditer(text)]
+    discourse = [m.start() for m in _DISCOURSE.finditer(text)]
+    if len(discourse) >= _MIN_MARKERS:
+        return "discourse", _cut(text, [0, *line_starts, *discourse], len(text))
+    lines = _cut(text, [0, *line_starts], len(text))
     if len(lines) != 1:
-        return lines
+        return ("lines" if lines else "empty"), lines
     start, end = lines[0]
-    return _cut(text, [start, *_sentence_starts(text, start, end)], end)
+    return "sentences", _cut(text, [start, *_sentence_starts(text, start, end)], end)
 
 
 def _sentence_starts(text: str, start: int, end: int) -> list[int]:
@@ -244,26 +298,51 @@ def _sentence_starts(text: str, start: int, end: int) -> list[int]:
     for m in _SENTENCE_END.finditer(text, start, end):
         if m.end() >= end or text[m.end()].islower():
             continue
-        word = _LAST_WORD.search(text[max(start, m.start() - 16) : m.start()])
-        if word and word.group().lower() in _ABBREVIATIONS:
-            continue
+        if m.start() > start and text[m.start() - 1].isalpha():
+            word = _LAST_WORD.search(text[max(start, m.start() - 16) : m.start()])
+            if word and word.group().lower() in _ABBREVIATIONS:
+                continue
         starts.append(m.end())
     return starts
 
 
 def _split_final(text: str, span: Span) -> list[Span]:
-    """Give each final-answer line, and each trailing answer clause, a span of its own."""
+    """Give each final-answer line, and each trailing answer clause, a span of its own.
+
+    Only lines with a match are visited, so a span of a million short lines costs one regex scan.
+    """
     start, end = span
     cuts = [start]
-    line_start = start
-    while line_start < end:
-        line_end = text.find("\n", line_start, end)
-        line_end = end if line_end < 0 else line_end + 1
-        if _FINAL.search(text, line_start, line_end):
-            cuts += [line_start, line_end]
-            cuts += [m.start(1) for m in _FINAL_CLAUSE.finditer(text, line_start, line_end)]
-        line_start = line_end
+    pos = start
+    while (final := _FINAL.search(text, pos, end)) is not None:
+        line_start = text.rfind("\n", start, final.start()) + 1 or start
+        line_end = _line_end(text, final.end(), end)
+        cuts.append(line_start)
+        # "3. The answer is 26." stays whole: a clause is cut off only after a sentence of its own.
+        marker = _BODY_MARKER.match(text, line_start, line_end)
+        body_start = marker.end() if marker else line_start
+        cuts += [m.start(1) for m in _FINAL_CLAUSE.finditer(text, body_start, line_end)]
+        if _HEADING_ONLY.fullmatch(text, final.end(), line_end):
+            line_end = _next_line_end(text, line_end, end)
+        cuts.append(line_end)
+        pos = line_end
     return _cut(text, cuts, end)
+
+
+def _line_end(text: str, pos: int, end: int) -> int:
+    """The position just after the line break that ends the line holding ``pos``, or ``end``."""
+    newline = text.find("\n", pos, end)
+    return end if newline < 0 else newline + 1
+
+
+def _next_line_end(text: str, pos: int, end: int) -> int:
+    """The end of the first line from ``pos`` that is not blank, or ``end``."""
+    while pos < end:
+        line_end = _line_end(text, pos, end)
+        if not text[pos:line_end].isspace():
+            return line_end
+        pos = line_end
+    return end
 
 
 def _split_long(text: str, span: Span, max_chars: int) -> list[Span]:
@@ -275,7 +354,7 @@ def _split_long(text: str, span: Span, max_chars: int) -> list[Span]:
     start, end = span
     if end - start <= max_chars:
         return [span]
-    line_starts = [m.start() for m in _LINE_START.finditer(text, start + 1, end)]
+    line_starts = [m.end() for m in _LINE_BREAK.finditer(text, start, end)]
     bounds = sorted({*_sentence_starts(text, start, end), *line_starts})
     pieces = []
     while end - start > max_chars:
@@ -285,20 +364,16 @@ def _split_long(text: str, span: Span, max_chars: int) -> list[Span]:
         piece = _trim(text, start, cut)
         if piece:
             pieces.append(piece)
-        # ``end`` is trimmed and ``cut < end``, so this stops on a non-space character.
-        start = cut
-        while text[start].isspace():
-            start += 1
+        # ``end`` is trimmed and ``cut < end``, so a non-space character is found before ``end``.
+        start = _NON_SPACE.search(text, cut, end).start()
     pieces.append((start, end))
     return pieces
 
 
 def _last_space(text: str, start: int, limit: int) -> int:
     """The last whitespace position in ``(start, limit]``, else ``limit`` itself (a hard cut)."""
-    for pos in range(limit, start, -1):
-        if text[pos].isspace():
-            return pos
-    return limit
+    last = _LAST_SPACE.match(text, start + 1, limit + 1)
+    return last.end() - 1 if last else limit
 
 
 def _merge_short(text: str, spans: list[Span], opts: SegmentOptions) -> list[Span]:
