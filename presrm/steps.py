@@ -379,27 +379,33 @@ def _last_space(text: str, start: int, limit: int) -> int:
 def _merge_short(text: str, spans: list[Span], opts: SegmentOptions) -> list[Span]:
     """Merge fragments too short to judge into a neighbour, never into a final-answer step.
 
-    A fragment joins the previous step when that is not a final answer and the
-    union fits ``max_chars``; otherwise the next step (a leading "Sure!" joins
-    Step 1); otherwise it is kept as is.
+    Each span is judged on its own text. A fragment joins the previous step when
+    that is not a final answer and the union fits ``max_chars``; otherwise it
+    waits to be prepended to the next step (a leading "Sure!" joins Step 1),
+    together with any fragments that follow it; otherwise it is kept as is.
     """
     out: list[tuple[int, int, bool]] = []
-    pending: Span | None = None  # a fragment waiting to be prepended to the next step
-    for span_start, end in spans:
-        final = is_final_answer(text[span_start:end])
-        start = span_start
+    pending: Span | None = None  # fragments waiting to be prepended to the next step
+    for start, end in spans:
+        piece = text[start:end]
+        final = is_final_answer(piece)
+        if not final and _is_fragment(piece, opts.min_chars):
+            if pending is not None and end - pending[0] <= opts.max_chars:
+                pending = (pending[0], end)
+            elif pending is None and out and not out[-1][2] and end - out[-1][0] <= opts.max_chars:
+                out[-1] = (out[-1][0], end, False)
+            else:
+                if pending is not None:
+                    out.append((*pending, False))
+                pending = (start, end)
+            continue
         if pending is not None:
             if not final and end - pending[0] <= opts.max_chars:
                 start = pending[0]
             else:
                 out.append((*pending, False))
             pending = None
-        if final or not _is_fragment(text[start:end], opts.min_chars):
-            out.append((start, end, final))
-        elif out and not out[-1][2] and end - out[-1][0] <= opts.max_chars:
-            out[-1] = (out[-1][0], end, False)
-        else:
-            pending = (start, end)
+        out.append((start, end, final))
     if pending is not None:
         out.append((*pending, False))
     return [(start, end) for start, end, _ in out]
