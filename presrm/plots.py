@@ -91,32 +91,42 @@ def _mean_ci(values: Sequence[int]) -> dict[str, Any]:
 
 
 class _Judged:
-    """Accumulates the judged steps of one judge model (search candidates and eval steps)."""
+    """Accumulates the judged steps of one judge model, per source (eval steps, search candidates)."""
 
     def __init__(self) -> None:
-        self.by_verdict: dict[str, list[float]] = {"correct": [], "incorrect": []}
+        self.scores: dict[str, dict[str, list[float]]] = {}  # source -> verdict -> scores
+        self.kind: dict[str, str] = {}  # source -> "probability" or "win rate"
         self.unverifiable = 0
         self.pointwise = {"search": [0, 0], "eval": [0, 0]}  # agree, decided
         self.couples = [0.0, 0]
 
-    def add(self, score: float | None, verdict: str | None, source: str, *, pointwise: bool = True) -> None:
+    def add(self, score: float | None, verdict: str | None, source: str, *, probability: bool = True) -> None:
+        """One judged step; only a probability (not a win rate) counts for pointwise agreement."""
         if score is None:
             return
-        if verdict in self.by_verdict:
-            self.by_verdict[verdict].append(score)
-            if pointwise:
-                self.pointwise[source][0] += not pointwise_disagrees(score, verdict)
-                self.pointwise[source][1] += 1
-        else:
+        if verdict not in ("correct", "incorrect"):
             self.unverifiable += 1
+            return
+        by = self.scores.setdefault(source, {"correct": [], "incorrect": []})
+        by[verdict].append(score)
+        kind = "probability" if probability else "win rate"
+        self.kind[source] = kind if self.kind.get(source, kind) == kind else "mixed"
+        if probability:
+            self.pointwise[source][0] += not pointwise_disagrees(score, verdict)
+            self.pointwise[source][1] += 1
 
     def summary(self) -> dict[str, Any]:
         agreement = {f"{src}_pointwise": _rate(a, n) for src, (a, n) in self.pointwise.items() if n}
         if self.couples[1]:
             agreement["search_within_step"] = _rate(self.couples[0], self.couples[1])
-        return {"hist": {v: _hist(s) for v, s in self.by_verdict.items()},
-                "n": {v: len(s) for v, s in self.by_verdict.items()},
-                "unverifiable": self.unverifiable, "agreement": agreement}
+        hists = [{"source": src, "kind": self.kind[src], "hist": {v: _hist(x) for v, x in by.items()},
+                  "n": {v: len(x) for v, x in by.items()}} for src, by in sorted(self.scores.items())]
+        return {"hists": hists, "unverifiable": self.unverifiable, "agreement": agreement}
+
+
+def _win_rate_entry(entry: dict[str, Any]) -> bool:
+    """True when the entry's ``score`` is a share of pairwise wins, not a probability."""
+    return entry.get("score_kind") == "win_rate"
 
 
 def _reason_key(reason: str) -> str:
@@ -155,9 +165,10 @@ def dashboard(data: dict[str, Any]) -> dict[str, Any]:
         for rec in it["search"]:
             for entry in rec.get("search") or []:
                 cands = entry.get("candidates") or []
+                probability = not _win_rate_entry(entry)
                 for c in cands:
                     j.add(candidate_score(c, len(cands)), c.get("verdict"), "search",
-                          pointwise=c.get("score") is not None)
+                          probability=probability and c.get("score") is not None)
                 a, n = ranking_couples(cands)
                 j.couples[0] += a
                 j.couples[1] += n
@@ -259,22 +270,23 @@ def plot_agreement(dash: dict[str, Any]) -> str | None:
 
 
 def plot_histograms(dash: dict[str, Any]) -> str | None:
-    rows = [j for j in dash["judges"] if sum(j["n"].values())]
-    if not rows:
+    panels = [(j["label"], h) for j in dash["judges"] for h in j["hists"] if sum(h["n"].values())]
+    if not panels:
         return None
-    rows = rows if len(rows) <= 4 else [rows[0], *rows[-3:]]
-    fig = _figure(3.2 * len(rows) + 0.6, 2.8)
+    panels = panels if len(panels) <= 4 else [*panels[:2], *panels[-2:]]
+    fig = _figure(3.2 * len(panels) + 0.6, 2.9)
     width = 1.0 / dash["bins"]
-    for i, r in enumerate(rows):
-        ax = fig.add_subplot(1, len(rows), i + 1)
+    for i, (label, h) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         for side, (verdict, colour) in enumerate((("correct", GREEN), ("incorrect", RED))):
-            n = r["n"][verdict]
+            n = h["n"][verdict]
             if n:  # side by side within each bin: share of that verdict's steps
-                ax.bar([(b + 0.5 * side) * width for b in range(dash["bins"])], [c / n for c in r["hist"][verdict]],
+                ax.bar([(b + 0.5 * side) * width for b in range(dash["bins"])], [c / n for c in h["hist"][verdict]],
                        width=width / 2, align="edge", color=colour, alpha=0.8, label=f"verifier: {verdict} (n={n})")
         ax.set_xlim(0, 1)
-        _style(ax, f"{r['label']}: judge scores", "share of steps" if i == 0 else "")
-        ax.set_xlabel("judge score", fontsize=8)
+        what = "eval steps" if h["source"] == "eval" else "search candidates"
+        _style(ax, f"{label}: {what}", "share of steps" if i == 0 else "")
+        ax.set_xlabel("judge P(correct)" if h["kind"] == "probability" else f"judge {h['kind']}", fontsize=8)
         ax.legend(fontsize=7, frameon=False, loc="upper center")
     return _svg(fig)
 

@@ -20,6 +20,7 @@ PosixPath('runs/quickstart/report.html')
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,14 @@ log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Problems rendered into the HTML per list (the JSON keeps everything). A search record with K
 # candidates per step is ~10x the HTML of an eval record, hence the smaller cap.
-CAPS = {"eval": 2000, "search": 400}
+CAPS = {"eval": 2000, "search": 400, "nojs": 50}
 _EVAL_KEYS = {"id", "question", "gold", "completion", "steps", "pred_strict", "pred_flexible", "correct_strict",
-              "correct_flexible", "step_scores", "step_checks"}
+              "correct_flexible", "step_scores", "step_checks", "target", "candidates", "chosen", "votes",
+              "process_reward", "search"}
 _SEARCH_KEYS = {"id", "question", "gold", "steps", "step_scores", "process_reward", "finished", "pred", "correct",
-                "search"}
-_ENTRY_KEYS = {"step", "candidates", "chosen", "rejected", "pair", "dropped", "matches", "rollback", "rolled_back",
-               "action", "reason"}
+                "search", "end", "rounds", "rollbacks"}
+_ENTRY_KEYS = {"step", "round", "candidates", "chosen", "rejected", "pair", "dropped", "matches", "rollback",
+               "rolled_back", "action", "reason", "popped", "flag", "score_kind"}
 _CAND_KEYS = {"text", "score", "wins", "verdict", "check", "claims"}
 
 
@@ -60,10 +62,27 @@ def _eval_section(title: str, label: str, model_index: int, summary_file: Path,
             "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name]}
 
 
+def _count_lines(path: Path) -> int | None:
+    if not path.exists():
+        return None
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _init_section(d: Path) -> dict[str, Any] | None:
+    """The IFT/EFT initialisation: example counts and the SFT metrics."""
+    if not d.is_dir():
+        return None
+    train = read_json(d / "train.json") if (d / "train.json").exists() else None
+    return {"ift_examples": _count_lines(d / "ift.jsonl"), "eft_examples": _count_lines(d / "eft.jsonl"),
+            "train": {k: v for k, v in train.items() if k != "log_history"} if train else None}
+
+
 def collect(run_dir: str | Path) -> dict[str, Any]:
     """Gather everything the report shows from a run directory or an eval output directory."""
     root = Path(run_dir)
-    data: dict[str, Any] = {"run_dir": str(root), "kind": None, "config": None, "evals": [], "iterations": []}
+    data: dict[str, Any] = {"run_dir": str(root), "kind": None, "config": None, "evals": [], "init": None,
+                            "iterations": []}
     if (root / "config.yaml").exists():
         import yaml
 
@@ -72,10 +91,14 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     if single:
         single["label"] = Path(str(single["summary"].get("model") or "eval")).name or "eval"
         data["evals"].append(single)
-    before = _eval_section("M0 (before training)", "M0", 0, root / "iter_0" / "eval_before.json",
+    init = _eval_section("M0 (after IFT/EFT initialisation)", "M0", 0, root / "init" / "eval.json",
+                         root / "init" / "eval_samples.jsonl")
+    # With an initialisation stage, M0 is the initialised model and the base model comes before it.
+    before = _eval_section("Base model (before training)" if init else "M0 (before training)",
+                           "base" if init else "M0", -1 if init else 0, root / "iter_0" / "eval_before.json",
                            root / "iter_0" / "eval_before_samples.jsonl")
-    if before:
-        data["evals"].append(before)
+    data["evals"] += [ev for ev in (before, init) if ev]
+    data["init"] = _init_section(root / "init")
     for it_dir in sorted((p for p in root.glob("iter_*") if _it_num(p) >= 0), key=_it_num):
         k = _it_num(it_dir)
         it: dict[str, Any] = {"iteration": k, "search": [], "pairs": None, "train": None, "stats": None}
@@ -171,16 +194,47 @@ def eval_view(rec: dict[str, Any], index: int) -> dict[str, Any]:
             "steps": steps, "completion": rec.get("completion"),
             "min_score": min(scores) if scores else None,
             "wrong_steps": sum(s["verdict"] == "incorrect" for s in steps),
-            "disagree": any(s["disagree"] for s in steps), "extra": _extra(rec, _EVAL_KEYS)}
+            "disagree": any(s["disagree"] for s in steps), "extra": _extra(rec, _EVAL_KEYS),
+            "target": rec.get("target") if rec.get("target") not in (None, "", rec.get("gold")) else None,
+            "process_reward": rec.get("process_reward"), "votes": rec.get("votes") or {},
+            "candidates": _decoding_candidates(rec), "beam": _beam_rounds(rec.get("search") or [])}
+
+
+def _decoding_candidates(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """maj@k / best-of-N / beam: every sampled or ended candidate, the one shown marked."""
+    out = []
+    for i, c in enumerate(rec.get("candidates") or []):
+        if not isinstance(c, dict):
+            continue
+        out.append({"n": i + 1, "shown": i == rec.get("chosen"), "pred_strict": c.get("pred_strict"),
+                    "pred_flexible": c.get("pred_flexible"), "ok_strict": bool(c.get("correct_strict")),
+                    "ok_flexible": bool(c.get("correct_flexible")), "process_reward": c.get("process_reward"),
+                    "colour": _score_colour(c.get("process_reward")), "completion": c.get("completion"),
+                    "final": c.get("final")})
+    return out
+
+
+def _beam_rounds(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Judge-guided beam search: per round, each beam's candidate next steps and which were kept."""
+    out = []
+    for r in rounds:
+        cands = [{"beam": c.get("beam"), "kept": bool(c.get("kept")), "reward": c.get("process_reward"),
+                  **_step_view(str(c.get("text", "")), c.get("score"), None)}
+                 for c in r.get("candidates") or [] if isinstance(c, dict)]
+        out.append({"step": r.get("step"), "candidates": cands})
+    return out
 
 
 def _decision(entry: dict[str, Any], cands: list[dict[str, Any]]) -> tuple[str, str]:
     """(kind, text): what the search did at this step."""
     if plots.is_rollback(entry):
-        why = entry.get("reason") or entry.get("dropped") or ""
-        return "rollback", f"rolled back the previous step{': ' + str(why) if why else ''}"
+        why = entry.get("reason") or entry.get("dropped") or "rolled back"
+        popped = entry.get("popped")
+        return "rollback", f"rollback: {why}" + (f"; removed {popped!r}" if popped else "")
     if entry.get("pair"):
-        return "pair", f"pair kept: #{entry.get('chosen', 0) + 1} chosen, #{entry.get('rejected', 0) + 1} rejected"
+        flag = f" (flagged: {entry['flag']})" if entry.get("flag") else ""
+        return "pair", (f"pair kept: #{entry.get('chosen', 0) + 1} chosen, #{entry.get('rejected', 0) + 1} "
+                        f"rejected{flag}")
     if entry.get("dropped"):
         return "drop", f"no pair: {entry['dropped']}"
     return "drop" if cands else "none", "no pair"
@@ -189,6 +243,9 @@ def _decision(entry: dict[str, Any], cands: list[dict[str, Any]]) -> tuple[str, 
 def _entry_view(entry: dict[str, Any]) -> dict[str, Any]:
     cands = entry.get("candidates") or []
     chosen, rejected = entry.get("chosen"), entry.get("rejected")
+    if plots.is_rollback(entry):
+        chosen = rejected = None  # a rollback keeps no candidate
+    probability = entry.get("score_kind") != "win_rate"
     views = []
     for i, c in enumerate(cands):
         text = str(c.get("text", ""))
@@ -196,13 +253,14 @@ def _entry_view(entry: dict[str, Any]) -> dict[str, Any]:
                        c.get("check") or {"verdict": c.get("verdict"), "claims": c.get("claims")})
         v.update({"n": i + 1, "raw_score": c.get("score"), "wins": c.get("wins"), "extra": _extra(c, _CAND_KEYS),
                   "role": "chosen" if i == chosen else "rejected" if i == rejected else ""})
-        v["disagree"] = v["disagree"] and c.get("score") is not None  # a share of wins is no probability
+        v["disagree"] = v["disagree"] and probability and c.get("score") is not None  # a win rate is no probability
         views.append(v)
     kind, text = _decision(entry, cands)
     agree, couples = plots.ranking_couples(cands)
     return {"step": entry.get("step"), "kind": kind, "decision": text, "candidates": views,
             "has_wins": any(c.get("wins") is not None for c in cands),
-            "has_scores": any(c.get("score") is not None for c in cands),
+            "has_scores": probability and any(c.get("score") is not None for c in cands),
+            "round": entry.get("round"), "flag": entry.get("flag"),
             "matches": entry.get("matches") or [], "misranked": couples > 0 and agree < couples,
             "disagree": (couples > 0 and agree < couples) or any(v["disagree"] for v in views),
             "extra": _extra(entry, _ENTRY_KEYS)}
@@ -222,7 +280,7 @@ def search_view(rec: dict[str, Any], index: int) -> dict[str, Any]:
     return {"index": index, "id": rec.get("id"), "question": rec.get("question"), "gold": rec.get("gold"),
             "pred": rec.get("pred"), "correct": bool(rec.get("correct")), "finished": bool(rec.get("finished")),
             "process_reward": rec.get("process_reward"), "path": path, "entries": entries,
-            "pairs": sum(e["kind"] == "pair" for e in entries),
+            "pairs": sum(e["kind"] == "pair" for e in entries), "end": rec.get("end"),
             "rollbacks": sum(e["kind"] == "rollback" for e in entries),
             "disagree": any(e["disagree"] for e in entries), "extra": _extra(rec, _SEARCH_KEYS)}
 
@@ -255,19 +313,39 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+def script_json(obj: Any) -> Markup:
+    """JSON safe inside ``<script type="application/json">``: no ``</`` or ``<!--`` can end or confuse it.
+
+    >>> str(script_json(["</script><!--"]))
+    '["<\\\\/script>\\\\u003c!--"]'
+    """
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return Markup(text.replace("</", "<\\/").replace("<!--", "\\u003c!--"))
+
+
+def _items(views: list[dict[str, Any]], sec: str, macro, flags: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each problem rendered once, with the flags the page filters on."""
+    return [{"id": f"{sec}-p{v['index']}", "html": str(macro(v, sec)),
+             "f": {k: int(bool(v[k])) for k in flags}} for v in views]
+
+
 def render(data: dict[str, Any], caps: dict[str, int] | None = None) -> str:
     """The report's HTML for collected ``data``."""
     caps = {**CAPS, **(caps or {})}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(colour=_score_colour, fmt=_fmt)
-    evals = [{**ev, "views": [eval_view(r, i) for i, r in enumerate(ev["samples"][:caps["eval"]])]}
-             for ev in data["evals"]]
-    iters = [{**it, "views": [search_view(r, i) for i, r in enumerate(it["search"][:caps["search"]])]}
+    env.filters.update(colour=_score_colour, fmt=_fmt, script_json=script_json)
+    problems = env.get_template("problems.html.j2").module
+    evals = [{**ev, "problems": _items([eval_view(r, i) for i, r in enumerate(ev["samples"][:caps["eval"]])],
+                                    f"eval-{k}", problems.eval_problem, ("ok_strict", "ok_flexible", "disagree"))}
+             for k, ev in enumerate(data["evals"])]
+    iters = [{**it, "problems": _items([search_view(r, i) for i, r in enumerate(it["search"][:caps["search"]])],
+                                    f"search-{it['iteration']}", problems.search_problem,
+                                    ("correct", "pairs", "disagree"))}
              for it in data["iterations"]]
     return env.get_template("report.html.j2").render(
         data=data, evals=evals, iterations=iters, summary=_run_summary(data), figures=plots.render(data["dashboard"]),
-        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+        nojs=caps["nojs"], generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
 
 
 def write_report(run_dir: str | Path, *, caps: dict[str, int] | None = None) -> Path:

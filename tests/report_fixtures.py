@@ -1,145 +1,191 @@
-"""Synthetic run and eval directories for report tests: realistic shapes, made in the test, no model.
+"""Synthetic run and eval directories for report tests, made in the test without a model.
 
-Iteration 0 is recorded the way the pointwise search writes it (``score`` per
-candidate); iteration 1 the way a pairwise search does (``wins`` per candidate,
-``matches`` per step, a rollback entry), so the report is tested on both.
+Records come from the real pipeline code, so the report is tested on the shapes
+the pipeline writes today: ``presrm.search.step_search`` runs with a scripted
+sampler and a deterministic fake judge (pointwise in iteration 0, pairwise
+tournaments with ties and rollbacks in iteration 1), and evaluation records are
+graded by ``presrm.evaluate.score_record`` (some carry maj@k votes, some
+best-of-N candidates, some beam-search rounds).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import random
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from presrm.evaluate import wilson_interval
-from presrm.verify import check_step
+from presrm.config import SearchConfig
+from presrm.data import load_task
+from presrm.evaluate import score_record, summarize
+from presrm.judge import Tournament
+from presrm.schema import Problem
+from presrm.search import search_stats, step_search
 
 
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+def _u(*key: Any) -> float:
+    """A deterministic number in [0, 1) from a key: the fixtures' only randomness."""
+    return int(hashlib.sha256(repr(key).encode()).hexdigest()[:8], 16) / 2**32
 
 
-def _steps(a: int, b: int, wrong: bool) -> list[str]:
+def _numbers(seed: int, i: int) -> tuple[int, int]:
+    return 2 + int(38 * _u(seed, i, "a")), 2 + int(38 * _u(seed, i, "b"))
+
+
+def _problem(kind: str, seed: int, i: int) -> Problem:
+    a, b = _numbers(seed, i)
+    q = f"Ann has {a} apples <and> buys {b} more. How many now?"
+    return Problem(id=f"gsm8k-{kind}-{i}", question=q, answer=str(a + b))
+
+
+def _sampler(k: int):
+    """Candidate continuations of ``... Step n:``: arithmetic at step 2 (some wrong), an answer at step 3."""
+    def sample(prompts: Sequence[str], seed: int) -> list[list[str]]:
+        out = []
+        for p in prompts:
+            a, b = (int(x) for x in re.findall(r"Ann has (\d+) apples <and> buys (\d+)", p)[-1])
+            n = int(re.findall(r"Step (\d+):$", p)[-1])
+            cands = []
+            for j in range(k):
+                off = 0 if _u(seed, p, j) < 0.6 else 1 + j
+                if n == 1:
+                    cands.append(f" She starts with {a} apples and buys {b} (way {j % 2}).")
+                elif n == 2:
+                    cands.append(f" {a} + {b} = {a + b + off} apples.")
+                else:
+                    cands.append(f" The answer is {a + b + (j % 2)}.")
+            out.append(cands)
+        return out
+    return sample
+
+
+class PointwiseFake:
+    """Scores a step with a deterministic pseudo-probability."""
+
+    mode = "pointwise"
+
+    def score(self, items, *, desc=None) -> list[float]:
+        return [round(_u(it.step, len(it.previous)), 4) for it in items]
+
+
+class PairwiseFake:
+    """Round robins with deterministic P(A better); a few groups tie throughout (the search rolls back)."""
+
+    mode = "pairwise"
+
+    def tournaments(self, groups, *, desc=None) -> list[Tournament]:
+        out = []
+        for q, prev, cands in groups:
+            all_tie = _u(q, prev, tuple(cands), "tie") < 0.15
+            wins = [0.0] * len(cands)
+            matches = []
+            for i in range(len(cands)):
+                for j in range(i + 1, len(cands)):
+                    p_a = 0.5 if all_tie else round(_u(cands[i], cands[j]), 3)
+                    winner = "A" if p_a > 0.55 else "B" if p_a < 0.45 else "tie"
+                    wins[i] += 1.0 if winner == "A" else 0.5 if winner == "tie" else 0.0
+                    wins[j] += 1.0 if winner == "B" else 0.5 if winner == "tie" else 0.0
+                    matches.append({"i": i, "j": j, "winner": winner, "p_a": p_a})
+            out.append(Tournament(wins=wins, matches=matches))
+        return out
+
+
+def search_run(n: int, seed: int, pairwise: bool, k: int = 4, max_steps: int = 6):
+    """``(records, pairs)`` of the real step search over ``n`` synthetic problems."""
+    task = load_task("gsm8k_train")
+    cfg = SearchConfig(k=k, max_steps=max_steps)
+    problems = [_problem("train", seed, i) for i in range(n)]
+    judge = PairwiseFake() if pairwise else PointwiseFake()
+    return step_search(None, None, judge, task, problems, cfg, seed=seed, iteration=seed, sampler=_sampler(k))
+
+
+def _completion(a: int, b: int, wrong: bool, steps: int) -> str:
     total = a + b + (1 if wrong else 0)
-    return [f"Step 1: She has {a} apples and buys {b} more.",
-            f"Step 2: {a} + {b} = {total} apples in all.",
-            f"Step 3: The answer is {total}."]
+    lines = [f"Step 1: She has {a} apples and buys {b} more.", f"Step 2: {a} + {b} = {total} apples in all."]
+    lines += [f"Step {i}: Then {i} * 3 = {3 * i}, which we do not need." for i in range(3, steps)]
+    return "\n".join([*lines, f"Step {steps}: The answer is {total}."])
 
 
-def eval_records(n: int, seed: int, p_right: float) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
+def eval_records(n: int, seed: int, p_right: float, steps: int = 3) -> list[dict[str, Any]]:
+    """Graded solutions; every 7th carries maj@k votes, every 11th best-of-N candidates, every 13th beam rounds."""
+    task = load_task("gsm8k")
     rows = []
     for i in range(n):
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
-        wrong = rng.random() > p_right
-        texts = _steps(a, b, wrong)
-        completion = "\n".join(texts)
-        spans, pos = [], 0
-        for j, t in enumerate(texts):
-            spans.append({"index": j, "text": t, "start": pos, "end": pos + len(t)})
-            pos += len(t) + 1
-        pred = str(a + b + (1 if wrong else 0))
-        rows.append({
-            "id": f"gsm8k-test-{i}", "question": f"Ann has {a} apples <and> buys {b} more. How many now?",
-            "gold": str(a + b), "completion": completion, "steps": spans,
-            "pred_strict": pred if i % 5 else None, "pred_flexible": pred,
-            "correct_strict": bool(i % 5) and not wrong, "correct_flexible": not wrong,
-            "step_scores": [round(rng.random(), 3) for _ in texts],
-            "step_checks": [check_step(t).to_dict() for t in texts]})
+        a, b = _numbers(seed, i)
+        wrong = _u(seed, i, "wrong") > p_right
+        rec = score_record(_problem("test", seed, i), _completion(a, b, wrong, steps), task)
+        rec.step_scores = [round(_u(seed, i, j), 3) for j in range(len(rec.steps))]
+        alt = score_record(_problem("test", seed, i), _completion(a, b, not wrong, steps), task)
+        if i % 7 == 3:
+            rec.candidates = [{"completion": r.completion, "pred_strict": r.pred_strict,
+                               "pred_flexible": r.pred_flexible, "correct_strict": r.correct_strict,
+                               "correct_flexible": r.correct_flexible} for r in (rec, alt, rec)]
+            rec.chosen = 0
+            rec.votes = {name: [{"answer": getattr(rec, f"pred_{name}"), "count": 2},
+                                {"answer": getattr(alt, f"pred_{name}"), "count": 1}]
+                         for name in ("strict", "flexible")}
+        elif i % 11 == 5:
+            rec.candidates = [{"completion": r.completion, "pred_strict": r.pred_strict,
+                               "pred_flexible": r.pred_flexible, "correct_strict": r.correct_strict,
+                               "correct_flexible": r.correct_flexible, "step_scores": rec.step_scores,
+                               "process_reward": pr} for r, pr in ((rec, 0.61), (alt, 0.42))]
+            rec.chosen, rec.process_reward = 0, 0.61
+        elif i % 13 == 6:
+            rec.search = [{"step": 1, "candidates": [
+                {"beam": 0, "text": s.get("text", ""), "score": 0.5, "process_reward": 0.5, "kept": j == 0}
+                for j, s in enumerate(rec.steps[:2])]}]
+        rows.append(rec.to_dict())
     return rows
+
+
+def _jsonl(path: Path, rows: list[Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r.to_dict() if hasattr(r, "to_dict") else r) + "\n" for r in rows),
+                    encoding="utf-8")
 
 
 def _summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {"n": len(rows)}
-    for kind in ("strict", "flexible"):
-        k = sum(r[f"correct_{kind}"] for r in rows)
-        out[kind] = {"correct": k, "accuracy": k / len(rows), "ci95": list(wilson_interval(k, len(rows)))}
-    out["mean_steps"] = sum(len(r["steps"]) for r in rows) / len(rows)
-    out["seconds"] = 12.5
-    out["protocol"] = {"task": "gsm8k", "shots": 0, "decoding": "greedy", "stop": ["\n\n\n"],
-                       "extractors": ["strict", "flexible"]}
+    class _R:  # summarize reads attributes
+        def __init__(self, d: dict[str, Any]) -> None:
+            self.__dict__.update(d)
+
+    out = summarize([_R(r) for r in rows])
+    out.update(seconds=12.5, protocol={"task": "gsm8k", "shots": 0, "decoding": {"mode": "greedy"},
+                                       "stop": ["\n\n\n"], "extractors": ["strict", "flexible"]})
     return {**out, **extra}
 
 
-def _candidates(rng: random.Random, n: int, a: int, b: int, k: int, pairwise: bool) -> list[dict[str, Any]]:
-    cands = []
-    for j in range(k):
-        off = 0 if j % 2 == 0 else j
-        text = f"Step {n}: {a} + {b} = {a + b + off}" if n == 2 else f"Step {n}: We add <{a}> and {b} (try {j})."
-        c: dict[str, Any] = {"text": text, "verdict": check_step(text).verdict}
-        if pairwise:
-            c["wins"] = 0.0
-        else:
-            c["score"] = round(rng.random(), 4)
-        cands.append(c)
-    return cands
-
-
-def search_records(n: int, seed: int, pairwise: bool, k: int = 4) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
-        trace, steps, scores = [], [], []
-        for step in (1, 2):
-            cands = _candidates(rng, step, a, b, k, pairwise)
-            entry: dict[str, Any] = {"step": step, "candidates": cands}
-            if pairwise:
-                matches = []
-                for x in range(k):
-                    for y in range(x + 1, k):
-                        p_a = round(rng.random(), 3)
-                        winner = "A" if p_a > 0.55 else "B" if p_a < 0.45 else "tie"
-                        matches.append({"i": x, "j": y, "winner": winner, "p_a": p_a})
-                        cands[x]["wins"] += 1.0 if winner == "A" else 0.5 if winner == "tie" else 0.0
-                        cands[y]["wins"] += 1.0 if winner == "B" else 0.5 if winner == "tie" else 0.0
-                entry["matches"] = matches
-                key = [c["wins"] for c in cands]
-            else:
-                key = [c["score"] for c in cands]
-            best, worst = key.index(max(key)), key.index(min(key))
-            entry.update(chosen=best, rejected=worst, pair=i % 3 != 0, dropped=None if i % 3 else "score margin "
-                         f"{rng.random() / 100:.4f} <= min_margin")
-            trace.append(entry)
-            if pairwise and step == 1 and i % 4 == 0:
-                trace.append({"step": 1, "rollback": True, "reason": "all candidates tie", "candidates": []})
-            steps.append(cands[best]["text"])
-            scores.append(candidate_score(cands[best], k))
-        rows.append({"id": f"gsm8k-train-{i}", "question": f"Bob has {a} pens and gets {b}. How many?",
-                     "gold": str(a + b), "steps": steps, "step_scores": scores, "process_reward": min(scores),
-                     "finished": i % 6 != 5, "pred": str(a + b) if i % 2 else "7", "correct": bool(i % 2),
-                     "search": trace})
-    return rows
-
-
-def candidate_score(c: dict[str, Any], k: int) -> float:
-    return c["score"] if "score" in c else c["wins"] / (k - 1)
-
-
-def make_run_dir(root: Path, *, problems: int = 60, searched: int = 30, iterations: int = 2) -> Path:
+def make_run_dir(root: Path, *, problems: int = 60, searched: int = 30, iterations: int = 2,
+                 init: bool = False, eval_steps: int = 3) -> Path:
     """A train run directory: config.yaml, M0 eval, then per iteration search, pairs, train and eval."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(yaml.safe_dump({
         "config": {"name": "synthetic", "model": "embedded", "seed": 0, "iterations": iterations,
-                   "search": {"k": 4, "temperature": 0.7}, "judge": {"mode": "pointwise"}},
+                   "search": {"k": 4, "temperature": 0.7}, "judge": {"mode": "pairwise"}},
         "versions": {"python": "3.11.2", "presrm": "0.1.0", "torch": "2.13.0"}, "git": "0123abc", "seed": 0}))
-    before = eval_records(problems, seed=100, p_right=0.2)
+    before = eval_records(problems, seed=100, p_right=0.2, steps=eval_steps)
     _jsonl(root / "iter_0" / "eval_before_samples.jsonl", before)
     (root / "iter_0" / "eval_before.json").write_text(json.dumps(_summary(before, model="embedded")))
+    if init:
+        _jsonl(root / "init" / "ift.jsonl", [{"prompt": "p", "completion": "c"}] * 5)
+        (root / "init" / "train.json").write_text(json.dumps({"optimizer_steps": 3, "first_loss": 1.9,
+                                                                 "last_loss": 1.2}))
+        rows = eval_records(problems, seed=150, p_right=0.3, steps=eval_steps)
+        _jsonl(root / "init" / "eval_samples.jsonl", rows)
+        (root / "init" / "eval.json").write_text(json.dumps(_summary(rows, model=str(root / "init" / "model"))))
     for it in range(iterations):
         d = root / f"iter_{it}"
-        recs = search_records(searched, seed=it, pairwise=it % 2 == 1)
+        recs, pairs = search_run(searched, seed=it, pairwise=it % 2 == 1)
         _jsonl(d / "samples.jsonl", recs)
-        n_pairs = sum(e.get("pair", False) for r in recs for e in r["search"])
-        _jsonl(d / "pairs.jsonl", [{"prompt": "p", "chosen": "c", "rejected": "r"}] * n_pairs)
-        (d / "search.json").write_text(json.dumps({"problems": searched, "pairs": n_pairs, "mean_steps": 2.0}))
+        _jsonl(d / "pairs.jsonl", pairs)
+        (d / "search.json").write_text(json.dumps(search_stats(recs, pairs)))
         (d / "train.json").write_text(json.dumps({"optimizer_steps": 8, "first_loss": 0.6931, "last_loss": 0.61,
                                                   "lora_b_norm": 0.01, "log_history": [{"loss": 0.69}]}))
-        after = eval_records(problems, seed=200 + it, p_right=0.25 + 0.05 * it)
+        after = eval_records(problems, seed=200 + it, p_right=0.25 + 0.05 * it, steps=eval_steps)
         _jsonl(d / "eval_samples.jsonl", after)
         (d / "eval.json").write_text(json.dumps(_summary(after, model=str(d / "model"))))
     return root

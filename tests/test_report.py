@@ -7,8 +7,8 @@ import pytest
 
 from presrm import plots
 from presrm.errors import DataError
-from presrm.report import _score_colour, collect, eval_view, mark_claims, search_view, write_report
-from tests.report_fixtures import eval_records, make_eval_dir, make_run_dir, search_records
+from presrm.report import _score_colour, collect, eval_view, mark_claims, script_json, search_view, write_report
+from tests.report_fixtures import eval_records, make_eval_dir, make_run_dir, search_run
 
 
 @pytest.mark.parametrize(("score", "colour"), [(None, "#eee"), (0.0, "hsl(0, 70%, 85%)"), (0.5, "hsl(60, 70%, 85%)"),
@@ -74,6 +74,19 @@ def test_reason_key_groups_reasons_that_differ_in_numbers(reason, key):
     assert plots._reason_key(reason) == key
 
 
+def lists(html: str) -> dict[str, list[dict]]:
+    """Every problem list of a report page: section id -> its items (id, html, filter flags)."""
+    found = re.findall(r'<section class="plist-section" id="([^"]+)">.*?'
+                       r'<script type="application/json" class="items">(.*?)</script>', html, re.S)
+    return {sec: json.loads(body) for sec, body in found}
+
+
+def test_script_json_cannot_break_out_of_its_script():
+    text = str(script_json([{"html": "</script><script>alert(1)</script><!-- x"}]))
+    assert "</" not in text and "<!--" not in text
+    assert json.loads(text) == [{"html": "</script><script>alert(1)</script><!-- x"}]
+
+
 def test_dashboard_series_match_the_records(tmp_path):
     data = collect(make_run_dir(tmp_path / "run", problems=20, searched=12, iterations=2))
     dash = data["dashboard"]
@@ -87,19 +100,33 @@ def test_dashboard_series_match_the_records(tmp_path):
     agree = sum(not plots.pointwise_disagrees(s, v) for s, v in decided)
     assert m0["agreement"]["eval_pointwise"]["n"] == len(decided)
     assert m0["agreement"]["eval_pointwise"]["k"] == agree
-    cands = [c for r in data["iterations"][0]["search"] for e in r["search"] for c in e["candidates"]]
-    assert sum(m0["n"].values()) == len(decided) + sum(c["verdict"] != "unverifiable" for c in cands)
-    assert sum(m0["hist"]["correct"]) == m0["n"]["correct"]
+    hists = {h["source"]: h for h in m0["hists"]}
+    assert sum(hists["eval"]["n"].values()) == len(decided) and hists["eval"]["kind"] == "probability"
+    cands = [c for r in data["iterations"][0]["search"] for e in r["search"] for c in e["candidates"]
+             if e.get("score_kind") == "pointwise"]
+    assert sum(hists["search"]["n"].values()) == sum(c["verdict"] != "unverifiable" for c in cands)
+    assert sum(hists["search"]["hist"]["correct"]) == hists["search"]["n"]["correct"]
     m1 = next(j for j in dash["judges"] if j["label"] == "M1")
-    assert "search_pointwise" not in m1["agreement"]  # pairwise search: wins are no probability
-    assert m1["agreement"]["search_within_step"]["n"] > 0
+    assert "search_pointwise" not in m1["agreement"]  # pairwise search: a win rate is no probability
+    assert [h["kind"] for h in m1["hists"] if h["source"] == "search"] == ["win rate"]
+    stats = data["iterations"][1]["stats"]["judge_verifier"]
+    assert m1["agreement"]["search_within_step"]["n"] == stats["right_vs_wrong_couples"]
+    assert m1["agreement"]["search_within_step"]["rate"] == pytest.approx(stats["within_step_agreement"])
     for it, p in zip(data["iterations"], dash["pairs"], strict=True):
         entries = [e for r in it["search"] for e in r["search"]]
-        assert p["steps_with_pair"] == sum(bool(e.get("pair")) and not e.get("rollback") for e in entries)
-        assert p["rollbacks"] == sum(bool(e.get("rollback")) for e in entries)
-        assert p["pairs"] == it["pairs"]
+        assert p["steps_with_pair"] == sum(bool(e.get("pair")) for e in entries) == it["pairs"] == p["pairs"]
+        assert p["rollbacks"] == sum(e.get("action") == "rollback" for e in entries) == it["stats"]["rollbacks"]
     assert dash["pairs"][1]["rollbacks"] > 0 and dash["pairs"][0]["rollbacks"] == 0
     assert {s["source"] for s in dash["steps"]} == {"eval", "search"}
+
+
+def test_init_stage_shifts_the_labels(tmp_path):
+    data = collect(make_run_dir(tmp_path / "run", problems=6, searched=3, iterations=1, init=True))
+    assert [(e["label"], e["model_index"]) for e in data["evals"]] == [("base", -1), ("M0", 0), ("M1", 1)]
+    assert data["init"] == {"ift_examples": 5, "eft_examples": None,
+                            "train": {"optimizer_steps": 3, "first_loss": 1.9, "last_loss": 1.2}}
+    html = write_report(tmp_path / "run").read_text()
+    assert "Initialisation (M0 = base model + IFT/EFT fine-tuning)" in html
 
 
 def test_train_run_report_is_self_contained_and_complete(tmp_path):
@@ -110,10 +137,18 @@ def test_train_run_report_is_self_contained_and_complete(tmp_path):
     assert html.count("<svg") == 5  # accuracy, agreement, steps, pairs, histograms
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html) and "@import" not in html and "<link" not in html
     assert "search.temperature" in html and "0123abc" in html and "2.13.0" in html  # config, git, versions
-    assert html.count('class="prob"') == 3 * 30 + 2 * 10
-    assert "Ann has" in html and "&lt;and&gt;" in html and "<and>" not in html  # dataset text escaped
-    assert "pair kept: #" in html and "rolled back the previous step: all candidates tie" in html
-    assert "pairwise matches" in html and '<mark class="wrong"' in html
+    items = lists(html)
+    assert {k: len(v) for k, v in items.items()} == {"eval-0": 30, "eval-1": 30, "eval-2": 30, "search-0": 10,
+                                                      "search-1": 10}
+    assert items["eval-1"][7]["id"] == "eval-1-p7" and set(items["eval-1"][7]["f"]) == {"ok_strict", "ok_flexible",
+                                                                                         "disagree"}
+    frag = "".join(it["html"] for v in items.values() for it in v)
+    assert "Ann has" in frag and "&lt;and&gt;" in frag and "<and>" not in frag  # dataset text escaped
+    assert "pair kept: #" in frag and "rollback: all candidates tie" in frag
+    assert "pairwise matches" in frag and '<mark class="wrong"' in frag
+    # Without JavaScript the first problems of each list are in the page as HTML.
+    assert html.count('<details class="prob"') == 3 * 30 + 2 * 10
+    assert items["eval-0"][0]["html"] in html
     report = json.loads((root / "report.json").read_text())
     assert len(report["evals"]) == 3 and len(report["iterations"][1]["search"]) == 10
     assert report["dashboard"]["pairs"][0]["pairs"] == report["iterations"][0]["pairs"]
@@ -124,7 +159,7 @@ def test_eval_dir_report(tmp_path):
     root = make_eval_dir(tmp_path / "eval", problems=12)
     html = write_report(root).read_text()
     assert "Evaluation: solutions" in html and 'id="search-' not in html
-    assert "protocol.decoding" not in html and ">decoding<" in html and "greedy" in html
+    assert "protocol.decoding" not in html and ">decoding.mode<" in html and "greedy" in html
     assert html.count("<svg") == 4  # no pairs figure without step search
     data = json.loads((root / "report.json").read_text())
     assert data["kind"] == "eval" and data["evals"][0]["label"] == "embedded"
@@ -133,9 +168,11 @@ def test_eval_dir_report(tmp_path):
 
 def test_caps_limit_the_html_not_the_json(tmp_path):
     root = make_run_dir(tmp_path / "run", problems=12, searched=6, iterations=1)
-    html = write_report(root, caps={"eval": 5, "search": 2}).read_text()
-    assert html.count('class="prob"') == 2 * 5 + 2
-    assert "The HTML holds the first 5 of 12 problems" in html
+    html = write_report(root, caps={"eval": 5, "search": 2, "nojs": 3}).read_text()
+    assert [len(v) for v in lists(html).values()] == [5, 5, 2]
+    assert html.count('<details class="prob"') == 3 + 3 + 2
+    assert "This page holds the first 5 of 12 problems" in html
+    assert "JavaScript is off: the first 3 of 5 problems are shown" in html
     assert len(json.loads((root / "report.json").read_text())["evals"][0]["samples"]) == 12
 
 
@@ -168,10 +205,24 @@ def test_search_view_tolerates_missing_and_unknown_keys():
 
 def test_search_records_render_in_both_shapes():
     for pairwise in (False, True):
-        for i, rec in enumerate(search_records(4, seed=1, pairwise=pairwise)):
+        records, _ = search_run(6, seed=1, pairwise=pairwise)
+        for i, rec in enumerate(records):
             v = search_view(rec, i)
             assert len(v["path"]) == len(rec["steps"])
-            assert all(e["has_wins"] is pairwise for e in v["entries"] if e["candidates"])
+            assert v["pairs"] == sum(bool(e["pair"]) for e in rec["search"])
+            for e in v["entries"]:
+                assert e["has_scores"] is (not pairwise and len(e["candidates"]) > 1)
+                assert e["kind"] != "rollback" or not any(c["role"] for c in e["candidates"])
+
+
+def test_eval_view_shows_decoding_details():
+    rows = eval_records(14, seed=2, p_right=0.5)
+    maj, best, beam = eval_view(rows[3], 3), eval_view(rows[5], 5), eval_view(rows[6], 6)
+    assert maj["votes"]["flexible"][0]["count"] == 2 and [c["shown"] for c in maj["candidates"]] == [True, False,
+                                                                                                       False]
+    assert best["process_reward"] == 0.61 and best["candidates"][1]["process_reward"] == 0.42
+    assert len(beam["beam"]) == 1 and beam["beam"][0]["candidates"][0]["kept"]
+    assert eval_view(rows[0], 0)["candidates"] == [] and not eval_view(rows[0], 0)["extra"]
 
 
 def test_run_dir_with_only_a_config_renders(tmp_path):
