@@ -35,16 +35,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"\nRun directory: {summary['run_dir']}")
     if "before" in summary:
         print(f"Accuracy before (M0): {_acc_line(summary['before'])}")
+    shift = 1 if "init" in summary else 0
+    if "init" in summary:
+        tr = summary["init"]["train"]
+        print(f"Init (IFT/EFT): {tr['ift_examples']} IFT + {tr['eft_examples']} EFT examples, "
+              f"{tr['optimizer_steps']} SFT steps")
+        if "eval" in summary["init"]:
+            print(f"Accuracy after init (M1): {_acc_line(summary['init']['eval'])}")
     for it in summary["iterations"]:
+        tr, st = it["train"], it["search"]
+        loss = ("n/a" if tr["first_loss"] is None else f"{tr['first_loss']:.4f} -> {tr['last_loss']:.4f}")
         print(f"Iteration {it['iteration']}: trained on {it['pairs']} step pairs "
-              f"({it['train']['optimizer_steps']} DPO steps, loss {it['train']['first_loss']:.4f} -> "
-              f"{it['train']['last_loss']:.4f})")
-        jv = it["search"]["judge_verifier"]
-        print(f"  judge-verifier agreement: {_pct(jv['pointwise_agreement'])} of {jv['decided_candidates']} "
-              f"verifiable candidate steps; right-above-wrong {_pct(jv['within_step_agreement'])} "
-              f"of {jv['right_vs_wrong_couples']} couples")
+              f"({tr['optimizer_steps']} DPO steps, loss {loss}); {st['finished']}/{st['problems']} searches "
+              f"finished, {st['mean_steps']:.2f} steps per solution, {st.get('rollbacks', 0)} rollbacks")
+        jv = st["judge_verifier"]
+        print(f"  judge-verifier agreement: right-above-wrong {_pct(jv['within_step_agreement'])} "
+              f"of {jv['right_vs_wrong_couples']} couples, {_pct(jv.get('match_agreement'))} of "
+              f"{jv.get('right_vs_wrong_matches', 0)} matches, pointwise {_pct(jv['pointwise_agreement'])} "
+              f"({jv['decided_candidates']} verifiable candidate steps)")
         if "eval" in it:
-            print(f"Accuracy after iteration {it['iteration']} (M{it['iteration'] + 1}): {_acc_line(it['eval'])}")
+            m = it["iteration"] + 1 + shift
+            print(f"Accuracy after iteration {it['iteration']} (M{m}): {_acc_line(it['eval'])}")
     print(f"Report: {summary['report']}")
     return 0
 

@@ -1,8 +1,8 @@
 """kill -9 a run at a random point, resume it with --resume, and get the pairs of an uninterrupted run.
 
 The recipe is configs/smoke.yaml on the tiny model and a local data file, two
-iterations, so the kill can land in any stage: M0 eval, step search, step-DPO
-training (iteration 1's pairs depend on the model it trains), or evaluation.
+iterations, so the kill can land in any stage: M0 eval, step search, or step-DPO
+training (iteration 1's pairs depend on the model iteration 0 trains).
 The kill point is a random stage marker in the child's log plus a random
 delay; the seed is printed on failure (set PRESRM_KILL_SEED to replay it).
 """
@@ -23,11 +23,14 @@ SMOKE = REPO / "configs" / "smoke.yaml"
 
 
 def _overrides(tiny_model_dir, data, out, name):
+    # Two iterations (iteration 1 searches with the model iteration 0 trained), the M0 eval for a kill
+    # inside an eval stage, and everything else as small as it goes: this test runs the recipe 2.5 times.
     return [f"model={tiny_model_dir}", f"output_dir={out}", f"name={name}", "device=cpu", "iterations=2",
-            f"search.data_file={data}", "search.num_problems=2", "search.k=3", "search.max_steps=3",
-            "search.max_step_tokens=8", "search.temperature=1.0", "search.deterministic=true",
-            "judge.both_orders=false", "judge.tie_margin=0", "train.max_steps=2", "train.batch_size=2",
-            "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={data}", "eval.limit=2", "eval.max_new_tokens=8"]
+            f"search.data_file={data}", "search.num_problems=2", "search.k=2", "search.max_steps=2",
+            "search.max_step_tokens=6", "search.temperature=1.0", "search.deterministic=true",
+            "judge.both_orders=false", "judge.tie_margin=0", "train.max_steps=1", "train.batch_size=2",
+            "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={data}", "eval.limit=1",
+            "eval.max_new_tokens=4", "eval.after=false"]
 
 
 def _train(args, log_file):
