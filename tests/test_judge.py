@@ -208,6 +208,8 @@ def test_tournament_win_counts_sum_to_number_of_matches(tiny):
     n = len(cands)
     assert sum(t.wins) == n * (n - 1) / 2
     assert [(m["i"], m["j"]) for m in t.matches] == [(i, j) for i in range(n) for j in range(i + 1, n)]
+    assert judge.tournaments([]) == [] and judge.compare([]) == [] and PointwiseJudge(*tiny).score([]) == []
+    assert judge.tournament(Q1, (), cands[:1]).wins == [0.0]
     batched = judge.tournaments([(Q1, ("Step 1: He has 3 apples.",), cands), (Q2, (), cands[:3])])
     assert batched[0].wins == t.wins and sum(batched[1].wins) == 3
     assert [m["p_a"] for m in batched[0].matches] == pytest.approx([m["p_a"] for m in t.matches], abs=1e-5)
