@@ -67,6 +67,8 @@ _DISCOURSE = re.compile(
     rf"^[ \t]*(?:\*\*)?(?i:{_DISCOURSE_WORDS})|(?<=[.!?])[ \t]+(?:\*\*)?{_DISCOURSE_WORDS}",
     re.MULTILINE,
 )
+_LIST_NUMBER = re.compile(r"\d[.)]")
+_DISCOURSE_HINTS = ("first", "second", "third", "next", "then", "finally", "lastly", "after")
 # A line break followed by a line that is not blank; the lookahead stays within that one line.
 _LINE_BREAK = re.compile(r"\n(?=[^\S\n]*\S)")
 _NON_SPACE = re.compile(r"\S")
@@ -94,6 +96,7 @@ _FINAL_CLAUSE = re.compile(
     r"(?<=[.!?])[ \t]+((?:(?:so|therefore|thus|hence),?[ \t]+)?the (?:final |correct )?answer is\b|####)",
     re.IGNORECASE,
 )
+_ANSWER_HINT = re.compile(r"answer|####|\\boxed\{", re.IGNORECASE)
 # A final-answer line that states no answer ("**Final Answer**", "The answer is:") takes the next line.
 _HEADING_ONLY = re.compile(r"[\W_]*")
 
@@ -149,7 +152,9 @@ def segment(text: str, options: SegmentOptions | None = None) -> list[Step]:
     []
     """
     opts = options or SegmentOptions()
-    spans = [piece for span in _family_spans(text)[1] for piece in _split_final(text, span)]
+    spans = _family_spans(text)[1]
+    if _ANSWER_HINT.search(text):
+        spans = [piece for span in spans for piece in _split_final(text, span)]
     spans = [piece for span in spans for piece in _split_long(text, span, opts.max_chars)]
     spans = _merge_short(text, spans, opts)
     return [Step(index=i, text=text[s:e], start=s, end=e) for i, (s, e) in enumerate(spans)]
@@ -271,12 +276,16 @@ def _family_spans(text: str) -> tuple[str, list[Span]]:
     under one marker are one step. Discourse markers add boundaries to the line
     breaks instead, since prose puts "Then" at the start of some steps only.
     """
-    for name, family in (("step", _STEP_MARKER), ("numbered", _NUMBERED)):
-        starts = [m.start() for m in family.finditer(text)]
+    # Cheap tests first: the anchored family patterns cost far more per character on long texts.
+    folded = text.casefold()
+    for name, family, possible in (("step", _STEP_MARKER, "step" in folded),
+                                   ("numbered", _NUMBERED, _LIST_NUMBER.search(text) is not None)):
+        starts = [m.start() for m in family.finditer(text)] if possible else []
         if len(starts) >= _MIN_MARKERS:
             return name, _cut(text, [0, *starts], len(text))
     line_starts = [m.end() for m in _LINE_BREAK.finditer(text)]
-    discourse = [m.start() for m in _DISCOURSE.finditer(text)]
+    possible = any(word in folded for word in _DISCOURSE_HINTS)
+    discourse = [m.start() for m in _DISCOURSE.finditer(text)] if possible else []
     if len(discourse) >= _MIN_MARKERS:
         return "discourse", _cut(text, [0, *line_starts, *discourse], len(text))
     lines = _cut(text, [0, *line_starts], len(text))

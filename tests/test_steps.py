@@ -126,7 +126,8 @@ FINAL_ANSWER = [
 MERGES = [
     ("Step 1: 2 + 2 = 4\nStep 2:\nStep 3: 4 * 3 = 12", ["Step 1: 2 + 2 = 4\nStep 2:", "Step 3: 4 * 3 = 12"]),
     ("Step 1: ok\nStep 2: 4 * 3 = 12", ["Step 1: ok\nStep 2: 4 * 3 = 12"]),
-    ("Step 1: Let us see.\nStep 2: Good.\nStep 3: 4 * 3 = 12", ["Step 1: Let us see.\nStep 2: Good.", "Step 3: 4 * 3 = 12"]),
+    ("Step 1: Let us see.\nStep 2: Good.\nStep 3: 4 * 3 = 12",
+     ["Step 1: Let us see.\nStep 2: Good.", "Step 3: 4 * 3 = 12"]),
     # Short steps with a digit state something checkable and stay.
     ("Step 1: x=26\nStep 2: y=2", ["Step 1: x=26", "Step 2: y=2"]),
 ]
