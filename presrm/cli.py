@@ -209,8 +209,9 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--tasks-dir", help="folder of task YAMLs")
     j.add_argument("--data-file", help="override the task's data file (JSONL)")
     j.add_argument("--template", help="a Jinja template file overriding the judge prompt")
-    j.add_argument("--batch-size", type=int, default=16, help="judge prompts per forward pass")
-    j.add_argument("--max-new-tokens", type=int, default=128, help="generative/outcome: cap on the judge's reply")
+    j.add_argument("--batch-size", type=int, help="judge prompts per batch (default: the judge's own)")
+    j.add_argument("--max-new-tokens", type=int,
+                   help="generative/outcome: cap on the judge's reply (default: the judge's own)")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16; fp32 is much faster on CPUs without native bf16)")

@@ -46,6 +46,8 @@ MODES = ("pointwise", "pairwise", "generative", "outcome")
 MAX_TRIES = 8
 """Perturbation candidates tried per problem before it is given up."""
 DELTAS = (1, 2, 3, 5, 10)
+JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "prefix_cache")
+"""Judge attributes recorded in the protocol when the judge has them."""
 
 # A number right after "=" (an optional "$"), that is not itself the start of more arithmetic.
 _RESULT = re.compile(
@@ -338,10 +340,12 @@ def _eval_pairwise(judge, solutions: Sequence[LabelledSolution], seed: int):
 def _eval_outcome(judge, solutions: Sequence[LabelledSolution]):
     """One rubric score per whole solution: how well it separates correct from flawed solutions."""
     start = time.perf_counter()
-    scores = judge.score_solutions([s.question for s in solutions], ["\n".join(s.steps) for s in solutions])
+    scores = judge.score_solutions([s.question for s in solutions], ["\n".join(s.steps) for s in solutions],
+                                   desc="judge-eval")
     seconds = time.perf_counter() - start
-    samples = [{"id": s.id, "first_error": s.first_error, "score": score}
-               for s, score in zip(solutions, scores, strict=True)]
+    raws = [v.raw for v in getattr(judge, "last_verdicts", [])] or [None] * len(scores)
+    samples = [{"id": s.id, "first_error": s.first_error, "score": score, "raw": raw}
+               for s, score, raw in zip(solutions, scores, raws, strict=True)]
     reason = "an outcome judge scores whole solutions, not steps"
     auc = _solution_auroc(scores, solutions, "outcome rubric score (points / 5)")
     metrics = {
@@ -417,8 +421,8 @@ class JudgeEvalArgs:
     tasks_dir: str | None = None
     data_file: str | None = None
     template: str | None = None
-    batch_size: int = 16
-    max_new_tokens: int = 128
+    batch_size: int | None = None
+    max_new_tokens: int | None = None
     device: str = "auto"
     precision: str = "auto"
 
@@ -428,10 +432,8 @@ class JudgeEvalArgs:
             (self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
             (0.0 <= self.threshold <= 1.0 and not math.isnan(self.threshold),
              f"--threshold must be in [0, 1], got {self.threshold}"),
-            (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got "
-                                                            f"{self.precision!r}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {self.max_new_tokens}"),
+            (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16: {self.precision!r}"),
+            *[(v is None or v >= 1, f"{flag} must be at least 1, got {v}") for flag, v in self.judge_options().items()],
             (not Path(self.output_dir).is_file(), f"--output-dir {self.output_dir} is a file, not a folder"),
             (self.template is None or Path(self.template).is_file(), f"--template {self.template} does not exist"),
             (self.adapter is None or Path(self.adapter).is_dir(), f"--adapter {self.adapter} is not a folder"),
@@ -446,20 +448,14 @@ class JudgeEvalArgs:
                  f"--output-dir {self.output_dir}", f"--threshold {self.threshold}", f"--seed {self.seed}"]
         optional = {"--precision": None if self.precision == "auto" else self.precision, "--adapter": self.adapter,
                     "--task": self.task if self.task != "gsm8k" else None,
-                    "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template}
-        parts += [f"{flag} {value}" for flag, value in optional.items() if value is not None]
-        if self.batch_size != 16:
-            parts.append(f"--batch-size {self.batch_size}")
-        if self.max_new_tokens != 128 and self.mode in ("generative", "outcome"):
-            parts.append(f"--max-new-tokens {self.max_new_tokens}")
-        return " ".join(parts)
+                    "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template,
+                    **self.judge_options()}
+        return " ".join(parts + [f"{flag} {value}" for flag, value in optional.items() if value is not None])
 
-
-def _judge_options(args: JudgeEvalArgs) -> dict[str, Any]:
-    options: dict[str, Any] = {"template": args.template, "batch_size": args.batch_size}
-    if args.mode in ("generative", "outcome"):
-        options["max_new_tokens"] = args.max_new_tokens
-    return options
+    def judge_options(self) -> dict[str, Any]:
+        """The options given to the judge's constructor, as ``--flag: value``; unset ones keep its defaults."""
+        generates = self.mode in ("generative", "outcome")
+        return {"--batch-size": self.batch_size, "--max-new-tokens": self.max_new_tokens if generates else None}
 
 
 def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
@@ -481,13 +477,13 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
         from presrm.train import load_with_adapter
 
         model = load_with_adapter(model, args.adapter)
-    options = _judge_options(args)
-    judge = make_judge(args.mode, model, tok, **options)
+    options = {flag[2:].replace("-", "_"): v for flag, v in args.judge_options().items() if v is not None}
+    judge = make_judge(args.mode, model, tok, template=args.template, **options)
     metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
-    protocol = {"mode": args.mode, "template": args.template or f"built-in ({args.mode})",
+    protocol = {"mode": args.mode, "template": args.template or f"presrm/prompts/{args.mode}.jinja (built-in)",
                 "threshold": args.threshold if args.mode == "pointwise" else None, "model": args.model,
                 "adapter": args.adapter, "seed": args.seed, "task": task.name, "limit": args.limit,
-                "judge_options": {k: v for k, v in options.items() if k != "template"},
+                "judge_options": {k: getattr(judge, k) for k in JUDGE_OPTIONS if hasattr(judge, k)},
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "device": str(next(model.parameters()).device), "command": args.command()}
     results = {"schema_version": SCHEMA_VERSION, "protocol": protocol, **metrics,

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import presrm.judge
 from presrm.cli import main
 from presrm.errors import ConfigError
 from presrm.judge_eval import (
@@ -223,14 +221,6 @@ class ConstantPointwise:
         return [0.7] * len(items)
 
 
-@dataclass(frozen=True)
-class FakePair:
-    question: str
-    previous: tuple[str, ...]
-    a: str
-    b: str
-
-
 class FakePairwise:
     """Always answers ``answer`` ("A", "B", "tie", or "oracle": the verifier's choice; None: unparseable)."""
 
@@ -258,18 +248,11 @@ class FakePairwise:
 class FakeOutcome:
     mode = "outcome"
 
-    def score_solutions(self, questions, solutions):
+    def score_solutions(self, questions, solutions, *, desc=None):
         assert len(questions) == len(solutions)
         return [None if "Step 3" in sol else 0.2 if any(check_step(line).verdict == "incorrect"
                                                          for line in sol.split("\n")) else 0.8
                 for sol in solutions]
-
-
-@pytest.fixture()
-def fake_pair_items(monkeypatch):
-    """Until presrm.judge has PairToJudge, stand in a dataclass with its fields."""
-    if not hasattr(presrm.judge, "PairToJudge"):
-        monkeypatch.setattr(presrm.judge, "PairToJudge", FakePair, raising=False)
 
 
 def test_oracle_pointwise_judge_is_perfect():
@@ -297,7 +280,7 @@ def test_constant_pointwise_judge_is_chance():
 @pytest.mark.parametrize(("answer", "accuracy", "tie_rate"), [
     ("oracle", 1.0, 0.0), ("tie", 0.5, 1.0), (None, 0.5, 0.0),
 ])
-def test_pairwise_judges(fake_pair_items, answer, accuracy, tie_rate):
+def test_pairwise_judges(answer, accuracy, tie_rate):
     metrics, samples = evaluate_judge(FakePairwise(answer), build_labelled_set(GOLD))
     assert metrics["pairwise"]["accuracy"] == accuracy and metrics["pairwise"]["tie_rate"] == tie_rate
     assert metrics["processbench"]["f1"] is None and "no per-step score" in metrics["processbench"]["reason"]
@@ -305,7 +288,7 @@ def test_pairwise_judges(fake_pair_items, answer, accuracy, tie_rate):
     assert len(samples) == 3 and metrics["speed"]["unit"] == "pair" and metrics["speed"]["prompts"] == 6
 
 
-def test_pairwise_position_bias_shows_as_chance(fake_pair_items):
+def test_pairwise_position_bias_shows_as_chance():
     """A judge that always says A is right exactly when the seeded side put the correct step first."""
     labelled = build_labelled_set([*GOLD, *[Problem(f"x{i}", "q", "9", "4 + 5 = <<4+5=9>>9\n#### 9")
                                               for i in range(20)]])
@@ -333,27 +316,63 @@ def test_unknown_judge_kind():
 # --------------------------------------------------------------------------- the CLI on the tiny model
 
 
-def test_judge_eval_cli_writes_complete_results(tiny_model_dir, gsm8k_like, tmp_path, capsys):
+def _run_cli(tiny_model_dir, gsm8k_like, out, mode, *extra):
+    return main(["judge-eval", "--model", str(tiny_model_dir), "--judge", mode, "--data-file", str(gsm8k_like),
+                 "--limit", "4", "--device", "cpu", "--precision", "fp32", "--output-dir", str(out), *extra])
+
+
+def _read(out):
+    return (json.loads((out / "results.json").read_text()),
+            [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()])
+
+
+def test_judge_eval_cli_pointwise_writes_complete_results(tiny_model_dir, gsm8k_like, tmp_path, capsys):
     out = tmp_path / "je"
-    rc = main(["judge-eval", "--model", str(tiny_model_dir), "--judge", "pointwise", "--data-file",
-               str(gsm8k_like), "--limit", "4", "--device", "cpu", "--output-dir", str(out), "--threshold", "0.4"])
-    assert rc == 0
-    res = json.loads((out / "results.json").read_text())
-    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert _run_cli(tiny_model_dir, gsm8k_like, out, "pointwise", "--threshold", "0.4") == 0
+    res, samples = _read(out)
     assert res["n"]["solutions"] == len(samples) == 8 and res["n"]["flawed_solutions"] == 4
     assert set(res["processbench"]) >= {"f1", "acc_flawed", "acc_correct"}
     assert 0.0 <= res["step_auroc"]["value"] <= 1.0 and 0.0 <= res["pairwise"]["accuracy"] <= 1.0
     assert res["pairwise"]["tie_rate"] is not None and res["speed"]["steps_per_s"] > 0
     assert res["protocol"]["mode"] == "pointwise" and res["protocol"]["threshold"] == 0.4
     assert res["protocol"]["model"] == str(tiny_model_dir) and "--judge pointwise" in res["protocol"]["command"]
+    assert res["protocol"]["dtype"] == "float32" and res["protocol"]["judge_options"]["batch_size"] == 16
     assert res["labelled_set"]["perturbed_kept"] == 4 and "candidates_rejected" in res["labelled_set"]
     assert all(len(s["step_scores"]) == len(s["steps"]) for s in samples)
     assert "ProcessBench F1" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("mode", ["pairwise", "generative"])
+def test_judge_eval_cli_pair_modes(tiny_model_dir, gsm8k_like, tmp_path, mode):
+    out = tmp_path / mode
+    assert _run_cli(tiny_model_dir, gsm8k_like, out, mode, "--max-new-tokens", "3", "--batch-size", "4") == 0
+    res, samples = _read(out)
+    assert res["n"]["solutions"] == 8 and res["pairwise"]["n"] == len(samples) == 4
+    assert 0.0 <= res["pairwise"]["accuracy"] <= 1.0 and res["processbench"]["f1"] is None
+    assert res["protocol"]["judge_options"]["both_orders"] is True
+    assert all(len(s["orders"]) == 2 and s["correct_is"] in "AB" for s in samples)
+    if mode == "generative":  # three tokens cannot hold an explanation and a verdict: kept raw, not guessed
+        assert res["protocol"]["judge_options"]["max_new_tokens"] == 3 and "--max-new-tokens 3" in res[
+            "protocol"]["command"]
+        assert all(o["raw"] is not None for s in samples for o in s["orders"])
+    else:
+        assert "--max-new-tokens" not in res["protocol"]["command"] and res["pairwise"]["unparseable_rate"] == 0
+
+
+def test_judge_eval_cli_outcome(tiny_model_dir, gsm8k_like, tmp_path):
+    out = tmp_path / "outcome"
+    assert _run_cli(tiny_model_dir, gsm8k_like, out, "outcome", "--max-new-tokens", "3") == 0
+    res, samples = _read(out)
+    assert len(samples) == 8 and all("raw" in s and "score" in s for s in samples)
+    auc = res["solution_auroc"]
+    assert auc["n_correct"] + auc["n_flawed"] + auc["unparseable"] == 8
+    assert res["pairwise"]["accuracy"] is None and res["speed"]["unit"] == "solution"
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--threshold", "1.5"], "--threshold must be in [0, 1]"),
     (["--limit", "0"], "--limit must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--template", "/no/such.jinja"], "--template /no/such.jinja does not exist"),
 ])
 def test_judge_eval_cli_bad_args_exit_2(tiny_model_dir, gsm8k_like, tmp_path, capsys, extra, message):
