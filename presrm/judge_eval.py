@@ -292,15 +292,29 @@ def _eval_pointwise(judge, solutions: Sequence[LabelledSolution], threshold: flo
             rec.update(correct_twin_score=twin, pairwise_outcome=outcomes[-1])
         samples.append(rec)
     known = [(scores[index[it]], ok) for it, ok in labels.items()]
+    gold = [s.first_error for s in solutions]
+    right, wrong = [s for s, ok in known if ok], [s for s, ok in known if not ok]
     metrics = {
-        "processbench": processbench(predicted, [s.first_error for s in solutions]),
+        "processbench": processbench(predicted, gold),
+        "processbench_best_threshold": _best_threshold([r["step_scores"] for r in samples], gold),
         "step_auroc": {"value": auroc([s for s, _ in known], [ok for _, ok in known]),
-                       "n_correct": sum(ok for _, ok in known), "n_incorrect": sum(not ok for _, ok in known)},
+                       "n_correct": len(right), "n_incorrect": len(wrong),
+                       "mean_score_correct": _ratio(sum(right), len(right)),
+                       "mean_score_incorrect": _ratio(sum(wrong), len(wrong))},
         "pairwise": pairwise_accuracy(outcomes),
         "solution_auroc": _solution_auroc([r["process_reward_min"] for r in samples], solutions,
                                           "min over step scores"),
     }
     return metrics, samples, _speed("step", len(items), len(items), seconds)
+
+
+def _best_threshold(step_scores: Sequence[Sequence[float]], gold: Sequence[int]) -> dict[str, Any]:
+    """ProcessBench F1 at the threshold that maximises it on this very set: an optimistic bound
+    that shows how much of a low F1 is calibration (where the threshold sits) rather than ranking."""
+    candidates = sorted({s for scores in step_scores for s in scores} | {1.0})
+    best = max(((processbench([first_error(sc, t) for sc in step_scores], gold), t) for t in candidates),
+               key=lambda r: (r[0]["f1"] or 0.0, -abs(r[1] - 0.5)))
+    return {**best[0], "threshold": best[1], "note": "threshold chosen on the evaluation set itself (optimistic)"}
 
 
 def _eval_pairwise(judge, solutions: Sequence[LabelledSolution], seed: int):

@@ -263,6 +263,9 @@ def test_oracle_pointwise_judge_is_perfect():
     # p1 (1 step + answer), p2 (2 + answer), p3 (1 + answer), each flawed copy's new steps, no duplicates.
     assert metrics["step_auroc"]["n_incorrect"] == 3 and metrics["speed"]["unit"] == "step"
     assert [s["predicted_first_error"] for s in samples] == [s["first_error"] for s in samples]
+    assert metrics["processbench_best_threshold"]["f1"] == 1.0
+    assert metrics["step_auroc"]["mean_score_correct"] == pytest.approx(0.9)
+    assert metrics["step_auroc"]["mean_score_incorrect"] == pytest.approx(0.1)
     assert all(s["steps"] and s["problem_id"] in {"p1", "p2", "p3"} for s in samples)
 
 
@@ -272,6 +275,9 @@ def test_constant_pointwise_judge_is_chance():
     assert (pb["f1"], pb["acc_flawed"], pb["acc_correct"]) == (0.0, 0.0, 1.0)
     assert metrics["step_auroc"]["value"] == 0.5
     assert metrics["pairwise"]["accuracy"] == 0.5 and metrics["pairwise"]["tie_rate"] == 1.0
+    # No threshold helps a constant judge: it flags all steps (1.0: no correct solution left) or none (0.7).
+    best = metrics["processbench_best_threshold"]
+    assert (best["threshold"], best["f1"]) == (0.7, 0.0)
     # A threshold above every score flags the first step of every solution.
     metrics, _ = evaluate_judge(ConstantPointwise(), build_labelled_set(GOLD), threshold=0.8)
     assert metrics["processbench"]["acc_correct"] == 0.0
