@@ -2,7 +2,7 @@
 
 Builds a synthetic run directory the size of a real GSM8K run (M0, M1, M2
 each evaluated on all 1,319 test problems with 6 steps per solution; two
-iterations of step search on 400 problems, K=6 candidates, 8 steps each),
+iterations of step search on 400 problems, K=6 candidates, up to 8 rounds),
 writes its report, and loads it in headless Chromium. Figures: time to write
 the report, HTML and JSON sizes, problems rendered into the HTML, and the time
 for Chromium to load the page, run its pagination script and paint (the
@@ -14,7 +14,6 @@ Run: ``python benchmarks/bench_report.py [--problems 1319] [--searched 400] [--n
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import subprocess
@@ -30,33 +29,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _report import write_section  # noqa: E402 - after the path set-up
 
 from presrm.report import write_report  # noqa: E402
-from tests.report_fixtures import make_run_dir, search_records  # noqa: E402
+from tests.report_fixtures import make_run_dir  # noqa: E402
 
-STEPS = 6
-
-
-def _pad_solutions(path: Path) -> None:
-    """Give every evaluated solution STEPS steps (the fixture writes 3), like real GSM8K output."""
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
-    for r in rows:
-        while len(r["steps"]) < STEPS:
-            i = len(r["steps"])
-            text = f"Step {i + 1}: Then {i} * 3 = {3 * i} more, so we keep going with the plan."
-            r["steps"].append({"index": i, "text": text, "start": 0, "end": len(text)})
-            r["step_scores"].append(round((i * 0.37) % 1, 3))
-            r["step_checks"].append({"verdict": "correct", "claims": [], "reason": "1 claim(s) hold"})
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+STEPS, K, ROUNDS = 6, 6, 8
 
 
 def build(root: Path, problems: int, searched: int) -> Path:
-    make_run_dir(root, problems=problems, searched=1, iterations=2)
-    for f in root.glob("iter_*/*samples.jsonl"):
-        if f.name != "samples.jsonl":
-            _pad_solutions(f)
-    for it in (0, 1):
-        recs = search_records(searched, seed=it, pairwise=it == 1, k=6, steps_per=8)
-        (root / f"iter_{it}" / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    return root
+    """Three evaluations (M0, M1, M2) and two iterations of step search (pointwise, then pairwise)."""
+    return make_run_dir(root, problems=problems, searched=searched, iterations=2, eval_steps=STEPS, k=K,
+                        max_steps=ROUNDS)
 
 
 def _chromium(html: Path, *args: str) -> tuple[float, str]:
@@ -96,16 +77,19 @@ def main() -> None:
         write_s = time.time() - t0
         html_mb = html.stat().st_size / 1e6
         json_mb = (root / "report.json").stat().st_size / 1e6
-        n_rendered = html.read_text().count('class="prob"')
+        text = html.read_text()
+        n_items = text.count('{"id":"')  # one per problem in the lists' JSON blocks
+        n_plain = text.count('<details class="prob"')
         load_s, base_s, counts = browser_load(html)
     body = (
         "## report (`presrm.report`)\n\n"
         f"A synthetic run the size of a real GSM8K run: M0, M1 and M2 each evaluated on {args.problems} problems "
         f"({STEPS} steps per solution), and two iterations of step search on {args.searched} problems "
-        "(K=6 candidates, 8 steps each; one pointwise, one pairwise with all matches recorded).\n\n"
+        f"(K={K} candidates, up to {ROUNDS} rounds each; one pointwise, one pairwise with all matches recorded), "
+        "made by the real step search with a scripted sampler and a fake judge (tests/report_fixtures.py).\n\n"
         "| figure | value |\n|---|---|\n"
         f"| write report.json + report.html | {write_s:.1f} s |\n"
-        f"| report.html | {html_mb:.1f} MB, {n_rendered} problems rendered |\n"
+        f"| report.html | {html_mb:.1f} MB: {n_items} problems, {n_plain} of them also as plain HTML |\n"
         f"| report.json | {json_mb:.1f} MB |\n"
         f"| headless Chromium: start, load, run the script, paint a 1400x2000 screenshot | {load_s:.1f} s "
         f"(a one-line page: {base_s:.1f} s) |\n"

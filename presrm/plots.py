@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -214,7 +215,7 @@ def _svg(fig) -> str:
     matplotlib.rcParams["svg.fonttype"] = "none"  # text stays text: smaller, selectable
     buf = io.StringIO()
     fig.tight_layout()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    fig.savefig(buf, format="svg", metadata={"Date": None}, bbox_inches="tight")  # legends outside stay in
     text = buf.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside HTML
 
@@ -273,11 +274,13 @@ def plot_histograms(dash: dict[str, Any]) -> str | None:
     panels = [(j["label"], h) for j in dash["judges"] for h in j["hists"] if sum(h["n"].values())]
     if not panels:
         return None
-    panels = panels if len(panels) <= 4 else [*panels[:2], *panels[-2:]]
-    fig = _figure(3.2 * len(panels) + 0.6, 2.9)
+    panels = panels if len(panels) <= 8 else [*panels[:4], *panels[-4:]]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(3.2 * cols + 0.6, 2.9 * rows)
     width = 1.0 / dash["bins"]
     for i, (label, h) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         for side, (verdict, colour) in enumerate((("correct", GREEN), ("incorrect", RED))):
             n = h["n"][verdict]
             if n:  # side by side within each bin: share of that verdict's steps
@@ -285,9 +288,9 @@ def plot_histograms(dash: dict[str, Any]) -> str | None:
                        width=width / 2, align="edge", color=colour, alpha=0.8, label=f"verifier: {verdict} (n={n})")
         ax.set_xlim(0, 1)
         what = "eval steps" if h["source"] == "eval" else "search candidates"
-        _style(ax, f"{label}: {what}", "share of steps" if i == 0 else "")
+        _style(ax, f"{label}: {what}", "share of steps" if i % cols == 0 else "")
         ax.set_xlabel("judge P(correct)" if h["kind"] == "probability" else f"judge {h['kind']}", fontsize=8)
-        ax.legend(fontsize=7, frameon=False, loc="upper center")
+        ax.legend(fontsize=7, loc="upper center", framealpha=0.85, edgecolor="none")
     return _svg(fig)
 
 
@@ -342,12 +345,13 @@ def plot_pairs(dash: dict[str, Any]) -> str | None:
     palette = ["#90a4ae", "#ffb74d", "#e57373", "#ba68c8", "#4db6ac", "#a1887f"]
     for i, (reason, _) in enumerate(reasons.most_common(len(palette))):
         vals = [r["dropped"].get(reason, 0) for r in rows]
-        ax.bar(xs, vals, bottom=bottom, color=palette[i], label=f"no pair: {reason[:38]}", width=0.6)
+        ax.bar(xs, vals, bottom=bottom, color=palette[i], label=textwrap.fill(f"no pair: {reason}", 34), width=0.6)
         bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
     if any(r["rollbacks"] for r in rows):
         ax.bar(xs, [r["rollbacks"] for r in rows], bottom=bottom, color="#455a64", label="rollback", width=0.6)
     ax.set_xticks(xs, [f"iter {x}" for x in xs])
     _style(ax, "Search steps per iteration: pairs and drops", "steps")
+    ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
     ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig)
 

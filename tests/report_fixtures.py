@@ -160,7 +160,7 @@ def _summary(rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
 
 
 def make_run_dir(root: Path, *, problems: int = 60, searched: int = 30, iterations: int = 2,
-                 init: bool = False, eval_steps: int = 3) -> Path:
+                 init: bool = False, eval_steps: int = 3, k: int = 4, max_steps: int = 6) -> Path:
     """A train run directory: config.yaml, M0 eval, then per iteration search, pairs, train and eval."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "config.yaml").write_text(yaml.safe_dump({
@@ -179,7 +179,7 @@ def make_run_dir(root: Path, *, problems: int = 60, searched: int = 30, iteratio
         (root / "init" / "eval.json").write_text(json.dumps(_summary(rows, model=str(root / "init" / "model"))))
     for it in range(iterations):
         d = root / f"iter_{it}"
-        recs, pairs = search_run(searched, seed=it, pairwise=it % 2 == 1)
+        recs, pairs = search_run(searched, seed=it, pairwise=it % 2 == 1, k=k, max_steps=max_steps)
         _jsonl(d / "samples.jsonl", recs)
         _jsonl(d / "pairs.jsonl", pairs)
         (d / "search.json").write_text(json.dumps(search_stats(recs, pairs)))
