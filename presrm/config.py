@@ -50,7 +50,8 @@ class SearchConfig:
     grounding: bool = _f(True, "Verifier grounding: drop pairs whose chosen step is verifiably wrong and flag pairs "
                                "whose rejected step is verifiably right; false reproduces the paper (no checks).")
     require_correct_answer: bool = _f(False, "With grounding: keep a problem's pairs only if its answer is right.")
-    deterministic: bool = _f(False, "Search in fp32 so the same seed gives the same pairs (bf16 is faster on CPU).")
+    deterministic: bool = _f(False, "Search in fp32 on GPU too, so the same seed gives the same pairs (on CPU "
+                                    "search and eval always run in fp32).")
 
     def problems_at(self, k: int) -> tuple[int, int]:
         """``(offset, count)`` of the problems iteration ``k`` searches."""

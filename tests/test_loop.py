@@ -9,7 +9,7 @@ import pytest
 from presrm.config import load_config
 from presrm.errors import ConfigError, RunStateError
 from presrm.jsonio import read_json, read_jsonl
-from presrm.loop import _stage_labels, run
+from presrm.loop import _stage_labels, inference_precision, run
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -111,6 +111,19 @@ def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_pat
 ])
 def test_stage_labels(overrides, labels):
     assert _stage_labels(load_config(None, overrides)) == labels
+
+
+@pytest.mark.parametrize(("overrides", "search", "expected"), [
+    (["device=cpu"], False, "fp32"), (["device=cpu"], True, "fp32"),
+    (["device=cuda"], False, "auto"), (["device=cuda"], True, "auto"),
+    (["device=cuda", "search.deterministic=true"], True, "fp32"),
+    (["device=cuda", "search.deterministic=true"], False, "auto"),
+])
+def test_inference_precision(monkeypatch, overrides, search, expected):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert inference_precision(load_config(None, overrides), search=search) == expected
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
