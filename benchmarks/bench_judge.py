@@ -192,10 +192,12 @@ def quality_section(paths: list[str]) -> str:
         "first-error accuracy (flawed) and no-error accuracy (correct); pointwise predicts the first step "
         "scored below the threshold. Pairwise accuracy: the correct step vs its perturbed twin (ties 0.5). "
         "Solution AUROC: correct vs flawed solutions (pointwise: min step score; outcome: rubric score). "
+        "F1 at best threshold: the threshold chosen on this same set (optimistic; it shows how much of a low "
+        "F1 is calibration). "
         "Chance is 0.5 for AUROC and pairwise accuracy.", "",
-        "| judge | solutions (correct/flawed) | ProcessBench F1 (first error / no error) | step AUROC | "
-        "pairwise acc. (ties, unparseable) | solution AUROC | steps/s |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| judge | solutions (correct/flawed) | ProcessBench F1 (first error / no error) | F1 at best threshold | "
+        "step AUROC | pairwise acc. (ties, unparseable) | solution AUROC | steps/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     commands = []
     for path in paths:
@@ -204,9 +206,11 @@ def quality_section(paths: list[str]) -> str:
         pb_text = f"{f(pb['f1'])} ({f(pb['acc_flawed'])} / {f(pb['acc_correct'])})" if "acc_flawed" in pb else "n/a"
         pw_text = (f"{f(pw['accuracy'])} ({f(pw['tie_rate'])}, {f(pw['unparseable_rate'])})"
                    if pw.get("accuracy") is not None else "n/a")
+        best = res.get("processbench_best_threshold")
+        best_text = f"{f(best['f1'])} (t = {best['threshold']:.3f})" if best else "n/a"
         lines.append(f"| {res['protocol']['mode']} | {n['solutions']} ({n['correct_solutions']}/"
-                     f"{n['flawed_solutions']}) | {pb_text} | {f(res['step_auroc']['value'])} | {pw_text} | "
-                     f"{f(res['solution_auroc'].get('value'))} | {sp['steps_per_s']:.2f} |")
+                     f"{n['flawed_solutions']}) | {pb_text} | {best_text} | {f(res['step_auroc']['value'])} | "
+                     f"{pw_text} | {f(res['solution_auroc'].get('value'))} | {sp['steps_per_s']:.2f} |")
         commands.append(f"- `{res['protocol']['command']}` ({res['protocol']['dtype']}, "
                         f"labelled set: {res['labelled_set']['candidates_rejected']} perturbations rejected by "
                         f"the verifier of {res['labelled_set']['candidates_tried']} tried)")
