@@ -194,6 +194,8 @@ def quality_section(paths: list[str]) -> str:
         "Solution AUROC: correct vs flawed solutions (pointwise: min step score; outcome: rubric score). "
         "F1 at best threshold: the threshold chosen on this same set (optimistic; it shows how much of a low "
         "F1 is calibration). "
+        "Pairwise modes also show the accuracy of the averaged p(correct step better) without the tie margin, "
+        "and how often a single-order verdict picks the step shown first (0.5: no position bias). "
         "Chance is 0.5 for AUROC and pairwise accuracy.", "",
         "| judge | solutions (correct/flawed) | ProcessBench F1 (first error / no error) | F1 at best threshold | "
         "step AUROC | pairwise acc. (ties, unparseable) | solution AUROC | steps/s |",
@@ -206,6 +208,8 @@ def quality_section(paths: list[str]) -> str:
         pb_text = f"{f(pb['f1'])} ({f(pb['acc_flawed'])} / {f(pb['acc_correct'])})" if "acc_flawed" in pb else "n/a"
         pw_text = (f"{f(pw['accuracy'])} ({f(pw['tie_rate'])}, {f(pw['unparseable_rate'])})"
                    if pw.get("accuracy") is not None else "n/a")
+        if pw.get("first_shown_wins") is not None:
+            pw_text += f"; no margin {f(pw['accuracy_no_margin'])}; first shown wins {f(pw['first_shown_wins'])}"
         best = res.get("processbench_best_threshold")
         best_text = f"{f(best['f1'])} (t = {best['threshold']:.3f})" if best else "n/a"
         lines.append(f"| {res['protocol']['mode']} | {n['solutions']} ({n['correct_solutions']}/"

@@ -248,6 +248,20 @@ def pairwise_accuracy(outcomes: Sequence[float | None]) -> dict[str, Any]:
     }
 
 
+def position_bias(orders: Sequence[dict[str, Any]]) -> float | None:
+    """Share of single-order verdicts that pick the step shown first (0.5: no position bias).
+
+    Each entry is ``{"order": "AB"|"BA", "verdict": "A"|"B"|None}`` with the verdict naming the
+    pair's A, as in ``PairVerdict.orders``; unparseable (None) verdicts are left out.
+
+    >>> position_bias([{"order": "AB", "verdict": "A"}, {"order": "BA", "verdict": "B"},
+    ...                {"order": "BA", "verdict": "A"}, {"order": "AB", "verdict": None}])
+    0.6666666666666666
+    """
+    decided = [o for o in orders if o.get("verdict") in ("A", "B")]
+    return _ratio(sum(o["verdict"] == o["order"][0] for o in decided), len(decided))
+
+
 # --------------------------------------------------------------------------- running a judge
 
 
@@ -344,7 +358,12 @@ def _eval_pairwise(judge, solutions: Sequence[LabelledSolution], seed: int):
     metrics = {
         "processbench": {"f1": None, "reason": reason},
         "step_auroc": {"value": None, "reason": reason},
-        "pairwise": pairwise_accuracy(outcomes),
+        "pairwise": {**pairwise_accuracy(outcomes),
+                     # The averaged p(correct step better) read without the tie margin: a weak signal shows here.
+                     "accuracy_no_margin": pairwise_accuracy(
+                         [None if r["p_correct"] is None else _outcome(r["p_correct"], 0.5) for r in samples]
+                     )["accuracy"],
+                     "first_shown_wins": position_bias([o for r in samples for o in r["orders"]])},
         "solution_auroc": {"value": None, "reason": reason},
     }
     prompts = len(pairs) * (2 if getattr(judge, "both_orders", True) else 1)

@@ -20,6 +20,7 @@ from presrm.judge_eval import (
     first_error,
     pairwise_accuracy,
     perturb,
+    position_bias,
     processbench,
 )
 from presrm.schema import Problem
@@ -197,6 +198,17 @@ def test_pairwise_accuracy(outcomes, accuracy, parsed, ties, unparseable):
     assert out["n"] == len(outcomes)
 
 
+@pytest.mark.parametrize(("orders", "expected"), [
+    ([("AB", "A"), ("BA", "B")], 1.0),  # always the first shown
+    ([("AB", "B"), ("BA", "A")], 0.0),  # always the second shown
+    ([("AB", "A"), ("BA", "A")], 0.5),  # always the same step: no position bias
+    ([("AB", None), ("BA", "B")], 1.0),
+    ([("AB", None)], None),
+])
+def test_position_bias(orders, expected):
+    assert position_bias([{"order": o, "verdict": v} for o, v in orders]) == expected
+
+
 def test_pairwise_accuracy_rejects_other_values():
     with pytest.raises(ValueError, match="0.3"):
         pairwise_accuracy([1, 0.3])
@@ -292,6 +304,7 @@ def test_pairwise_judges(answer, accuracy, tie_rate):
     assert metrics["processbench"]["f1"] is None and "no per-step score" in metrics["processbench"]["reason"]
     assert metrics["step_auroc"]["value"] is None
     assert len(samples) == 3 and metrics["speed"]["unit"] == "pair" and metrics["speed"]["prompts"] == 6
+    assert metrics["pairwise"]["accuracy_no_margin"] == accuracy
 
 
 def test_pairwise_position_bias_shows_as_chance():
