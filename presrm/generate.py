@@ -9,6 +9,7 @@ seed and batch layout give the same samples.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 
 import jinja2
@@ -29,6 +30,23 @@ def render_chat(tok, user: str, assistant_prefix: str = "") -> str:
     else:
         text = user + "\n\n"
     return text + assistant_prefix
+
+
+# Building transformers' StopStringCriteria scans the whole vocabulary (~3 s for SmolLM2's 49k tokens
+# on a busy CPU), and its own cache misses because get_vocab() returns the vocabulary in a different
+# order on every call; so each tokenizer keeps its criteria here, per tuple of stop strings.
+_STOP_CRITERIA: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def stop_criteria(tok, stop: Sequence[str]):
+    """A ``StopStringCriteria`` for ``stop``, built once per tokenizer (it holds no per-call state)."""
+    from transformers import StopStringCriteria
+
+    per_tok = _STOP_CRITERIA.setdefault(tok, {})
+    key = tuple(stop)
+    if key not in per_tok:
+        per_tok[key] = StopStringCriteria(tok, list(key))
+    return per_tok[key]
 
 
 def policy_prompt(tok, task: Task, question: str, prefix: str | None = None) -> str:
@@ -78,7 +96,9 @@ def generate(
         gen_kwargs.update(temperature=None, top_p=None, top_k=None)
     stop = [s for s in stop if s]
     if stop:
-        gen_kwargs.update(stop_strings=list(stop), tokenizer=tok)
+        from transformers import StoppingCriteriaList
+
+        gen_kwargs.update(stopping_criteria=StoppingCriteriaList([stop_criteria(tok, stop)]))
     bar = tqdm(total=len(prompts), desc=desc or "generate", unit="prompt", disable=desc is None, leave=False)
     for b, start in enumerate(range(0, len(order), per_batch)):
         idx = order[start:start + per_batch]
