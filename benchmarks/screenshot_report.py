@@ -44,10 +44,13 @@ def chromium_screenshot(url: str, png: Path, size: tuple[int, int]) -> None:
 
 
 def shrink(png: Path, max_kb: int) -> None:
-    """Quantize to a palette (and scale down if still too big) so the file stays under ``max_kb``."""
-    from PIL import Image
+    """Crop the blank bottom, quantize to a palette (and scale down if still too big) to stay under ``max_kb``."""
+    from PIL import Image, ImageOps
 
     img = Image.open(png).convert("RGB")
+    box = ImageOps.invert(img).getbbox()  # the non-white part: drop the empty page below the content
+    if box:
+        img = img.crop((0, 0, img.width, min(img.height, box[3] + 24)))
     for colours, scale in ((256, 1.0), (128, 1.0), (64, 1.0), (64, 0.85), (48, 0.7)):
         out = img if scale == 1.0 else img.resize((int(img.width * scale), int(img.height * scale)), Image.LANCZOS)
         out.quantize(colors=colours, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)

@@ -338,7 +338,7 @@ def plot_pairs(dash: dict[str, Any]) -> str | None:
     ax = fig.add_subplot()
     xs = [r["iteration"] for r in rows]
     bottom = [r["steps_with_pair"] for r in rows]
-    ax.bar(xs, bottom, color=GREEN, label="pair kept", width=0.6)
+    ax.bar(xs, bottom, color=GREEN, label="pair kept" if any(bottom) else None, width=0.6)
     reasons = Counter()
     for r in rows:
         reasons.update(r["dropped"])
