@@ -9,7 +9,11 @@ via :func:`gold_to_steps`), steps per solution for comparison.
 Generations are cached in ``.benchcache/`` (gitignored), keyed by model, task,
 count and token budget, so re-running the script only re-segments.
 
-Run: ``python benchmarks/bench_steps.py [--model embedded] [--n 200] [--no-write]``.
+``--from-samples DIR`` reads the solutions from a ``presrm eval`` output
+folder instead (``samples.jsonl`` + ``results.json``, e.g. a training run's
+``eval_before``), so an evaluation already paid for is not generated twice.
+
+Run: ``python benchmarks/bench_steps.py [--model embedded] [--n 200] [--from-samples DIR] [--no-write]``.
 """
 
 from __future__ import annotations
@@ -71,6 +75,22 @@ def generations(model_spec: str, task_name: str, n: int, max_new_tokens: int, ba
     write_jsonl(path, records)
     log.info("Generated %d solutions in %.0f s; cached in %s", n, seconds, path)
     return records
+
+
+def from_samples(folder: Path, n: int) -> list[dict]:
+    """The first ``n`` completions of a ``presrm eval`` output folder, as :func:`generations` records."""
+    import json
+
+    samples = read_jsonl(folder / "samples.jsonl")
+    if len(samples) < n:
+        sys.exit(f"{folder / 'samples.jsonl'} holds {len(samples)} solutions, fewer than --n {n}")
+    results = json.loads((folder / "results.json").read_text())
+    protocol = results.get("protocol", {})
+    meta = {"model": results.get("model", "?"), "task": protocol.get("task", results.get("task", "?")),
+            "max_new_tokens": protocol.get("max_new_tokens", "?"), "dtype": results.get("dtype", "?"),
+            "batch_size": protocol.get("batch_size", "?"), "seconds_total": results.get("seconds", 0.0),
+            "source": str(folder)}
+    return [{"id": r["id"], "solution": r["completion"], **meta} for r in samples[:n]]
 
 
 def _rate(texts: Sequence[str], options: SegmentOptions, min_seconds: float = 1.0) -> float:
@@ -151,7 +171,8 @@ def render(model: dict, gold: dict, hostile: dict, *, meta: dict, options: Segme
          f"max_new_tokens {meta['max_new_tokens']}, batch {meta['batch_size']}, {meta['dtype']}; generating them "
          f"took {meta['seconds_total'] / 60:.0f} min on this CPU), segmented with the default options "
          f"(min_chars {options.min_chars}, max_chars {options.max_chars}). "
-         f"Mean solution length {model['chars']:.0f} characters."), "",
+         f"Mean solution length {model['chars']:.0f} characters."
+         + (f" The solutions are those of the evaluation in `{meta['source']}`." if meta.get("source") else "")), "",
         "| figure | value |", "| --- | --- |",
         f"| solutions segmented into ≥ 2 steps | {100 * multi / len(counts):.1f}% ({multi}/{len(counts)}) |",
         f"| steps per solution (model) | {_summary(counts)} |",
@@ -184,13 +205,18 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32",
                         help="fp32 (default: exact greedy; faster than bf16 on CPUs without bf16 units), auto, bf16")
     parser.add_argument("--data", help="GSM8K directory with train.jsonl and test.jsonl (gold figures)")
+    parser.add_argument("--from-samples", type=Path,
+                        help="a presrm eval output folder (samples.jsonl, results.json) to read the solutions from")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     data_dir = gsm8k_dir(args.data)
     if not (data_dir / "train.jsonl").exists():
         sys.exit(f"GSM8K not found in {data_dir}; pass --data or set PRESRM_GSM8K_DIR")
-    records = generations(args.model, args.task, args.n, args.max_new_tokens, args.batch_size, args.precision)
+    if args.from_samples:
+        records = from_samples(args.from_samples, args.n)
+    else:
+        records = generations(args.model, args.task, args.n, args.max_new_tokens, args.batch_size, args.precision)
     options = SegmentOptions()
     model = measure_model([r["solution"] for r in records], options)
     gold = measure_gold([r["answer"] for r in load_gold(data_dir)])

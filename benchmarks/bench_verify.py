@@ -34,8 +34,12 @@ PERTURBATIONS = ("plus_one", "times_ten", "digit")
 
 
 def gsm8k_dir(override: str | None = None) -> Path:
-    """Where the GSM8K JSONL files are: the argument, ``$PRESRM_GSM8K_DIR``, or ``../shared/data/gsm8k``."""
-    return Path(override or os.environ.get("PRESRM_GSM8K_DIR") or ROOT.parent / "shared" / "data" / "gsm8k")
+    """The GSM8K folder: the argument, ``$PRESRM_GSM8K_DIR``, ``$PRESRM_DATA_DIR/gsm8k`` or ``../shared/data/gsm8k``."""
+    if override or os.environ.get("PRESRM_GSM8K_DIR"):
+        return Path(override or os.environ["PRESRM_GSM8K_DIR"])
+    if os.environ.get("PRESRM_DATA_DIR"):
+        return Path(os.environ["PRESRM_DATA_DIR"]) / "gsm8k"
+    return ROOT.parent / "shared" / "data" / "gsm8k"
 
 
 def load_gold(data_dir: Path, splits: tuple[str, ...] = ("train", "test")) -> list[dict]:

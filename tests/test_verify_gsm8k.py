@@ -8,17 +8,18 @@ whose helpers these tests reuse on 500 solutions.
 from __future__ import annotations
 
 import importlib.util
-import os
 import random
 from pathlib import Path
 
 import pytest
 
-DATA = Path(os.environ.get("PRESRM_GSM8K_DIR") or Path(__file__).parents[1].parent / "shared/data/gsm8k")
+from tests.gsm8k_data import GSM8K_DIR
+
+DATA = GSM8K_DIR
 SAMPLE = 500
 
 if not (DATA / "test.jsonl").exists():
-    pytest.skip(f"GSM8K not found in {DATA} (set PRESRM_GSM8K_DIR)", allow_module_level=True)
+    pytest.skip(f"GSM8K not found in {DATA} (set PRESRM_GSM8K_DIR or PRESRM_DATA_DIR)", allow_module_level=True)
 
 _spec = importlib.util.spec_from_file_location(
     "bench_verify", Path(__file__).parents[1] / "benchmarks" / "bench_verify.py")
