@@ -77,19 +77,23 @@ def generations(model_spec: str, task_name: str, n: int, max_new_tokens: int, ba
     return records
 
 
-def from_samples(folder: Path, n: int) -> list[dict]:
-    """The first ``n`` completions of a ``presrm eval`` output folder, as :func:`generations` records."""
+def from_samples(source: Path, n: int) -> list[dict]:
+    """The first ``n`` completions of a ``presrm eval`` output: a folder (results.json + samples.jsonl)
+    or a summary file (``eval_before.json`` + ``eval_before_samples.jsonl`` in a training run)."""
     import json
 
-    samples = read_jsonl(folder / "samples.jsonl")
+    from presrm.evaluate import samples_path
+
+    summary = source / "results.json" if source.is_dir() else source
+    samples = read_jsonl(samples_path(summary))
     if len(samples) < n:
-        sys.exit(f"{folder / 'samples.jsonl'} holds {len(samples)} solutions, fewer than --n {n}")
-    results = json.loads((folder / "results.json").read_text())
+        sys.exit(f"{samples_path(summary)} holds {len(samples)} solutions, fewer than --n {n}")
+    results = json.loads(summary.read_text())
     protocol = results.get("protocol", {})
-    meta = {"model": results.get("model", "?"), "task": protocol.get("task", results.get("task", "?")),
-            "max_new_tokens": protocol.get("max_new_tokens", "?"), "dtype": results.get("dtype", "?"),
+    meta = {"model": results.get("model", "?"), "task": protocol.get("task", "?"),
+            "max_new_tokens": protocol.get("max_new_tokens", "?"), "dtype": protocol.get("dtype") or "dtype ?",
             "batch_size": protocol.get("batch_size", "?"), "seconds_total": results.get("seconds", 0.0),
-            "source": str(folder)}
+            "source": str(summary)}
     return [{"id": r["id"], "solution": r["completion"], **meta} for r in samples[:n]]
 
 
@@ -206,7 +210,7 @@ def main() -> None:
                         help="fp32 (default: exact greedy; faster than bf16 on CPUs without bf16 units), auto, bf16")
     parser.add_argument("--data", help="GSM8K directory with train.jsonl and test.jsonl (gold figures)")
     parser.add_argument("--from-samples", type=Path,
-                        help="a presrm eval output folder (samples.jsonl, results.json) to read the solutions from")
+                        help="a presrm eval output folder, or a run's eval_before.json, to read the solutions from")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

@@ -186,6 +186,8 @@ def evaluate(model, tok, task: Task, problems: Sequence[Problem], *, max_new_tok
     summary = summarize(records)
     protocol = {**task.protocol(), "shot_ids": [s.id for s in shots], "max_new_tokens": max_new_tokens,
                 "decoding": decoding.to_dict(), "batch_size": batch_size,
+                "dtype": str(getattr(model, "dtype", "")).removeprefix("torch.") or None,
+                "device": str(getattr(model, "device", "")) or None,
                 "example_prompt": build_prompt(tok, task, problems[0].question, shots) if problems else None}
     if judge is not None:
         protocol["judge"] = {"mode": getattr(judge, "mode", type(judge).__name__),
