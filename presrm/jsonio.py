@@ -17,7 +17,9 @@ from typing import Any
 from presrm.errors import DataError
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and one rename."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -33,13 +35,13 @@ def _atomic_write_text(path: Path, text: str) -> None:
 
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as indented JSON, atomically."""
-    _atomic_write_text(Path(path), json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_text_atomic(Path(path), json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     """Write one JSON object per line, atomically; returns the number of records."""
     lines = [json.dumps(r.to_dict() if hasattr(r, "to_dict") else r, ensure_ascii=False) for r in records]
-    _atomic_write_text(Path(path), "".join(line + "\n" for line in lines))
+    write_text_atomic(Path(path), "".join(line + "\n" for line in lines))
     return len(lines)
 
 

@@ -25,7 +25,6 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from tqdm.auto import tqdm
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
 from presrm.errors import RunStateError
-from presrm.jsonio import read_json, read_jsonl, write_json, write_jsonl
+from presrm.jsonio import read_json, read_jsonl, write_json, write_jsonl, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,19 +77,6 @@ class RunDir:
         return str(self.iter_dir(k - 1) / "model")
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model_atomic(model, tok, target: Path) -> None:
     """Save a model and tokenizer into a temporary folder, then move it to ``target`` in one rename."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -116,7 +102,7 @@ def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
     root.mkdir(parents=True, exist_ok=True)
     meta = {"config": yaml.safe_load(text), "versions": versions(), "git": git_hash(), "seed": cfg.seed}
     if not cfg_file.exists():
-        _write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))
+        write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))
     return RunDir(root, init=cfg.init.ift or cfg.init.eft)
 
 

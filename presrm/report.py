@@ -30,7 +30,7 @@ from markupsafe import Markup, escape
 
 from presrm import plots
 from presrm.errors import DataError
-from presrm.jsonio import _atomic_write_text, read_json, read_jsonl
+from presrm.jsonio import read_json, read_jsonl, write_text_atomic
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -353,8 +353,8 @@ def write_report(run_dir: str | Path, *, caps: dict[str, int] | None = None) -> 
     root = Path(run_dir)
     data = collect(root)
     # Compact: at GSM8K scale indenting doubles the time to write it; it is read by programs.
-    _atomic_write_text(root / "report.json", json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str))
+    write_text_atomic(root / "report.json", json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str))
     out = root / "report.html"
-    _atomic_write_text(out, render(data, caps))
+    write_text_atomic(out, render(data, caps))
     log.info("report: %s", out)
     return out

@@ -106,6 +106,16 @@ def _trained_metrics(trainer, result, seconds: float, lora: bool) -> dict[str, A
     }
 
 
+def _train_and_save(trainer, cfg: TrainConfig, adapter_dir: str | Path) -> dict[str, Any]:
+    """Run ``trainer``, save its adapter (with LoRA) to ``adapter_dir``, and return the common metrics."""
+    t0 = time.time()
+    result = trainer.train()
+    seconds = time.time() - t0
+    if cfg.lora:
+        trainer.model.save_pretrained(str(adapter_dir))
+    return _trained_metrics(trainer, result, seconds, cfg.lora)
+
+
 def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig, adapter_dir: str | Path, *,
                    seed: int = 0, device: str = "auto") -> tuple[dict[str, Any], Any]:
     """Train on ``pairs`` with step-level DPO; save the adapter (or full model) to ``adapter_dir``.
@@ -129,18 +139,14 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
     )
     trainer = _trainer_cls()(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tok,
                              peft_config=_lora_config(cfg) if cfg.lora else None)
-    t0 = time.time()
-    result = trainer.train()
-    seconds = time.time() - t0
-    if cfg.lora:
-        trainer.model.save_pretrained(str(adapter_dir))
+    trained = _train_and_save(trainer, cfg, adapter_dir)
     history = [h for h in trainer.state.log_history if "loss" in h]
     last = history[-1] if history else {}
     tokens = sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"])
                  for r in trainer.train_dataset)
     metrics = {
         "pairs": len(pairs),
-        **_trained_metrics(trainer, result, seconds, cfg.lora),
+        **trained,
         "last_reward_accuracy": last.get("rewards/accuracies"),
         "last_reward_margin": last.get("rewards/margins"),
         "tokens_per_epoch": tokens,
@@ -174,13 +180,9 @@ def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, 
                      completion_only_loss=True, packing=False)
     trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tok,
                          peft_config=_lora_config(cfg) if cfg.lora else None)
-    t0 = time.time()
-    result = trainer.train()
-    seconds = time.time() - t0
-    if cfg.lora:
-        trainer.model.save_pretrained(str(adapter_dir))
+    trained = _train_and_save(trainer, cfg, adapter_dir)
     tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)
-    metrics = {"examples": len(examples), **_trained_metrics(trainer, result, seconds, cfg.lora),
+    metrics = {"examples": len(examples), **trained,
                "tokens_per_epoch": tokens}
     return metrics, trainer.model
 
