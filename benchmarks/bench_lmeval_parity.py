@@ -176,7 +176,7 @@ def section(s: dict) -> str:
                   "same matrix products; the rest is per-step overhead: lm-eval decodes the tail of every "
                   "sequence for each stop string at every step, presrm matches stop strings on token ids with "
                   "transformers' `StopStringCriteria`, built once per run (transformers rebuilds it on every "
-                  "`generate` call, ~3 s each here, which made presrm 12% slower before presrm cached it).",
+                  "`generate` call, ~3 s each on this CPU, so presrm caches it).",
               "", f"The machine was shared with other jobs while this ran (2 cores; OMP_NUM_THREADS="
                   f"{s['walls']['threads'] or 'unset'} for both), so wall times are noisy; the accuracies "
                   "and completions are not."]
