@@ -5,10 +5,11 @@ JSON-friendly series (they go into ``report.json``); ``render(dash)`` draws
 them with matplotlib's object API (no pyplot, no global backend state; SVG
 needs no display) and returns one SVG string per figure.
 
-Models are labelled by the weights that produced the numbers: ``M0`` is the
-base model, ``M{k+1}`` the model trained in iteration k. Step search in
-iteration k is judged by M_k; ``eval_before`` is M0 and ``iter_k/eval`` is
-M_{k+1}, so search and evaluation figures of one judge share an x position.
+Models are labelled as in the paper: ``M0`` is the base model, ``M1`` the
+model after IFT/EFT when the run has that stage (``data["model_shift"]`` is 1
+then, else 0), and iteration k trains M_{k+shift} into M_{k+shift+1}. The x
+position is ``model_index``: k for the model that judges iteration k, so
+search and evaluation figures of one judge share a position.
 """
 
 from __future__ import annotations
@@ -160,7 +161,7 @@ def dashboard(data: dict[str, Any]) -> dict[str, Any]:
     pairs = []
     for it in data["iterations"]:
         m = it["iteration"]
-        labels.setdefault(m, f"M{m}")
+        labels.setdefault(m, f"M{m + data.get('model_shift', 0)}")
         j = judged.setdefault(m, _Judged())
         kept, rollbacks, dropped = 0, 0, Counter()
         for rec in it["search"]:
@@ -180,7 +181,7 @@ def dashboard(data: dict[str, Any]) -> dict[str, Any]:
                 elif entry.get("dropped"):
                     dropped[_reason_key(str(entry["dropped"]))] += 1
         if it["search"]:
-            steps.append({"label": f"M{m}", "model_index": m, "source": "search",
+            steps.append({"label": labels[m], "model_index": m, "source": "search",
                           **_mean_ci([len(r.get("steps") or []) for r in it["search"]])})
         pairs.append({"iteration": m, "pairs": it["pairs"] if it["pairs"] is not None else kept,
                       "steps_with_pair": kept, "rollbacks": rollbacks, "dropped": dict(dropped.most_common())})

@@ -91,11 +91,15 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     if single:
         single["label"] = Path(str(single["summary"].get("model") or "eval")).name or "eval"
         data["evals"].append(single)
-    init = _eval_section("M0 (after IFT/EFT initialisation)", "M0", 0, root / "init" / "eval.json",
+    # The paper's names: M0 is the base model, M1 the model after IFT/EFT (when the run has that stage),
+    # and iteration k trains M_{k+shift} into M_{k+shift+1}. ``model_index`` stays k for the model that
+    # judges iteration k (the base model gets -1 when an initialisation comes first): it is the key that
+    # links a model's evaluation to the search it judged, and the x position in the dashboard.
+    init = _eval_section("M1 (after IFT/EFT initialisation)", "M1", 0, root / "init" / "eval.json",
                          root / "init" / "eval_samples.jsonl")
-    # With an initialisation stage, M0 is the initialised model and the base model comes before it.
-    before = _eval_section("Base model (before training)" if init else "M0 (before training)",
-                           "base" if init else "M0", -1 if init else 0, root / "iter_0" / "eval_before.json",
+    shift = 1 if (init or (root / "init" / "train.json").exists()) else 0
+    data["model_shift"] = shift
+    before = _eval_section("M0 (base model, before training)", "M0", -shift, root / "iter_0" / "eval_before.json",
                            root / "iter_0" / "eval_before_samples.jsonl")
     data["evals"] += [ev for ev in (before, init) if ev]
     data["init"] = _init_section(root / "init")
@@ -111,8 +115,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         if (it_dir / "train.json").exists():
             it["train"] = {k2: v for k2, v in read_json(it_dir / "train.json").items() if k2 != "log_history"}
         data["iterations"].append(it)
-        after = _eval_section(f"M{k + 1} (after iteration {k})", f"M{k + 1}", k + 1, it_dir / "eval.json",
-                              it_dir / "eval_samples.jsonl")
+        after = _eval_section(f"M{k + 1 + shift} (after iteration {k})", f"M{k + 1 + shift}", k + 1,
+                              it_dir / "eval.json", it_dir / "eval_samples.jsonl")
         if after:
             data["evals"].append(after)
     if not data["evals"] and not data["iterations"] and data["config"] is None:

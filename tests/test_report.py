@@ -122,11 +122,13 @@ def test_dashboard_series_match_the_records(tmp_path):
 
 def test_init_stage_shifts_the_labels(tmp_path):
     data = collect(make_run_dir(tmp_path / "run", problems=6, searched=3, iterations=1, init=True))
-    assert [(e["label"], e["model_index"]) for e in data["evals"]] == [("base", -1), ("M0", 0), ("M1", 1)]
+    assert [(e["label"], e["model_index"]) for e in data["evals"]] == [("M0", -1), ("M1", 0), ("M2", 1)]
+    assert data["model_shift"] == 1
     assert data["init"] == {"ift_examples": 5, "eft_examples": None,
                             "train": {"optimizer_steps": 3, "first_loss": 1.9, "last_loss": 1.2}}
     html = write_report(tmp_path / "run").read_text()
-    assert "Initialisation (M0 = base model + IFT/EFT fine-tuning)" in html
+    assert "Initialisation (M1 = M0, the base model, after IFT/EFT fine-tuning)" in html
+    assert "step search <small>(policy and judge M1)</small>" in html
 
 
 def test_train_run_report_is_self_contained_and_complete(tmp_path):
