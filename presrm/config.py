@@ -76,6 +76,7 @@ class InitConfig:
     max_steps: int = _f(-1, "Stop SFT after this many optimizer steps (-1: use epochs).")
     batch_size: int = _f(4, "SFT examples per device batch.")
     max_length: int = _f(1024, "Truncate SFT examples to this many tokens.")
+    evaluate: bool = _f(True, "Evaluate M1 (the initialised model) on the eval problems; needs eval.after.")
 
 
 @dataclass

@@ -172,7 +172,7 @@ def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
 def _stage_labels(cfg: RunConfig) -> list[str]:
     labels = ["M0 eval"] if cfg.eval.before else []
     if cfg.init.ift or cfg.init.eft:
-        labels += ["init SFT"] + (["init eval"] if cfg.eval.after else [])
+        labels += ["init SFT"] + (["init eval"] if cfg.eval.after and cfg.init.evaluate else [])
     for k in range(cfg.iterations):
         labels += [f"iter {k}/{cfg.iterations} search", f"iter {k}/{cfg.iterations} train"]
         labels += [f"iter {k}/{cfg.iterations} eval"] if cfg.eval.after else []
@@ -306,7 +306,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             init = rd.root / "init"
             metrics = _staged(progress, "init SFT", _init_stage, cfg, init)
             summary["init"] = {"train": {key: v for key, v in metrics.items() if key != "log_history"}}
-            if cfg.eval.after:
+            if cfg.eval.after and cfg.init.evaluate:
                 summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init / "model"),
                                                   init, "eval", eval_problems, eval_task)
         for k in range(cfg.iterations):

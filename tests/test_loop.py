@@ -108,6 +108,9 @@ def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_pat
     ([], ["M0 eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
     (["init.ift=true", "eval.after=false", "iterations=2"],
      ["M0 eval", "init SFT", "iter 0/2 search", "iter 0/2 train", "iter 1/2 search", "iter 1/2 train"]),
+    (["init.eft=true"], ["M0 eval", "init SFT", "init eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
+    (["init.eft=true", "init.evaluate=false"],
+     ["M0 eval", "init SFT", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
 ])
 def test_stage_labels(overrides, labels):
     assert _stage_labels(load_config(None, overrides)) == labels
