@@ -97,12 +97,11 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     # links a model's evaluation to the search it judged, and the x position in the dashboard.
     init = _eval_section("M1 (after IFT/EFT initialisation)", "M1", 0, root / "init" / "eval.json",
                          root / "init" / "eval_samples.jsonl")
-    shift = 1 if (init or (root / "init" / "train.json").exists()) else 0
-    data["model_shift"] = shift
+    data["init"] = _init_section(root / "init")
+    shift = data["model_shift"] = 1 if data["init"] else 0
     before = _eval_section("M0 (base model, before training)", "M0", -shift, root / "iter_0" / "eval_before.json",
                            root / "iter_0" / "eval_before_samples.jsonl")
     data["evals"] += [ev for ev in (before, init) if ev]
-    data["init"] = _init_section(root / "init")
     for it_dir in sorted((p for p in root.glob("iter_*") if _it_num(p) >= 0), key=_it_num):
         k = _it_num(it_dir)
         it: dict[str, Any] = {"iteration": k, "search": [], "pairs": None, "train": None, "stats": None}
