@@ -89,6 +89,47 @@ def test_pointwise_prefix_cache_matches_plain_batches(tiny, batch_size):
     assert cached_tokens < 0.8 * plain_tokens  # the shared starts really were encoded once
 
 
+def test_root_prefix_is_encoded_once_and_matches_plain(tiny):
+    """No groups: the start every prompt shares (chat turn + instruction) is encoded once for the call."""
+    model, tok = tiny
+    judge = PointwiseJudge(model, tok)
+    prompts = [judge.prompt(it) for it in ITEMS]
+    ids = tok(prompts, add_special_tokens=False)["input_ids"]
+    common = min(forward._lcp(ids[0], x) for x in ids)
+    assert common >= forward.MIN_REUSE  # the premise: these prompts do share a long start
+    sets = [judge.yes_ids, judge.no_ids]
+    seen, handle = _count_tokens(model)
+    try:
+        plain = forward.answer_logprobs(model, tok, prompts, sets, batch_size=2)
+        plain_tokens = sum(seen)
+        seen.clear()
+        rooted = forward.answer_logprobs(model, tok, prompts, sets, batch_size=2, prefix_cache=True)
+        rooted_calls = list(seen)
+    finally:
+        handle.remove()
+    assert torch.allclose(rooted, plain, atol=1e-4)
+    assert rooted_calls[0] == common  # the root pass: one row, the shared start only
+    assert sum(rooted_calls) <= plain_tokens - (len(prompts) - 1) * common
+
+
+def test_no_root_when_prompts_share_little(tiny):
+    model, tok = tiny
+    ids = [tok(t, add_special_tokens=False)["input_ids"] for t in ("Tom has 3 apples.", "Bo has 9 cards.")]
+    assert forward._root(model, ids, 0) is None
+    assert forward._root(model, ids[:1], 0) is None  # a single prompt has nothing to share
+
+
+@pytest.mark.parametrize(("lengths", "batch_size", "expected"), [
+    ([10, 10, 10], 2, [[0, 1], [2]]),  # the row limit
+    ([100, 90, 80, 79], 16, [[0, 1, 2], [3]]),  # 79 < 0.8 * 100: its padding would exceed MAX_PAD
+    ([100, 50, 45, 41, 40], 16, [[0], [1, 2, 3, 4]]),
+    ([5], 4, [[0]]),
+    ([], 4, []),
+])
+def test_batches_bound_rows_and_padding(lengths, batch_size, expected):
+    assert list(forward._batches(lengths, batch_size)) == expected
+
+
 def test_chains_put_the_longest_context_first():
     groups = chains([(it.question, it.previous) for it in CHAIN_ITEMS])
     assert sorted(i for g in groups for i in g) == list(range(len(CHAIN_ITEMS)))
