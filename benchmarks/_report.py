@@ -64,3 +64,10 @@ def write_section(name: str, body: str, *, command: str | None = None) -> None:
     text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def publish(name: str, body: str, *, write: bool = True, command: str | None = None) -> None:
+    """Print a benchmark's section, and unless ``write`` is false (``--no-write``) put it into BENCHMARKS.md."""
+    sys.stdout.write(body.rstrip() + "\n")
+    if write:
+        write_section(name, body, command=command)

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402 - after the path set-up
-from _report import write_section  # noqa: E402
+from _report import publish  # noqa: E402
 
 from presrm.data import load_problems, load_task  # noqa: E402
 from presrm.judge_eval import build_labelled_set  # noqa: E402
@@ -342,9 +342,7 @@ def main() -> None:
         name, body = "judge-speed", speed_section(res)
     else:
         name, body = "judge-eval", quality_section(args.results)
-    print(body)
-    if not args.no_write:
-        write_section(name, body)
+    publish(name, body, write=not args.no_write)
 
 
 if __name__ == "__main__":

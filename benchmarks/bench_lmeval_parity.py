@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import write_section  # noqa: E402 - after the path set-up
+from _report import publish  # noqa: E402 - after the path set-up
 
 TASK_YAML = ROOT / "benchmarks" / "lmeval" / "gsm8k_cot_zeroshot_local.yaml"
 LM_TASK = "gsm8k_cot_zeroshot_local"
@@ -204,13 +204,9 @@ def main() -> None:
     s = summarize(work, walls)
     (work / "summary.json").write_text(json.dumps(s, indent=2))
     body = section(s)
-    if args.no_write:
-        print(body)
-    else:
-        write_section("lmeval_parity", body, command="python benchmarks/bench_lmeval_parity.py --limit "
-                                                     f"{args.limit} --batch-size {args.batch_size} "
-                                                     f"--threads {args.threads}")
-        print(body)
+    publish("lmeval_parity", body, write=not args.no_write,
+            command=f"python benchmarks/bench_lmeval_parity.py --limit {args.limit} --batch-size {args.batch_size} "
+                    f"--threads {args.threads}")
 
 
 if __name__ == "__main__":

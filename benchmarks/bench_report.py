@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _report import write_section  # noqa: E402 - after the path set-up
+from _report import publish  # noqa: E402 - after the path set-up
 
 from presrm.report import write_report  # noqa: E402
 from tests.report_fixtures import make_run_dir  # noqa: E402
@@ -101,9 +101,7 @@ def main() -> None:
         "everything.\n"
         "The machine was shared with other jobs while this ran; times are upper bounds.\n"
     )
-    print(body)
-    if not args.no_write:
-        write_section("report", body)
+    publish("report", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

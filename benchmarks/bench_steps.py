@@ -225,12 +225,9 @@ def main() -> None:
     model = measure_model([r["solution"] for r in records], options)
     gold = measure_gold([r["answer"] for r in load_gold(data_dir)])
     body = render(model, gold, measure_hostile(), meta=records[0], options=options)
-    if args.no_write:
-        sys.stdout.write(body + "\n")
-    else:
-        from _report import write_section
+    from _report import publish
 
-        write_section("steps", body)
+    publish("steps", body, write=not args.no_write)
 
 
 if __name__ == "__main__":

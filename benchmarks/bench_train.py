@@ -154,11 +154,9 @@ def main() -> None:
               f"{', '.join(plain['forced']) or 'nothing'}. Its token count includes the EOS it appends to every "
               "step (presrm keeps EOS on final steps only).",
               "", "The machine was shared with other jobs while this ran, so timings are noisy."]
-    print("\n".join(lines))
-    if not args.no_write:
-        from _report import write_section
+    from _report import publish
 
-        write_section("train", "\n".join(lines))
+    publish("train", "\n".join(lines), write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -262,12 +262,9 @@ def main() -> None:
     if not (data_dir / "train.jsonl").exists():
         sys.exit(f"GSM8K not found in {data_dir}; pass --data or set PRESRM_GSM8K_DIR")
     body = render(run(data_dir, args.mv_sample))
-    if args.no_write:
-        sys.stdout.write(body + "\n")
-    else:
-        from _report import write_section
+    from _report import publish
 
-        write_section("verify", body)
+    publish("verify", body, write=not args.no_write)
 
 
 if __name__ == "__main__":
