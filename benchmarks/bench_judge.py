@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402 - after the path set-up
-from _report import publish  # noqa: E402
+from _report import git_rev, publish  # noqa: E402
 
 from presrm.data import load_problems, load_task  # noqa: E402
 from presrm.judge_eval import build_labelled_set  # noqa: E402
@@ -228,9 +229,17 @@ def speed_section(res: dict) -> str:
         f"Achieved = 2 x {res['n_params'] / 1e6:.1f} M matmul parameters (all but the input embedding) x "
         "tokens processed (padding included) / time; attention-score FLOPs are not counted, so the share is "
         "a lower bound. Generation feeds one token per sequence per forward pass, hence its low share.",
-        "", "The machine was shared with other jobs while this ran; timings are indicative.",
+        "", _provenance(res),
     ]
     return "\n".join(lines)
+
+
+def _provenance(res: dict) -> str:
+    m = res.get("measured")
+    if not m:
+        return "Timings are indicative: the machine may have been shared with other jobs."
+    return (f"Measured {m['utc']} on commit {m['commit']}; 1-minute load average before the run: "
+            f"{m['load_before']:.2f} on {os.cpu_count()} cores (what else ran besides the benchmark).")
 
 
 def _why(rows: dict, worst: float) -> list[str]:
@@ -332,17 +341,30 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.what == "speed":
+        command = None
         if args.from_json:
             res = json.loads(Path(args.from_json).read_text())
+            command = res.get("measured", {}).get("command")
         else:
+            load = os.getloadavg()[0]
+            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             res = run_speed(args)
+            res["measured"] = {"command": measured_command(), "commit": git_rev(), "utc": started,
+                               "load_before": load}
             SPEED_JSON.parent.mkdir(exist_ok=True)
             SPEED_JSON.write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
         name, body = "judge-speed", speed_section(res)
     else:
         name, body = "judge-eval", quality_section(args.results)
-    publish(name, body, write=not args.no_write)
+        command = None
+    publish(name, body, write=not args.no_write, command=command)
+
+
+def measured_command() -> str:
+    """The command line as run, with the thread setting that shapes every timing in it."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + "python " + " ".join(sys.argv)
 
 
 if __name__ == "__main__":
