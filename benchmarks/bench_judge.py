@@ -124,12 +124,14 @@ def step_pairs(n_pairs: int) -> list[tuple[str, tuple[str, ...], str, str]]:
 
 def timed(model, fn) -> dict:
     counter = TokenCounter(model)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     try:
         out = fn()
     finally:
         counter.close()
-    return {"seconds": time.perf_counter() - start, "tokens": counter.tokens, "forwards": counter.calls,
+    wall = time.perf_counter() - start
+    return {"seconds": wall, "cpu_share": (time.process_time() - cpu) / wall / torch.get_num_threads(),
+            "tokens": counter.tokens, "forwards": counter.calls,
             "decode_tokens": counter.decode_tokens, "prompt_seconds": counter.prompt_seconds,
             "decode_seconds": counter.decode_seconds, "out": out}
 
@@ -238,8 +240,11 @@ def _provenance(res: dict) -> str:
     m = res.get("measured")
     if not m:
         return "Timings are indicative: the machine may have been shared with other jobs."
-    return (f"Measured {m['utc']} on commit {m['commit']}; 1-minute load average before the run: "
-            f"{m['load_before']:.2f} on {os.cpu_count()} cores (what else ran besides the benchmark).")
+    shares = [r["cpu_share"] for r in res["rows"].values() if "cpu_share" in r]
+    busy = (f" While each judge was timed, this process used {min(shares):.2f}-{max(shares):.2f} of its "
+            f"{res['threads']} thread{'' if res['threads'] == 1 else 's'}' CPU time (1.00: no other job took "
+            "its core).") if shares else ""
+    return f"Measured {m['utc']} on commit {m['commit']}.{busy}"
 
 
 def _why(rows: dict, worst: float) -> list[str]:
@@ -262,9 +267,9 @@ def _why(rows: dict, worst: float) -> list[str]:
         budget = gen_step / TARGET_SPEEDUP / cost
         out.append(f"The {mode} judge feeds {r['tokens'] / s:.0f} tokens per judged step ({1e3 * cost:.1f} ms "
                    f"each); {TARGET_SPEEDUP:.0f}x would allow {budget:.0f}, yet its prompts hold "
-                   f"{r['trie_tokens'] / s:.0f} distinct tokens per judged step even with every shared prefix "
-                   "encoded once (the two candidate steps, the question and previous steps they share, and "
-                   "the verdict request).")
+                   f"{r['trie_tokens'] / s:.0f} distinct tokens per judged step, the least any exact reuse of "
+                   "shared prefixes can feed (each pair's question and previous steps, its two steps, and the "
+                   "instruction and verdict request around them).")
     need = (TARGET_SPEEDUP * max(rows[m]["seconds"] for m in ("pointwise", "pairwise")) / s
             - prompt_tok / s * c_prompt) / (decode_tok / s) / c_prompt
     out.append(f"On these prompts {TARGET_SPEEDUP:.0f}x needs a decoded token to cost about {need:.0f}x a prompt "
@@ -346,11 +351,9 @@ def main() -> None:
             res = json.loads(Path(args.from_json).read_text())
             command = res.get("measured", {}).get("command")
         else:
-            load = os.getloadavg()[0]
             started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             res = run_speed(args)
-            res["measured"] = {"command": measured_command(), "commit": git_rev(), "utc": started,
-                               "load_before": load}
+            res["measured"] = {"command": measured_command(), "commit": git_rev(), "utc": started}
             SPEED_JSON.parent.mkdir(exist_ok=True)
             SPEED_JSON.write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
