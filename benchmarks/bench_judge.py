@@ -241,9 +241,11 @@ def _provenance(res: dict) -> str:
     if not m:
         return "Timings are indicative: the machine may have been shared with other jobs."
     shares = [r["cpu_share"] for r in res["rows"].values() if "cpu_share" in r]
-    busy = (f" While each judge was timed, this process used {min(shares):.2f}-{max(shares):.2f} of its "
-            f"{res['threads']} thread{'' if res['threads'] == 1 else 's'}' CPU time (1.00: no other job took "
-            "its core).") if shares else ""
+    lo, hi = (min(shares), max(shares)) if shares else (0.0, 0.0)
+    share = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
+    busy = (f" While each judge was timed, this process got {share} of the CPU time its {res['threads']} "
+            f"thread{' was' if res['threads'] == 1 else 's were'} allowed (1.00: it never waited for a "
+            "core).") if shares else ""
     return f"Measured {m['utc']} on commit {m['commit']}.{busy}"
 
 
@@ -322,7 +324,7 @@ def quality_section(paths: list[str]) -> str:
                         f"labelled set: {res['labelled_set']['candidates_rejected']} perturbations rejected by "
                         f"the verifier of {res['labelled_set']['candidates_tried']} tried)")
     lines += ["", "Commands:", "", *commands, "",
-              "The machine was shared with other jobs while these ran; steps/s are indicative."]
+              "steps/s are indicative: each is its run's wall time, and other jobs may have shared the machine."]
     return "\n".join(lines)
 
 
