@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from presrm.config import JudgeConfig, load_config
@@ -110,6 +110,37 @@ def test_root_prefix_is_encoded_once_and_matches_plain(tiny):
     assert torch.allclose(rooted, plain, atol=1e-4)
     assert rooted_calls[0] == common  # the root pass: one row, the shared start only
     assert sum(rooted_calls) <= plain_tokens - (len(prompts) - 1) * common
+
+
+_WORDS = ["Judge the step.", " Tom has 3 apples.", " 3 + 4 = 7.", " The answer is 7.", " x", "\n"]
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(stems=st.lists(st.lists(st.sampled_from(_WORDS), min_size=3, max_size=20), min_size=1, max_size=3),
+       tails=st.lists(st.tuples(st.integers(0, 2), st.lists(st.sampled_from(_WORDS), min_size=1, max_size=8)),
+                      min_size=1, max_size=7),
+       shared=st.sampled_from(["", "A long common instruction that every prompt of the call starts with. " * 2]),
+       batch_size=st.integers(1, 4), data=st.data())
+def test_prefix_reuse_matches_plain_for_any_prompts_and_groups(tiny, stems, tails, shared, batch_size, data):
+    """Root and group reuse give the plain path's numbers whatever the prompts share and however they are grouped.
+
+    Each prompt is an optional common instruction, one of a few stems (so groups really share a start) and
+    its own tail; the groups follow the stems or are an arbitrary partition, with any member as head.
+    """
+    model, tok = tiny
+    prompts = [shared + "".join(stems[i % len(stems)]) + "".join(tail) for i, tail in tails]
+    order = data.draw(st.permutations(range(len(prompts))))
+    if data.draw(st.booleans()):  # by stem, as chains() would group them (in any head order)
+        groups = [[i for i in order if tails[i][0] % len(stems) == g] for g in range(len(stems))]
+        groups = [g for g in groups if g]
+    else:
+        cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(prompts) - 1)), max_size=3)))
+        groups = [list(order[a:b]) for a, b in zip([0, *cuts], [*cuts, len(prompts)], strict=True) if order[a:b]]
+    sets = [[1, 2], [3]]
+    plain = forward.answer_logprobs(model, tok, prompts, sets, batch_size=batch_size)
+    reused = forward.answer_logprobs(model, tok, prompts, sets, batch_size=batch_size, groups=groups,
+                                     prefix_cache=True)
+    assert torch.allclose(reused, plain, atol=1e-4)
 
 
 def test_no_root_when_prompts_share_little(tiny):
