@@ -156,17 +156,12 @@ class Progress:
 
 
 def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
-    """Precision for generation and judging: fp32 on CPU and for a deterministic search, else the loader's.
+    """Precision for generation and judging: fp32 for a deterministic search, else the loader's ``auto``.
 
-    On a CPU without AVX512-BF16/AMX, bf16 matmuls are emulated: a forward pass of the embedded model
-    took 7x longer in bf16 than in fp32 on the 2-core AMD EPYC of docs/LOG.md. fp32 also makes batched
-    sampling reproducible, which ``search.deterministic`` asks for.
+    ``auto`` is already fp32 on CPU (see ``presrm.models.pick_dtype``); on a GPU it is bf16, whose
+    batched sampling depends on padding, so ``search.deterministic`` asks for fp32 there too.
     """
-    from presrm.models import pick_device
-
-    if (search and cfg.search.deterministic) or pick_device(cfg.device).type == "cpu":
-        return "fp32"
-    return "auto"
+    return "fp32" if search and cfg.search.deterministic else "auto"
 
 
 def _stage_labels(cfg: RunConfig) -> list[str]:

@@ -46,15 +46,20 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def pick_dtype(device: torch.device, *, training: bool, precision: str = "auto") -> torch.dtype:
-    """bf16 for inference (faster on this CPU and on GPUs); fp32 for CPU training unless asked."""
+def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """``auto``: bf16 on a GPU that supports it, fp32 otherwise, for inference and training alike.
+
+    On a CPU without native bf16 (AVX2 only) bf16 is emulated: a forward pass of the embedded model
+    took 7x longer than in fp32 (docs/LOG.md), and fp32 also makes batched greedy output independent
+    of padding.
+    """
     if precision == "fp32":
         return torch.float32
     if precision == "bf16":
         return torch.bfloat16
-    if training and device.type == "cpu":
-        return torch.float32
-    return torch.bfloat16
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,7 @@ def load_model(spec: str, *, device: str = "auto", training: bool = False, preci
     from transformers import AutoModelForCausalLM
 
     dev = pick_device(device)
-    dtype = pick_dtype(dev, training=training, precision=precision)
+    dtype = pick_dtype(dev, precision)
     path = local_dir(spec)
     tok = load_tokenizer(spec)
     try:

@@ -117,16 +117,22 @@ def test_stage_labels(overrides, labels):
 
 
 @pytest.mark.parametrize(("overrides", "search", "expected"), [
-    (["device=cpu"], False, "fp32"), (["device=cpu"], True, "fp32"),
-    (["device=cuda"], False, "auto"), (["device=cuda"], True, "auto"),
-    (["device=cuda", "search.deterministic=true"], True, "fp32"),
-    (["device=cuda", "search.deterministic=true"], False, "auto"),
+    (["device=cpu"], False, "float32"), (["device=cpu"], True, "float32"),
+    (["device=cuda"], False, "bfloat16"), (["device=cuda"], True, "bfloat16"),
+    (["device=cuda", "search.deterministic=true"], True, "float32"),
+    (["device=cuda", "search.deterministic=true"], False, "bfloat16"),
 ])
 def test_inference_precision(monkeypatch, overrides, search, expected):
+    """The dtype generation and judging load in: fp32 on CPU and for a deterministic search, else bf16 on a GPU."""
     import torch
 
+    from presrm.models import pick_device, pick_dtype
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert inference_precision(load_config(None, overrides), search=search) == expected
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    cfg = load_config(None, overrides)
+    dtype = pick_dtype(pick_device(cfg.device), inference_precision(cfg, search=search))
+    assert dtype == getattr(torch, expected)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
