@@ -11,7 +11,8 @@ compare them (both orders, 2 prompts).
 ``quality``: a table of ``presrm judge-eval`` results.json files, with the
 command that produced each.
 
-Run: ``python benchmarks/bench_judge.py speed [--model embedded] [--pairs 24] [--no-write] [--from-json F]``
+Run: ``python benchmarks/bench_judge.py speed [--model embedded] [--device auto] [--pairs 24]
+[--no-reuse-rows] [--no-write] [--from-json F]``
 and ``python benchmarks/bench_judge.py quality runs/je-*/results.json``.
 """
 
@@ -48,6 +49,7 @@ class TokenCounter:
     """
 
     def __init__(self, model):
+        self.device = model.device
         self.tokens = self.calls = self.decode_tokens = 0
         self.prompt_seconds = self.decode_seconds = 0.0
         self._open: tuple[float, int, bool] | None = None
@@ -59,6 +61,7 @@ class TokenCounter:
         if ids is None and kwargs.get("inputs_embeds") is not None:
             ids = kwargs["inputs_embeds"][..., 0]
         if ids is not None:
+            _sync(self.device)
             self._open = (time.perf_counter(), ids.numel(), ids.shape[-1] == 1)
 
     def _post(self, _module, _args, _kwargs, _output):
@@ -66,6 +69,7 @@ class TokenCounter:
             return
         start, n, decode = self._open
         self._open = None
+        _sync(self.device)
         elapsed = time.perf_counter() - start
         self.tokens += n
         self.calls += 1
@@ -80,30 +84,44 @@ class TokenCounter:
             h.remove()
 
 
-def matmul_gflops(dtype: torch.dtype, op: str = "matmul", min_seconds: float = 2.0) -> float:
-    """Sustained throughput (GFLOP/s) after one warm-up product.
+def matmul_gflops(dtype: torch.dtype, op: str = "matmul", min_seconds: float = 2.0,
+                  device: torch.device | str = "cpu") -> float:
+    """Sustained throughput (GFLOP/s) on ``device`` after one warm-up product.
 
-    ``matmul``: ``torch.matmul`` on square matrices (2048 in fp32; 1024 in bf16, which is far
-    slower on CPUs without native bf16). ``linear``: ``F.linear`` at a transformer MLP's shape
-    (4096 tokens x 576 -> 1536), the kernel a model's forward pass actually uses.
+    ``matmul``: ``torch.matmul`` on square matrices (on CPU 2048 in fp32 and 1024 in bf16, which is
+    far slower on CPUs without native bf16; 8192 on a GPU). ``linear``: ``F.linear`` at a transformer
+    MLP's shape (4096 tokens x 576 -> 1536), the kernel a model's forward pass actually uses.
     """
+    dev = torch.device(device)
     if op == "matmul":
-        n = 2048 if dtype == torch.float32 else 1024
-        a, b, flops = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype), 2 * n**3
+        n = 8192 if dev.type == "cuda" else 2048 if dtype == torch.float32 else 1024
+        a, b, flops = (torch.randn(n, n, dtype=dtype, device=dev), torch.randn(n, n, dtype=dtype, device=dev),
+                       2 * n**3)
 
         def fn():
             return torch.matmul(a, b)
     else:
-        x, w, flops = torch.randn(4096, 576, dtype=dtype), torch.randn(1536, 576, dtype=dtype), 2 * 4096 * 576 * 1536
+        x, w = torch.randn(4096, 576, dtype=dtype, device=dev), torch.randn(1536, 576, dtype=dtype, device=dev)
+        flops = 2 * 4096 * 576 * 1536
 
         def fn():
             return torch.nn.functional.linear(x, w)
     fn()
+    _sync(dev)
     reps, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < min_seconds or reps == 0:
+    while time.perf_counter() - start < min_seconds or reps == 0:
         fn()
         reps += 1
-    return flops * reps / elapsed / 1e9
+        if reps % 8 == 0 or dev.type != "cuda":
+            _sync(dev)
+    _sync(dev)
+    return flops * reps / (time.perf_counter() - start) / 1e9
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so that wall-clock times cover it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def matmul_params(model) -> int:
@@ -124,9 +142,11 @@ def step_pairs(n_pairs: int) -> list[tuple[str, tuple[str, ...], str, str]]:
 
 def timed(model, fn) -> dict:
     counter = TokenCounter(model)
+    _sync(model.device)
     start, cpu = time.perf_counter(), time.process_time()
     try:
         out = fn()
+        _sync(model.device)
     finally:
         counter.close()
     wall = time.perf_counter() - start
@@ -151,7 +171,7 @@ def run_speed(args: argparse.Namespace) -> dict:
     from presrm.judges.pairwise import orders_of
     from presrm.models import load_model
 
-    model, tok = load_model(args.model, device="cpu", precision=args.precision)
+    model, tok = load_model(args.model, device=args.device, precision=args.precision)
     pairs = step_pairs(args.pairs)
     steps = [StepToJudge(q, prev, s) for q, prev, good, bad in pairs for s in (good, bad)]
     compare = [PairToJudge(q, prev, good, bad) for q, prev, good, bad in pairs]
@@ -185,11 +205,13 @@ def run_speed(args: argparse.Namespace) -> dict:
     rows["pointwise"]["trie_tokens"] = trie_tokens(tok, [judges["pointwise"].prompt(it) for it in steps])
     rows["pairwise"]["trie_tokens"] = trie_tokens(tok, pair_prompts)
     n_params = matmul_params(model)
-    peaks = {f"{op} {name}": matmul_gflops(dtype, op) for op in ("matmul", "linear")
+    peaks = {f"{op} {name}": matmul_gflops(dtype, op, device=model.device) for op in ("matmul", "linear")
              for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for r in rows.values():
         r["gflops"] = 2 * n_params * r["tokens"] / r["seconds"] / 1e9
+    dev = model.device
     return {"rows": rows, "peaks": peaks, "n_params": n_params, "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "dtype": str(next(model.parameters()).dtype).removeprefix("torch."), "model": args.model,
             "gen_batch_size": args.gen_batch_size, "batch_size": args.batch_size}
 
@@ -201,8 +223,7 @@ def speed_section(res: dict) -> str:
     peak = peaks[f"matmul {dt}"]
     lines = [
         "## judge speed (`presrm.judge`)", "",
-        f"Model `{res['model']}` in {dt} on CPU ({res['threads']} thread{'' if res['threads'] == 1 else 's'}), "
-        "the same "
+        f"Model `{res['model']}` in {dt} on {_where(res)}, the same "
         f"{rows['pointwise']['pairs']} GSM8K step pairs (a gold step and its perturbed twin, same prefix) for "
         "every judge; each pair counts as 2 judged steps. Pointwise scores both steps (2 prompts); pairwise and "
         "generative compare them in both orders (2 prompts); generative writes up to 128 new tokens per prompt"
@@ -223,10 +244,11 @@ def speed_section(res: dict) -> str:
     lines += [
         "", f"Target: logit judges at least {TARGET_SPEEDUP:.0f}x faster than generative: **{verdict}** "
         f"(the slower logit judge is {worst:.1f}x faster).", "",
-        *_why(rows, worst),
+        *_why(rows, worst, on_gpu=_on_gpu(res)),
         "Machine throughput measured in the same run (GFLOP/s): "
         + ", ".join(f"{name} {v:.2f}" for name, v in peaks.items())
-        + ". `matmul`: torch.matmul on square matrices (2048 fp32, 1024 bf16); `linear`: F.linear at an "
+        + f". `matmul`: torch.matmul on square matrices ({'8192' if _on_gpu(res) else '2048 fp32, 1024 bf16'}); "
+        "`linear`: F.linear at an "
         "MLP shape (4096 x 576 -> 1536), the kernel the model's forward uses. "
         f"Achieved = 2 x {res['n_params'] / 1e6:.1f} M matmul parameters (all but the input embedding) x "
         "tokens processed (padding included) / time; attention-score FLOPs are not counted, so the share is "
@@ -236,11 +258,21 @@ def speed_section(res: dict) -> str:
     return "\n".join(lines)
 
 
+def _on_gpu(res: dict) -> bool:
+    return res.get("device", "cpu") != "cpu"
+
+
+def _where(res: dict) -> str:
+    if _on_gpu(res):
+        return f"{res['device']} (GPU)"
+    return f"CPU ({res['threads']} thread{'' if res['threads'] == 1 else 's'})"
+
+
 def _provenance(res: dict) -> str:
     m = res.get("measured")
     if not m:
         return "Timings are indicative: the machine may have been shared with other jobs."
-    shares = [r["cpu_share"] for r in res["rows"].values() if "cpu_share" in r]
+    shares = [] if _on_gpu(res) else [r["cpu_share"] for r in res["rows"].values() if "cpu_share" in r]
     lo, hi = (min(shares), max(shares)) if shares else (0.0, 0.0)
     share = f"{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"{lo:.2f}-{hi:.2f}"
     busy = (f" While each judge was timed, this process got {share} of the CPU time its {res['threads']} "
@@ -249,7 +281,7 @@ def _provenance(res: dict) -> str:
     return f"Measured {m['utc']} on commit {m['commit']}.{busy}"
 
 
-def _why(rows: dict, worst: float) -> list[str]:
+def _why(rows: dict, worst: float, *, on_gpu: bool = False) -> list[str]:
     """Where a missed speed-up comes from: what a judged step costs each judge, token by token."""
     if worst >= TARGET_SPEEDUP:
         return []
@@ -275,9 +307,9 @@ def _why(rows: dict, worst: float) -> list[str]:
     need = (TARGET_SPEEDUP * max(rows[m]["seconds"] for m in ("pointwise", "pairwise")) / s
             - prompt_tok / s * c_prompt) / (decode_tok / s) / c_prompt
     out.append(f"On these prompts {TARGET_SPEEDUP:.0f}x needs a decoded token to cost about {need:.0f}x a prompt "
-               f"token, not {c_decode / c_prompt:.1f}x as here: the situation on a GPU, where one decoding step of "
-               "a small model takes about as long as encoding a whole batch of prompts. No GPU was available to "
-               "measure that here.")
+               f"token, not {c_decode / c_prompt:.1f}x as here"
+               + ("." if on_gpu else ": the situation on a GPU, where one decoding step of a small model takes "
+                  "about as long as encoding a whole batch of prompts. No GPU was available to measure that here."))
     return [" ".join(out), ""]
 
 
@@ -336,12 +368,14 @@ def main() -> None:
     s.add_argument("--pairs", type=int, default=24)
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--gen-batch-size", type=int, default=8)
-    s.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
-                   help="model dtype; fp32 by default: bf16 matmuls are far slower on CPUs without native bf16")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: CUDA when present")
+    s.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="model dtype (auto: bf16 on a GPU, fp32 on CPU, where bf16 matmuls are emulated and slow)")
     s.add_argument("--no-reuse-rows", action="store_true",
                    help="also time the logit judges without prefix reuse (prefix_cache=False)")
     s.add_argument("--no-write", action="store_true")
-    s.add_argument("--from-json", help=f"re-render a saved measurement (each run saves one to {SPEED_JSON.name})")
+    s.add_argument("--from-json",
+                   help=f"re-render a saved measurement (runs that write the section save one to {SPEED_JSON.name})")
     q = sub.add_parser("quality")
     q.add_argument("results", nargs="+", help="results.json files of presrm judge-eval runs")
     q.add_argument("--no-write", action="store_true")
@@ -356,8 +390,9 @@ def main() -> None:
             started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             res = run_speed(args)
             res["measured"] = {"command": measured_command(), "commit": git_rev(), "utc": started}
-            SPEED_JSON.parent.mkdir(exist_ok=True)
-            SPEED_JSON.write_text(json.dumps(res, indent=2))
+            if not args.no_write:  # a trial run (--no-write) leaves the recorded measurement alone
+                SPEED_JSON.parent.mkdir(exist_ok=True)
+                SPEED_JSON.write_text(json.dumps(res, indent=2))
         print(json.dumps(res, indent=2))
         name, body = "judge-speed", speed_section(res)
     else:
