@@ -126,6 +126,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from presrm.config import dump_config, load_config, reference
+
+    if args.reference:
+        sys.stdout.write(reference())
+    else:
+        sys.stdout.write(dump_config(load_config(args.config, args.overrides)))
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from presrm.verify import verify_file
 
@@ -220,6 +230,15 @@ def make_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")
     r.add_argument("run_dir")
     r.set_defaults(func=cmd_report)
+
+    g = sub.add_parser("config", help="print the resolved recipe a run would use, or the reference of every key",
+                       description="Print the recipe `presrm train` would run (defaults, then the YAML file, then "
+                                   "KEY=VALUE overrides, validated), or with --reference every key with its "
+                                   "default and meaning (docs/config.md).")
+    g.add_argument("--config", help="recipe YAML (default: the built-in defaults)")
+    g.add_argument("--reference", action="store_true", help="print the Markdown reference of every key")
+    g.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. search.k=4")
+    g.set_defaults(func=cmd_config)
 
     v = sub.add_parser("verify", help="check completions against gold answers and step arithmetic")
     v.add_argument("file", help="JSONL with one completion and gold answer per line")

@@ -317,3 +317,39 @@ def validate(cfg: RunConfig) -> None:
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def _yaml_value(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def reference() -> str:
+    """Markdown reference of every recipe key (default and meaning), generated from the dataclasses.
+
+    docs/config.md is this text; ``presrm config --reference`` prints it and a test keeps the two equal.
+    """
+    lines = ["# Recipe reference", "",
+             "Every key a recipe YAML (`configs/*.yaml`) may set, with its default and meaning. Set keys in the "
+             "file or on the command line as `KEY=VALUE` overrides (`search.k=4`); unknown keys and values of "
+             "the wrong type are errors that name the key. `presrm config --config F [KEY=VALUE ...]` prints "
+             "the resolved recipe a run would use.", "",
+             "Generated from `presrm/config.py` by `presrm config --reference > docs/config.md`.", ""]
+
+    def table(cls: type, prefix: str) -> list[str]:
+        rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+        for f in dataclasses.fields(cls):
+            if f.name in _SECTIONS:
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            meaning = f.metadata.get("help", "").replace("|", "\\|")
+            rows.append(f"| `{prefix}{f.name}` | `{_yaml_value(default)}` | {meaning} |")
+        return rows
+
+    lines += ["## Top level", "", *table(RunConfig, ""), ""]
+    for name, cls in _SECTIONS.items():
+        lines += [f"## `{name}`", "", " ".join((cls.__doc__ or "").split()), "", *table(cls, f"{name}."), ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_SECTIONS: dict[str, type] = {"init": InitConfig, "search": SearchConfig, "judge": JudgeConfig,
+                              "train": TrainConfig, "eval": EvalConfig}
