@@ -169,9 +169,9 @@ def answer_logprobs(model, tok, prompts: Sequence[str], answer_sets: Sequence[Se
 
 def _root(model, ids, pad) -> _Context | None:
     """The cache of the token prefix every prompt shares (each keeps at least one token), or None if short."""
-    if len(ids) < 2:
-        return None
     n = min(len(x) for x in ids) - 1
+    if len(ids) < 2 or n < MIN_REUSE:
+        return None
     for x in ids[1:]:
         n = _lcp(ids[0][:n], x)
         if n < MIN_REUSE:
