@@ -154,7 +154,8 @@ class RunConfig:
     model: str = _f("embedded", "Hub id, local HF directory, .gguf file, or 'embedded' (SmolLM2-135M-Instruct).")
     device: str = _f("auto", "'auto', 'cpu' or 'cuda'.")
     seed: int = _f(0, "Random seed for sampling and training.")
-    iterations: int = _f(1, "Self-rewarding iterations (M_k -> M_k+1).")
+    iterations: int = _f(1, "Self-rewarding iterations (M_k -> M_k+1); 0 stops after the initialisation "
+                            "(init.ift / init.eft) and its evaluation.")
     tasks_dir: str | None = _f(None, "Folder of task YAMLs (default: the repo's tasks/).")
     init: InitConfig = field(default_factory=InitConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -284,7 +285,10 @@ def _as_list(value: Any) -> list:
 def validate(cfg: RunConfig) -> None:
     """Range checks that the types alone do not catch."""
     checks = [
-        (cfg.iterations >= 1, "iterations must be >= 1"),
+        (cfg.iterations >= 0, "iterations must be >= 0"),
+        (cfg.iterations >= 1 or cfg.init.ift or cfg.init.eft or cfg.eval.before,
+         "iterations=0 runs only the M0 evaluation and the initialisation: turn on init.ift, init.eft or "
+         "eval.before"),
         (cfg.search.k >= 2, "search.k must be >= 2 (a pair needs two candidates)"),
         (all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in _as_list(cfg.search.num_problems))
          and _as_list(cfg.search.num_problems) != [], "search.num_problems must be an int >= 1 or a list of them"),

@@ -104,6 +104,18 @@ def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_pat
     assert done == [f"stage done: {label}" for label in _stage_labels(cfg)]
 
 
+def test_zero_iterations_only_initialise(tiny_model_dir, gsm8k_like, tmp_path):
+    """iterations=0 with init: M0 -> M1 (SFT) and M1's evaluation, then the report; no search or DPO."""
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=0", "init.eft=true", f"init.data_file={gsm8k_like}",
+               "init.offset=0", "init.eft_problems=2", "init.max_steps=1", "init.batch_size=4", "eval.before=false")
+    assert _stage_labels(cfg) == ["init SFT", "init eval"]
+    summary = run(cfg)
+    run_dir = tmp_path / "t"
+    assert summary["iterations"] == [] and summary["init"]["eval"]["n"] == 3
+    assert (run_dir / "init" / "model" / "config.json").exists() and not (run_dir / "iter_0").exists()
+    assert (run_dir / "report.html").exists() and read_json(run_dir / "report.json")["init"]
+
+
 @pytest.mark.parametrize(("overrides", "labels"), [
     ([], ["M0 eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
     (["init.ift=true", "eval.after=false", "iterations=2"],
@@ -151,6 +163,8 @@ def test_recipes_exist():
     (["search.num_problems=true"], "num_problems"),
     (["search.grounding=false", "search.require_correct_answer=true"], "require_correct_answer"),
     (["init.ift_problems=0"], "ift_problems"),
+    (["iterations=-1"], "iterations must be >= 0"),
+    (["iterations=0", "eval.before=false"], "iterations=0 runs only"),
 ])
 def test_bad_search_and_init_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
