@@ -45,18 +45,19 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[Any]) -> int:
     return len(lines)
 
 
-def iter_jsonl(path: str | os.PathLike, *, required: Iterable[str] = ()) -> Iterator[tuple[int, dict]]:
+def iter_jsonl(path: str | os.PathLike, *, required: Iterable[str] = (),
+               error: type[DataError] = DataError) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, record)`` from a JSONL file, skipping blank lines.
 
-    Raises DataError naming the file and line for invalid JSON, a non-object
-    line, or a missing required key.
+    Raises ``error`` (DataError or a subclass) naming the file and line for an
+    unreadable file, invalid JSON, a non-object line, or a missing required key.
     """
     required = tuple(required)
     p = Path(path)
     try:
         f = p.open(encoding="utf-8")
     except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+        raise error(f"{p}: cannot read ({e.strerror or e})") from e
     with f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -64,12 +65,12 @@ def iter_jsonl(path: str | os.PathLike, *, required: Iterable[str] = ()) -> Iter
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from e
+                raise error(f"{p}:{n}: invalid JSON ({e.msg} at column {e.colno})") from e
             if not isinstance(rec, dict):
-                raise DataError(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
+                raise error(f"{p}:{n}: expected a JSON object, got {type(rec).__name__}")
             missing = [k for k in required if k not in rec]
             if missing:
-                raise DataError(f"{p}:{n}: missing key {missing[0]!r} (keys present: {sorted(rec)})")
+                raise error(f"{p}:{n}: missing key {missing[0]!r} (keys present: {sorted(rec)})")
             yield n, rec
 
 

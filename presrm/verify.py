@@ -31,6 +31,7 @@ from sympy import Rational
 from presrm._arith import DEFAULT_LIMITS, Limits
 from presrm._claims import Deadline, step_claims
 from presrm.errors import DataError
+from presrm.jsonio import iter_jsonl
 from presrm.schema import Claim, EvalRecord, Step, StepCheck
 
 __all__ = [
@@ -425,23 +426,10 @@ def _line_steps(completion: str) -> list[Step]:
 
 def _read_records(path: Path, completion_key: str, gold_key: str):
     """Yield ``(line number, record)`` from a JSONL file, raising :class:`VerifyInputError` on bad lines."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise VerifyInputError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(record, dict):
-                kind = type(record).__name__
-                raise VerifyInputError(f"{path}:{lineno}: expected a JSON object, got {kind}")
-            for key in (completion_key, gold_key):
-                if key not in record:
-                    raise VerifyInputError(f"{path}:{lineno}: missing key {key!r}")
-            if not isinstance(record[completion_key], str):
-                raise VerifyInputError(f"{path}:{lineno}: {completion_key!r} must be a string")
-            yield lineno, record
+    for lineno, record in iter_jsonl(path, required=(completion_key, gold_key), error=VerifyInputError):
+        if not isinstance(record[completion_key], str):
+            raise VerifyInputError(f"{path}:{lineno}: {completion_key!r} must be a string")
+        yield lineno, record
 
 
 def _gold_answer(gold: Any) -> str:
