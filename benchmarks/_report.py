@@ -51,9 +51,15 @@ def git_rev() -> str:
         return "unknown"
 
 
+def command_line() -> str:
+    """The command line as run, with the thread setting (``OMP_NUM_THREADS``) that shapes every timing."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    return (f"OMP_NUM_THREADS={threads} " if threads else "") + "python " + " ".join(sys.argv)
+
+
 def write_section(name: str, body: str, *, command: str | None = None) -> None:
     """Replace (or append) the section ``name`` of docs/BENCHMARKS.md with ``body``."""
-    command = command or "python " + " ".join(sys.argv)
+    command = command or command_line()
     block = (
         f"<!-- BEGIN {name} -->\n{body.rstrip()}\n\n"
         f"_Machine: {machine()}. Commit: {git_rev()}. Command: `{command}`._\n"

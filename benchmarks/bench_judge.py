@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402 - after the path set-up
-from _report import git_rev, publish  # noqa: E402
+from _report import command_line, git_rev, publish  # noqa: E402
 
 from presrm.data import load_problems, load_task  # noqa: E402
 from presrm.judge_eval import build_labelled_set  # noqa: E402
@@ -381,30 +380,21 @@ def main() -> None:
     q.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.what == "speed":
-        command = None
-        if args.from_json:
-            res = json.loads(Path(args.from_json).read_text())
-            command = res.get("measured", {}).get("command")
-        else:
-            started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-            res = run_speed(args)
-            res["measured"] = {"command": measured_command(), "commit": git_rev(), "utc": started}
-            if not args.no_write:  # a trial run (--no-write) leaves the recorded measurement alone
-                SPEED_JSON.parent.mkdir(exist_ok=True)
-                SPEED_JSON.write_text(json.dumps(res, indent=2))
-        print(json.dumps(res, indent=2))
-        name, body = "judge-speed", speed_section(res)
+    if args.what == "quality":
+        publish("judge-eval", quality_section(args.results), write=not args.no_write)
+        return
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
     else:
-        name, body = "judge-eval", quality_section(args.results)
-        command = None
-    publish(name, body, write=not args.no_write, command=command)
-
-
-def measured_command() -> str:
-    """The command line as run, with the thread setting that shapes every timing in it."""
-    threads = os.environ.get("OMP_NUM_THREADS")
-    return (f"OMP_NUM_THREADS={threads} " if threads else "") + "python " + " ".join(sys.argv)
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        res = run_speed(args)
+        res["measured"] = {"command": command_line(), "commit": git_rev(), "utc": started}
+        if not args.no_write:  # a trial run (--no-write) leaves the recorded measurement alone
+            SPEED_JSON.parent.mkdir(exist_ok=True)
+            SPEED_JSON.write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+    publish("judge-speed", speed_section(res), write=not args.no_write,
+            command=res.get("measured", {}).get("command"))
 
 
 if __name__ == "__main__":
