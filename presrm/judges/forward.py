@@ -183,7 +183,7 @@ def _plain(model, ids, todo, sets, out, batch_size, pad, bar, root) -> None:
     """Whole prompts (after the root, if any), longest first, left-padded so every last token sits at -1."""
     r = 0 if root is None else root.width
     order = sorted(todo, key=lambda i: -len(ids[i]))
-    for b in _batches([len(ids[i]) for i in order], batch_size):
+    for b in _batches([len(ids[i]) - r for i in order], batch_size):  # the tokens each row feeds
         idx = [order[k] for k in b]
         logits, _ = _forward(model, [ids[i][r:] for i in idx], [r] * len(idx), pad, ctx=root,
                              ctx_rows=[0] * len(idx))
@@ -216,7 +216,7 @@ def _grouped(model, ids, groups, sets, out, batch_size, pad, bar, root) -> list[
     """Score grouped rows off their heads' caches; return the rows left for the plain path."""
     r = 0 if root is None else root.width
     plans, plain = _plan(ids, groups, r)
-    for chunk_idx in _batches([len(head) for head, _ in plans], batch_size):
+    for chunk_idx in _batches([len(head) - r for head, _ in plans], batch_size):
         chunk = [plans[k] for k in chunk_idx]
         _, heads = _forward(model, [head[r:] for head, _ in chunk], [r] * len(chunk), pad, ctx=root,
                             ctx_rows=[0] * len(chunk), keep=True)
