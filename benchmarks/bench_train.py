@@ -112,7 +112,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--no-write", action="store_true")
-    p.add_argument("--from-json", help=f"re-render a saved measurement (each run saves one to {SAVED.name})")
+    p.add_argument("--from-json",
+                   help=f"re-render a saved measurement (runs that write the section save one to {SAVED.name})")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -128,8 +129,9 @@ def main() -> None:
         for _ in range(args.repeats):  # alternate, so both see the same background load on a shared machine
             rows["presrm step-DPO (LoRA, precomputed ref)"].append(run_presrm(pairs, args.batch_size))
             rows["plain DPOTrainer (defaults)"].append(run_plain(pairs, args.batch_size))
-        SAVED.parent.mkdir(exist_ok=True)
-        SAVED.write_text(json.dumps({"rows": rows, "pairs": n_pairs, "batch_size": args.batch_size}, indent=2))
+        if not args.no_write:  # a trial run (--no-write) leaves the recorded measurement alone
+            SAVED.parent.mkdir(exist_ok=True)
+            SAVED.write_text(json.dumps({"rows": rows, "pairs": n_pairs, "batch_size": args.batch_size}, indent=2))
     lines = [
         "## train (`presrm.train.train_step_dpo` vs TRL `DPOTrainer` defaults)",
         "",
