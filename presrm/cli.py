@@ -176,7 +176,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, help="cap on new tokens (default: the task's, else 320)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="model dtype (auto: bf16 on a GPU, fp32 on CPU); fp32 reproduces exactly")
+                   help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32); fp32 reproduces exactly")
     e.add_argument("--decoding", default="greedy",
                    help="greedy, maj@k (self-consistency; or maj@8), best-of-n (rerank by the judge's process "
                         "reward; or best-of-8), beam (step-level beam search guided by the judge)")
@@ -224,7 +224,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="generative/outcome: cap on the judge's reply (default: the judge's own)")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="model dtype (auto: bf16 on a GPU, fp32 on CPU, where bf16 is emulated and slow)")
+                   help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32: emulated bf16 is slow)")
     j.set_defaults(func=cmd_judge_eval)
 
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")

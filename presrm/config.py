@@ -50,8 +50,8 @@ class SearchConfig:
     grounding: bool = _f(True, "Verifier grounding: drop pairs whose chosen step is verifiably wrong and flag pairs "
                                "whose rejected step is verifiably right; false reproduces the paper (no checks).")
     require_correct_answer: bool = _f(False, "With grounding: keep a problem's pairs only if its answer is right.")
-    deterministic: bool = _f(False, "Search in fp32 on GPU too, so the same seed gives the same pairs (on CPU "
-                                    "search and eval always run in fp32).")
+    deterministic: bool = _f(False, "Search in fp32 even where bf16 is native (GPU, AMX CPU), so the same seed "
+                                    "gives the same pairs (bf16 batched sampling depends on padding).")
 
     def problems_at(self, k: int) -> tuple[int, int]:
         """``(offset, count)`` of the problems iteration ``k`` searches."""
@@ -117,7 +117,8 @@ class TrainConfig:
     lora_alpha: int = _f(32, "LoRA alpha.")
     lora_dropout: float = _f(0.0, "LoRA dropout.")
     target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Modules LoRA adapts.")
-    precision: str = _f("auto", "'auto' (bf16 on CUDA, fp32 on CPU), 'fp32', or 'bf16'.")
+    precision: str = _f("auto", "Training compute: 'auto' (bf16 autocast where bf16 is native: a bf16 GPU or an "
+                                 "AMX-BF16 CPU; else fp32), 'fp32', or 'bf16'. Weights stay fp32 (master copy).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
 
 

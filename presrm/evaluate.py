@@ -174,6 +174,7 @@ def evaluate(model, tok, task: Task, problems: Sequence[Problem], *, max_new_tok
     search need ``judge``. Returns ``(summary, samples)``.
     """
     from presrm.decoding import Decoding, decode
+    from presrm.models import hardware
 
     decoding = decoding or Decoding()
     max_new_tokens = max_new_tokens or task.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
@@ -188,6 +189,7 @@ def evaluate(model, tok, task: Task, problems: Sequence[Problem], *, max_new_tok
                 "decoding": decoding.to_dict(), "batch_size": batch_size,
                 "dtype": str(getattr(model, "dtype", "")).removeprefix("torch.") or None,
                 "device": str(getattr(model, "device", "")) or None,
+                "hardware": hardware(getattr(model, "device", None), getattr(model, "dtype", None)),
                 "example_prompt": build_prompt(tok, task, problems[0].question, shots) if problems else None}
     if judge is not None:
         protocol["judge"] = {"mode": getattr(judge, "mode", type(judge).__name__),

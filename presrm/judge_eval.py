@@ -495,7 +495,7 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
     """Build the labelled set, load the model, judge, and write ``results.json`` and ``samples.jsonl``."""
     from presrm.data import load_problems, load_task
     from presrm.judge import make_judge
-    from presrm.models import load_model
+    from presrm.models import hardware, load_model
 
     args.validate()
     task = load_task(args.task, args.tasks_dir)
@@ -518,7 +518,8 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
                 "adapter": args.adapter, "seed": args.seed, "task": task.name, "limit": args.limit,
                 "judge_options": {k: getattr(judge, k) for k in JUDGE_OPTIONS if hasattr(judge, k)},
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                "device": str(next(model.parameters()).device), "command": args.command()}
+                "device": str(next(model.parameters()).device), "command": args.command(),
+                "hardware": hardware(next(model.parameters()).device, next(model.parameters()).dtype)}
     results = {"schema_version": SCHEMA_VERSION, "protocol": protocol, **metrics,
                "labelled_set": {**labelled.stats, "perturbation_deltas": list(DELTAS), "max_tries": MAX_TRIES}}
     out = Path(args.output_dir)

@@ -158,8 +158,9 @@ class Progress:
 def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
     """Precision for generation and judging: fp32 for a deterministic search, else the loader's ``auto``.
 
-    ``auto`` is already fp32 on CPU (see ``presrm.models.pick_dtype``); on a GPU it is bf16, whose
-    batched sampling depends on padding, so ``search.deterministic`` asks for fp32 there too.
+    ``auto`` is bf16 where the hardware computes it natively (a bf16 GPU, an AMX-BF16 CPU) and fp32
+    elsewhere (``presrm.models.compute_dtype``); bf16 batched sampling depends on padding, so
+    ``search.deterministic`` asks for fp32.
     """
     return "fp32" if search and cfg.search.deterministic else "auto"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from presrm.config import InitConfig, TrainConfig
-from presrm.models import pick_device
+from presrm.models import hardware, pick_device, train_autocast
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +81,13 @@ def _lora_config(cfg: TrainConfig):
 
 
 def _common_args(cfg: TrainConfig, device: str, seed: int, work: Path) -> dict[str, Any]:
-    """Trainer arguments shared by DPO and SFT; bf16 only on CUDA unless asked."""
+    """Trainer arguments shared by DPO and SFT: bf16 autocast over fp32 weights where bf16 is native.
+
+    The model comes in with fp32 master weights (``load_model(training=True)``); ``bf16=True`` makes the
+    trainer run forward and backward under bf16 autocast while the optimizer updates the fp32 copy.
+    """
     dev = pick_device(device)
-    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+    bf16 = train_autocast(dev, cfg.precision)
     return dict(output_dir=str(work), gradient_accumulation_steps=cfg.grad_accum, bf16=bf16, fp16=False,
                 gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=1, save_strategy="no",
                 report_to=[], seed=seed, use_cpu=dev.type == "cpu", lr_scheduler_type="constant",
@@ -101,7 +105,9 @@ def _trained_metrics(trainer, result, seconds: float, lora: bool) -> dict[str, A
         "lora": lora,
         "lora_b_norm": lora_weights_norm(trainer.model) if lora else None,
         "seconds": seconds,
-        "precision": "bf16" if trainer.args.bf16 else "fp32",
+        "precision": "bf16 autocast" if trainer.args.bf16 else "fp32",
+        "master_weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "hardware": hardware(trainer.args.device, "bfloat16" if trainer.args.bf16 else "float32"),
         "log_history": trainer.state.log_history,
     }
 

@@ -129,17 +129,20 @@ def test_stage_labels(overrides, labels):
 
 
 @pytest.mark.parametrize(("overrides", "search", "expected"), [
-    (["device=cpu"], False, "float32"), (["device=cpu"], True, "float32"),
+    (["device=cpu"], False, "bfloat16"), (["device=cpu"], True, "bfloat16"),
+    (["device=cpu", "search.deterministic=true"], True, "float32"),
     (["device=cuda"], False, "bfloat16"), (["device=cuda"], True, "bfloat16"),
     (["device=cuda", "search.deterministic=true"], True, "float32"),
     (["device=cuda", "search.deterministic=true"], False, "bfloat16"),
 ])
 def test_inference_precision(monkeypatch, overrides, search, expected):
-    """The dtype generation and judging load in: fp32 on CPU and for a deterministic search, else bf16 on a GPU."""
+    """The dtype generation and judging load in: fp32 for a deterministic search, else bf16 where it is native."""
     import torch
 
+    from presrm import models
     from presrm.models import pick_device, pick_dtype
 
+    monkeypatch.setattr(models, "cpu_native_bf16", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     cfg = load_config(None, overrides)

@@ -1,7 +1,9 @@
 import pytest
+import torch
 
 from presrm.config import InitConfig, TrainConfig
 from presrm.generate import render_chat
+from presrm.models import train_autocast
 from presrm.train import (
     load_with_adapter,
     lora_weights_norm,
@@ -39,7 +41,8 @@ def test_train_moves_adapter_and_saves(tiny_model_dir, tmp_path):
               "rejected": "Step 2: The answer is 9.\n"}]
     cfg = TrainConfig(max_steps=3, batch_size=2, learning_rate=1e-2, lora_r=4, lora_alpha=8)
     metrics, trained = train_step_dpo(model, tok, pairs, cfg, tmp_path / "adapter", device="cpu")
-    assert metrics["optimizer_steps"] == 3 and metrics["precision"] == "fp32"
+    assert metrics["optimizer_steps"] == 3 and metrics["master_weights_dtype"] == "float32"
+    assert metrics["precision"] == ("bf16 autocast" if train_autocast(torch.device("cpu")) else "fp32")
     assert metrics["lora_b_norm"] > 0 and lora_weights_norm(trained) == pytest.approx(metrics["lora_b_norm"])
     assert metrics["last_loss"] < metrics["first_loss"]  # lr 1e-2 on two pairs: the loss must fall
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
