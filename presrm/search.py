@@ -90,13 +90,13 @@ class ProblemState:
         }
 
 
-def _candidates(raw: Sequence[str], n: int) -> list[str]:
+def step_candidates(raw: Sequence[str], n: int) -> list[str]:
     """Turn sampled continuations into distinct, non-empty ``Step n: ...`` texts.
 
     A continuation is cut where the model starts ``Step n+1:`` mid-line (the
     generation itself already stops at a new line starting with ``Step``).
 
-    >>> _candidates([" 3 + 4 = 7. Step 3: 7 * 2 = 14", " 3 + 4 = 7.", ""], 2)
+    >>> step_candidates([" 3 + 4 = 7. Step 3: 7 * 2 = 14", " 3 + 4 = 7.", ""], 2)
     ['Step 2: 3 + 4 = 7.']
     """
     nxt = re.compile(rf"\bStep\s*{n + 1}\s*:")
@@ -267,7 +267,7 @@ def step_search(model, tok, judge, task: Task, problems: Sequence[Problem], cfg:
         prompts = [policy_prompt(tok, task, s.problem.question, prefix=s.prefix()) for s in active]
         ns = [len(s.steps) + 1 for s in active]
         raw = sample([p + f"Step {n}:" for p, n in zip(prompts, ns, strict=True)], seed * 1_000_003 + rnd * 1009)
-        cands = [_candidates(r, n) for r, n in zip(raw, ns, strict=True)]
+        cands = [step_candidates(r, n) for r, n in zip(raw, ns, strict=True)]
         groups = [(s.problem.question, tuple(s.steps), c) for s, c in zip(active, cands, strict=True) if len(c) > 1]
         tours = iter(run_tournaments(judge, groups, desc=f"iter {iteration}: judge round {rnd}"))
         for state, cs, prompt, n in zip(active, cands, prompts, ns, strict=True):

@@ -14,9 +14,9 @@ from presrm.search import (
     ANSWER_WRONG,
     CHOSEN_WRONG,
     FLAG_REJECTED_RIGHT,
-    _candidates,
     rank_tournament,
     search_stats,
+    step_candidates,
     step_search,
 )
 
@@ -96,7 +96,7 @@ def _search(tiny, sampler, judge, cfg=None, problems=None):
     ([], 1, []),
 ])
 def test_candidates(raw, n, expected):
-    assert _candidates(raw, n) == expected
+    assert step_candidates(raw, n) == expected
 
 
 @pytest.mark.parametrize(("scores", "wins", "winners"), [
