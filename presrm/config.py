@@ -13,6 +13,7 @@ line are applied after the file and type-checked the same way.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -168,6 +169,30 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
+_FLOAT_TEXT = re.compile(r"[-+]?(?:[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?|\.[0-9](?:_?[0-9])*)"
+                         r"(?:[eE][-+]?[0-9](?:_?[0-9])*)?")
+
+
+def _float_value(value: Any) -> float | None:
+    """A finite float from a number or from its usual spellings (``2e-5``, ``2E-5``, ``.5``, ``1_000``).
+
+    YAML 1.1 reads ``2e-5`` (no dot, or no exponent sign) as a string, on the command line and in files
+    alike; like TRL's parser, a float key takes it anyway.
+
+    >>> [_float_value(v) for v in ("2e-5", "2E-5", ".5", "1_000", 3, "e5", True)]
+    [2e-05, 2e-05, 0.5, 1000.0, 3.0, None, None]
+    """
+    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+        value = value.strip()
+    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against annotation ``tp`` (int, float, str, bool, list, X | None)."""
     origin = typing.get_origin(tp)
@@ -189,8 +214,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
     elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        number = _float_value(value)
+        if number is not None:
+            return number
     elif tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
