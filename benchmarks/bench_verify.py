@@ -20,17 +20,17 @@ import re
 import sys
 import time
 from collections import Counter
-from fractions import Fraction
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from presrm.verify import answers_match, check_step, extract_answer  # noqa: E402 - after the path set-up
+from presrm.perturb import perturb_value  # noqa: E402 - after the path set-up
+from presrm.verify import answers_match, check_step, extract_answer  # noqa: E402
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
-PERTURBATIONS = ("plus_one", "times_ten", "digit")
+PERTURBATIONS = ("plus_one", "times_ten", "digit")  # kinds of presrm.perturb.KINDS measured here
 
 
 def gsm8k_dir(override: str | None = None) -> Path:
@@ -81,24 +81,6 @@ def annotations(records: list[dict]) -> dict:
             "exceptions": exceptions}
 
 
-def _perturbed_value(result: str, kind: str, rng: random.Random) -> str:
-    """``result`` changed by ``kind``: plus one, times ten, or one digit replaced by another."""
-    value = Fraction(result)
-    decimals = len(result.split(".")[1]) if "." in result else 0
-    if kind == "digit":
-        positions = [k for k, ch in enumerate(result) if ch.isdigit()]
-        k = rng.choice(positions)
-        leading = k == positions[0] and len(result.lstrip("-").split(".")[0]) > 1
-        choices = [d for d in "0123456789" if d != result[k] and not (leading and d == "0")]
-        return result[:k] + rng.choice(choices) + result[k + 1:]
-    new = value + 1 if kind == "plus_one" or value == 0 else value * 10
-    if decimals == 0:
-        return str(new.numerator // new.denominator)
-    scaled = new * 10**decimals
-    digits = str(abs(scaled.numerator // scaled.denominator)).rjust(decimals + 1, "0")
-    return ("-" if new < 0 else "") + digits[:-decimals] + "." + digits[-decimals:]
-
-
 def perturb_line(line: str, rng: random.Random, kind: str) -> str | None:
     """``line`` with the result of one annotation (and the visible copy after it) perturbed."""
     found = [m for m in ANNOTATION.finditer(line) if re.fullmatch(r"-?\d+(?:\.\d+)?", m.group(2).strip())]
@@ -106,7 +88,7 @@ def perturb_line(line: str, rng: random.Random, kind: str) -> str | None:
         return None
     m = rng.choice(found)
     result = m.group(2).strip()
-    new = _perturbed_value(result, kind, rng)
+    new = perturb_value(result, kind, rng)
     after = line[m.end():]
     if re.match(re.escape(result) + r"(?![\d.]\d)", after):
         after = new + after[len(result):]

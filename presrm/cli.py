@@ -113,7 +113,9 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         model=args.model, mode=args.judge, limit=args.limit, output_dir=args.output_dir, adapter=args.adapter,
         threshold=args.threshold, seed=args.seed, task=args.task, tasks_dir=args.tasks_dir,
         data_file=args.data_file, template=args.template, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, device=args.device, precision=args.precision))
+        max_new_tokens=args.max_new_tokens, device=args.device, precision=args.precision, labelled=args.labelled,
+        natural=args.natural, natural_model=args.natural_model, natural_k=args.natural_k,
+        natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature))
     print("\n".join(summary_lines(results)))
     print(f"Results: {Path(args.output_dir) / 'results.json'}")
     return 0
@@ -204,8 +206,10 @@ def make_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("judge-eval", help="judge quality against verifier-labelled GSM8K steps",
                        description="Build gold and one-step-perturbed GSM8K solutions (first error known, "
-                                   "confirmed by the verifier), run a judge on them and write results.json "
-                                   "(ProcessBench F1, step AUROC, pairwise accuracy, speed) and samples.jsonl.")
+                                   "confirmed by the verifier), or read a ProcessBench-format file (--labelled), "
+                                   "run a judge on them and write results.json (ProcessBench F1, step AUROC, "
+                                   "pairwise accuracy, speed) and samples.jsonl. --natural adds the model's own "
+                                   "steps labelled by the verifier (AUROC and pairwise accuracy with 95% CIs).")
     j.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
     j.add_argument("--judge", default="pointwise", choices=["pointwise", "pairwise", "generative", "outcome"],
                    help="judge mode")
@@ -225,6 +229,15 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32: emulated bf16 is slow)")
+    j.add_argument("--labelled", help="a ProcessBench-format file (JSON or JSONL: id, problem, steps, label, "
+                                      "final_answer_correct) to judge instead of the synthetic set")
+    j.add_argument("--natural", help="natural set JSONL: the model's own steps labelled by the verifier; built "
+                                     "from --limit problems of --task when the file does not exist, else reused")
+    j.add_argument("--natural-model", help="the model that writes the natural set when it is built "
+                                           "(default: --model); build it once with M0 and judge M1, M2 on it")
+    j.add_argument("--natural-k", type=int, default=4, help="candidate steps sampled at each prefix")
+    j.add_argument("--natural-max-steps", type=int, default=8, help="rounds (steps) per problem")
+    j.add_argument("--natural-temperature", type=float, default=0.7, help="sampling temperature of the candidates")
     j.set_defaults(func=cmd_judge_eval)
 
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")

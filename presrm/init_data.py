@@ -5,10 +5,17 @@
   as ``The answer is N.``), after the exact prompt the policy sees at search
   and evaluation time, so training and evaluation templates match.
 - **EFT** (evaluation fine-tuning): judge examples, i.e. the judge prompt and
-  then the verdict, built from verifier-labelled step pairs: a gold step whose
-  arithmetic the verifier confirms, and its twin with one result perturbed,
-  which the verifier confirms is wrong. Pairwise examples come in both orders
-  (the gold step as A, then as B), so the verdicts are exactly balanced.
+  then the verdict, from two sources:
+
+  (a) *gold*: a gold step whose arithmetic the verifier confirms, and its twin
+      with one result perturbed (:mod:`presrm.perturb`), which the verifier
+      confirms is wrong;
+  (b) *on-policy*: the policy's own candidate steps on train problems, sampled
+      after its own prefixes (:func:`presrm.labelled.build_natural_set`) and
+      labelled by the verifier: the errors the model really makes.
+
+  Pairwise examples come in both orders (the right step as A, then as B), so the
+  verdicts are exactly balanced; pointwise ones are balanced Yes/No.
 
 Prompts are rendered by callables the caller passes (built from the tokenizer
 and the judge's own templates), so this module stays free of models.
@@ -20,17 +27,14 @@ and the judge's own templates), so this module stays free of models.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from presrm.labelled import NaturalStep, right_wrong_couples
+from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
 from presrm.steps import format_steps, gold_to_steps
-from presrm.verify import check_step
-
-_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
-PERTURBATIONS = ("plus_one", "minus_one", "times_ten", "digit")
 
 
 def ift_example(question: str, solution: str, render: Callable[[str], str], *,
@@ -54,51 +58,6 @@ def ift_examples(problems: Sequence[Problem], render: Callable[[str], str], *,
              "id": p.id} for p in problems if p.solution]
 
 
-def perturb_number(text: str, how: str) -> str:
-    """A different number in the same notation.
-
-    >>> [perturb_number("1,200", h) for h in PERTURBATIONS]
-    ['1201', '1199', '12000', '1203']
-    """
-    plain = text.replace(",", "")
-    if how == "digit":
-        return plain[:-1] + str((int(plain[-1]) + 3) % 10)
-    if "." in plain:
-        whole, frac = plain.split(".", 1)
-        return perturb_number(whole, how) + "." + frac
-    value = int(plain)
-    out = {"plus_one": value + 1, "minus_one": value - 1, "times_ten": value * 10}[how]
-    return str(out if out != value and out >= 0 else value + 2)
-
-
-def perturb_step(body: str, rng: random.Random) -> tuple[str, dict[str, Any]] | None:
-    """Change one verified arithmetic result of ``body``; None when no result can be perturbed.
-
-    The returned twin is confirmed ``incorrect`` by ``check_step`` (and the
-    original ``correct``), so the pair's label comes from the verifier.
-    """
-    check = check_step(body)
-    if check.verdict != "correct":
-        return None
-    claims = [c for c in check.claims if c.ok and body.find(c.text) >= 0]
-    rng.shuffle(claims)
-    for claim in claims:
-        start = body.find(claim.text)
-        rhs_at = start + claim.text.rfind(claim.rhs)
-        nums = list(_NUMBER.finditer(claim.rhs))
-        if not nums:
-            continue
-        m = nums[-1]
-        how = rng.choice(PERTURBATIONS)
-        wrong_num = perturb_number(m.group(), how)
-        twin = body[:rhs_at + m.start()] + wrong_num + body[rhs_at + m.end():]
-        if twin != body and check_step(twin).verdict == "incorrect":
-            info = {"lhs": claim.lhs, "value": claim.value, "rhs": claim.rhs,
-                    "wrong_rhs": claim.rhs[:m.start()] + wrong_num + claim.rhs[m.end():], "perturbation": how}
-            return twin, info
-    return None
-
-
 @dataclass(frozen=True)
 class LabelledPair:
     """A gold step and its verifiably wrong twin, after the gold steps before them (``Step n:`` texts)."""
@@ -112,7 +71,10 @@ class LabelledPair:
 
 
 def labelled_pairs(problems: Sequence[Problem], *, seed: int = 0, per_problem: int = 1) -> list[LabelledPair]:
-    """Up to ``per_problem`` verifier-labelled step pairs from each problem's gold solution (seeded)."""
+    """Up to ``per_problem`` verifier-labelled step pairs from each problem's gold solution (seeded).
+
+    The wrong twin changes one result by any of :data:`presrm.perturb.KINDS`; the verifier confirms it.
+    """
     rng = random.Random(seed)
     out = []
     for p in problems:
@@ -126,7 +88,7 @@ def labelled_pairs(problems: Sequence[Problem], *, seed: int = 0, per_problem: i
             if made >= per_problem:
                 break
             marker, _, body = lines[i].partition(": ")
-            twin = perturb_step(body, rng)
+            twin = confirmed_perturbation(body, rng, kinds=KINDS)
             if twin is not None:
                 out.append(LabelledPair(p.id, p.question, tuple(lines[:i]), lines[i], f"{marker}: {twin[0]}",
                                         {"step": i + 1, **twin[1]}))
@@ -161,7 +123,7 @@ def eft_pairwise_examples(pairs: Sequence[LabelledPair], render: Callable[[str, 
             if prefill and target.startswith(prefill):
                 target = target[len(prefill):]
             out.append({"prompt": render(p.question, p.previous, a, b), "completion": target, "kind": "eft",
-                        "id": p.problem_id, "label": label})
+                        "source": "gold", "id": p.problem_id, "label": label})
     return out
 
 
@@ -172,16 +134,41 @@ def eft_pointwise_examples(pairs: Sequence[LabelledPair], render: Callable[[str,
     for p in pairs:
         for step, label in ((p.right, "Yes"), (p.wrong, "No")):
             out.append({"prompt": render(p.question, p.previous, step), "completion": label, "kind": "eft",
-                        "id": p.problem_id, "label": label})
+                        "source": "gold", "id": p.problem_id, "label": label})
     return out
 
 
 def eft_examples(problems: Sequence[Problem], render: Callable[..., str], *, mode: str, seed: int = 0,
-                 prefill: str = "") -> list[dict[str, Any]]:
-    """EFT examples for the judge ``mode``: pairwise, generative (explanation + verdict) or pointwise."""
-    pairs = labelled_pairs(problems, seed=seed)
+                 prefill: str = "", per_problem: int = 1) -> list[dict[str, Any]]:
+    """Gold-source EFT examples for the judge ``mode``: pairwise, generative (explanation + verdict) or pointwise."""
+    if mode not in ("pointwise", "pairwise", "generative"):
+        raise ValueError(f"EFT has no examples for judge mode {mode!r}")
+    pairs = labelled_pairs(problems, seed=seed, per_problem=per_problem)
     if mode == "pointwise":
         return eft_pointwise_examples(pairs, render)
-    if mode in ("pairwise", "generative"):
-        return eft_pairwise_examples(pairs, render, explain=mode == "generative", prefill=prefill)
-    raise ValueError(f"EFT has no examples for judge mode {mode!r}")
+    return eft_pairwise_examples(pairs, render, explain=mode == "generative", prefill=prefill)
+
+
+def on_policy_examples(steps: Sequence[NaturalStep], render: Callable[..., str], *, mode: str, seed: int = 0,
+                       prefill: str = "", per_group: int = 2) -> list[dict[str, Any]]:
+    """On-policy EFT examples from the policy's own verifier-labelled steps (a natural set on train problems).
+
+    Pointwise: every verifiably right step ``Yes`` and every verifiably wrong one ``No``, the larger
+    class cut down (seeded) to the size of the smaller, so the labels are balanced. Pairwise: a right
+    and a wrong candidate sampled after the same prefix, in both orders (at most ``per_group`` couples
+    a prefix). Generative judges get no on-policy examples: their explanation needs the perturbation.
+    """
+    if mode == "pointwise":
+        right = [s for s in steps if s.label == "correct"]
+        wrong = [s for s in steps if s.label == "incorrect"]
+        rng = random.Random(seed)
+        n = min(len(right), len(wrong))
+        chosen = sorted(rng.sample(right, n) + rng.sample(wrong, n), key=lambda s: s.id)
+        return [{"prompt": render(s.question, s.previous, s.step), "completion": "Yes" if s.label == "correct"
+                 else "No", "kind": "eft", "source": "on_policy", "id": s.problem_id,
+                 "label": "Yes" if s.label == "correct" else "No"} for s in chosen]
+    if mode == "pairwise":
+        pairs = [LabelledPair(r.problem_id, r.question, r.previous, r.step, w.step, {"group": r.group})
+                 for r, w in right_wrong_couples(steps, per_group=per_group, seed=seed)]
+        return [{**e, "source": "on_policy"} for e in eft_pairwise_examples(pairs, render, prefill=prefill)]
+    return []

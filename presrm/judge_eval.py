@@ -1,11 +1,16 @@
-"""How good is the self-judge? Measured against solutions whose first error is known.
+"""How good is the self-judge? Measured against steps whose correctness is known.
 
-The labelled set is built from GSM8K gold solutions (:func:`build_labelled_set`):
-each gold solution in ``Step n:`` form (every step correct, first error -1),
-plus a copy in which one step's arithmetic result is changed (the first error
-is that step; later steps are left as they were). The verifier confirms every
-label: a perturbed step must check ``incorrect`` and the steps before it must
-not; candidates it rejects are counted, not kept.
+Three labelled sets (built in :mod:`presrm.labelled`):
+
+* **synthetic** (default): GSM8K gold solutions in ``Step n:`` form and a copy
+  with one arithmetic result perturbed, every label confirmed by the verifier.
+  Built like the EFT data, so it flatters an EFT-trained judge.
+* **natural** (``--natural FILE``): the model's own candidate steps after its own
+  prefixes on GSM8K *test* problems, labelled by the verifier; built once per
+  generating model, then reused for every model judged (M0, M1, ...). Reported
+  beside the synthetic set: step AUROC and right-vs-wrong pairwise accuracy at
+  the same prefix, each with a 95% bootstrap interval over problems.
+* **any ProcessBench-format file** (``--labelled FILE``), to compare with published PRMs.
 
 Metrics (pure functions, each with a table-driven test):
 
@@ -13,7 +18,8 @@ Metrics (pure functions, each with a table-driven test):
   first-error accuracy on flawed solutions and "no error" accuracy on correct ones;
 * :func:`auroc` -- ranking quality with ties counted half (Mann-Whitney);
 * :func:`pairwise_accuracy` -- a correct step vs its perturbed twin; ties and
-  unparseable verdicts count 0.5.
+  unparseable verdicts count 0.5;
+* :func:`bootstrap_ci` -- a percentile interval, resampling whole problems.
 
 :func:`evaluate_judge` runs any judge of :mod:`presrm.judge` (pointwise,
 pairwise, generative, outcome) on the set; :func:`run_judge_eval` is the
@@ -25,140 +31,29 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from presrm.errors import ConfigError
 from presrm.jsonio import write_json, write_jsonl
-from presrm.schema import Problem
-from presrm.steps import format_steps, gold_to_steps
-from presrm.verify import check_step
+from presrm.labelled import (
+    LabelledSet,
+    LabelledSolution,
+    NaturalSet,
+    build_labelled_set,
+    right_wrong_couples,
+    synthetic_protocol,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MODES = ("pointwise", "pairwise", "generative", "outcome")
-MAX_TRIES = 8
-"""Perturbation candidates tried per problem before it is given up."""
-DELTAS = (1, 2, 3, 5, 10)
 JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "prefix_cache")
 """Judge attributes recorded in the protocol when the judge has them."""
-
-# A number right after "=" (an optional "$"), that is not itself the start of more arithmetic.
-_RESULT = re.compile(
-    r"=[ \t]*\$?[ \t]*(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
-    r"(?![\d.,]*\d)(?![ \t]*(?:[-+*/×÷^(]|x[ \t]*\d))"
-)
-
-
-@dataclass(frozen=True)
-class LabelledSolution:
-    """One solution with a known first error (-1: every step is correct).
-
-    ``original_step`` is the correct twin of the perturbed step; ``perturbation``
-    says which number changed (``{"from": "24", "to": "27", "delta": 3}``).
-    """
-
-    id: str
-    problem_id: str
-    question: str
-    steps: tuple[str, ...]
-    first_error: int
-    original_step: str | None = None
-    perturbation: dict[str, Any] | None = None
-
-    @property
-    def flawed(self) -> bool:
-        return self.first_error >= 0
-
-
-@dataclass
-class LabelledSet:
-    """The solutions, and how the verifier filtered their construction."""
-
-    solutions: list[LabelledSolution]
-    stats: dict[str, int] = field(default_factory=dict)
-
-
-def perturb(step: str, rng: random.Random) -> list[tuple[str, dict[str, Any]]]:
-    """Every way to change one arithmetic result of ``step``, in a seeded random order.
-
-    A result is a number right after ``=`` that starts no further arithmetic.
-    It moves by a random delta (up or down; never below zero), keeping its
-    decimals and thousands separators.
-
-    >>> [(t, p["to"]) for t, p in perturb("Step 1: 48/2 = 24 clips", random.Random(0))]
-    [('Step 1: 48/2 = 19 clips', '19')]
-    """
-    out = []
-    for m in _RESULT.finditer(step):
-        raw = m.group("num")
-        value = Decimal(raw.replace(",", ""))
-        delta = rng.choice(DELTAS) * rng.choice((1, -1))
-        if value + delta < 0:
-            delta = -delta
-        new = format(value + delta, "," if "," in raw else "")
-        text = step[: m.start("num")] + new + step[m.end("num") :]
-        out.append((text, {"from": raw, "to": new, "delta": delta, "char": m.start("num")}))
-    rng.shuffle(out)
-    return out
-
-
-def build_labelled_set(problems: Sequence[Problem], *, seed: int = 0) -> LabelledSet:
-    """Gold and perturbed solutions for problems with a gold solution, confirmed by the verifier.
-
-    Deterministic: each problem's choices come from ``random.Random(f"{seed}:{problem.id}")``,
-    so a problem's items do not depend on which other problems are in the set.
-
-    >>> p = Problem("p1", "Tom has 3 apples and buys 4. How many?", "7", "3 + 4 = <<3+4=7>>7\\n#### 7")
-    >>> [(s.first_error, s.steps[0]) for s in build_labelled_set([p]).solutions]
-    [(-1, 'Step 1: 3 + 4 = 7'), (0, 'Step 1: 3 + 4 = 9')]
-    """
-    stats = dict.fromkeys(("problems", "no_solution", "gold_kept", "gold_rejected", "perturbed_kept",
-                           "candidates_tried", "candidates_rejected", "no_candidate"), 0)
-    out: list[LabelledSolution] = []
-    for problem in problems:
-        stats["problems"] += 1
-        if not problem.solution:
-            stats["no_solution"] += 1
-            continue
-        steps = tuple(format_steps(gold_to_steps(problem.solution)).split("\n"))
-        verdicts = [check_step(s).verdict for s in steps]
-        if "incorrect" in verdicts:
-            stats["gold_rejected"] += 1
-        else:
-            stats["gold_kept"] += 1
-            out.append(LabelledSolution(f"{problem.id}/gold", problem.id, problem.question, steps, -1))
-        flawed = _perturbed(problem, steps, verdicts, random.Random(f"{seed}:{problem.id}"), stats)
-        if flawed is not None:
-            out.append(flawed)
-    return LabelledSet(out, stats)
-
-
-def _perturbed(problem: Problem, steps: tuple[str, ...], verdicts: list[str], rng: random.Random,
-               stats: dict[str, int]) -> LabelledSolution | None:
-    """The first verifier-confirmed perturbation among the problem's candidates (in seeded order)."""
-    candidates = [(k, text, info) for k, step in enumerate(steps) if verdicts[k] == "correct"
-                  and "incorrect" not in verdicts[:k] for text, info in perturb(step, rng)]
-    rng.shuffle(candidates)
-    if not candidates:
-        stats["no_candidate"] += 1
-        return None
-    for k, text, info in candidates[:MAX_TRIES]:
-        stats["candidates_tried"] += 1
-        if check_step(text).verdict != "incorrect":
-            stats["candidates_rejected"] += 1
-            continue
-        stats["perturbed_kept"] += 1
-        new_steps = (*steps[:k], text, *steps[k + 1 :])
-        return LabelledSolution(f"{problem.id}/perturbed", problem.id, problem.question, new_steps, k,
-                                original_step=steps[k], perturbation={"step": k, **info})
-    return None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -262,6 +157,104 @@ def position_bias(orders: Sequence[dict[str, Any]]) -> float | None:
     return _ratio(sum(o["verdict"] == o["order"][0] for o in decided), len(decided))
 
 
+def bootstrap_ci(clusters: Sequence[Any], items: Sequence[Any], stat: Callable[[list[Any]], float | None], *,
+                 resamples: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """A percentile bootstrap interval of ``stat(items)``, resampling whole clusters (problems).
+
+    ``clusters[i]`` names the problem of ``items[i]``; steps of one problem are not independent,
+    so problems, not steps, are drawn with replacement. Resamples where ``stat`` is None (a class
+    missing) are skipped; None when fewer than half of them give a value.
+
+    >>> bootstrap_ci(["a", "b", "c", "d"], [1, 1, 0, 1], lambda xs: sum(xs) / len(xs), resamples=200)
+    [0.25, 1.0]
+    """
+    by: dict[Any, list[Any]] = {}
+    for c, item in zip(clusters, items, strict=True):
+        by.setdefault(c, []).append(item)
+    keys = list(by)
+    if not keys:
+        return None
+    rng = random.Random(seed)
+    values = []
+    for _ in range(resamples):
+        drawn = [item for k in rng.choices(keys, k=len(keys)) for item in by[k]]
+        v = stat(drawn)
+        if v is not None:
+            values.append(v)
+    if len(values) < resamples / 2:
+        return None
+    values.sort()
+    lo = values[int((1 - level) / 2 * (len(values) - 1))]
+    hi = values[int((1 + level) / 2 * (len(values) - 1) + 0.5)]
+    return [lo, hi]
+
+
+def _auroc_of(pairs: list[tuple[float, bool]]) -> float | None:
+    return auroc([s for s, _ in pairs], [y for _, y in pairs])
+
+
+def _mean_of(xs: list[float]) -> float | None:
+    return sum(xs) / len(xs) if xs else None
+
+
+def evaluate_natural(judge, nat: NaturalSet, *, seed: int = 0, per_group: int = 4,
+                     resamples: int = 1000) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The judge on the model's own steps: step AUROC and right-vs-wrong pairwise accuracy, with 95% CIs.
+
+    A pointwise judge scores every step (unverifiable ones too, reported as their own class);
+    the AUROC ranks verifiably right above verifiably wrong steps, and the pairwise accuracy
+    compares a right and a wrong candidate sampled after the same prefix by their scores. A
+    pairwise judge compares those couples directly (the right step's side seeded per couple).
+    """
+    from presrm.judge import PairToJudge, StepToJudge
+
+    couples = right_wrong_couples(nat.steps, per_group=per_group, seed=seed)
+    samples: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    if hasattr(judge, "score"):
+        items = [StepToJudge(s.question, s.previous, s.step) for s in nat.steps]
+        scores = judge.score(items, desc="judge-eval natural")
+        score_of = {s.id: sc for s, sc in zip(nat.steps, scores, strict=True)}
+        known = [(s.problem_id, (score_of[s.id], s.label == "correct")) for s in nat.steps if s.label != "unverifiable"]
+        outcomes = [(r.problem_id, _outcome(score_of[r.id], score_of[w.id])) for r, w in couples]
+        samples = [{**s.to_dict(), "score": score_of[s.id]} for s in nat.steps]
+        by_class = {v: _mean_of([score_of[s.id] for s in nat.steps if s.label == v])
+                    for v in ("correct", "incorrect", "unverifiable")}
+        auc = {"value": _auroc_of([k for _, k in known]),
+               "ci95": bootstrap_ci([c for c, _ in known], [k for _, k in known], _auroc_of,
+                                    resamples=resamples, seed=seed),
+               "n_correct": sum(y for _, (_, y) in known), "n_incorrect": sum(not y for _, (_, y) in known),
+               "mean_score": by_class}
+        judged, unit = len(items), "step"
+    elif hasattr(judge, "compare"):
+        sides = [random.Random(f"{seed}:{r.id}:{w.id}").choice("AB") for r, w in couples]
+        pairs = [PairToJudge(r.question, r.previous, *((r.step, w.step) if side == "A" else (w.step, r.step)))
+                 for (r, w), side in zip(couples, sides, strict=True)]
+        verdicts = judge.compare(pairs, desc="judge-eval natural")
+        outcomes = []
+        for (r, w), side, v in zip(couples, sides, verdicts, strict=True):
+            o = None if v.winner is None else 0.5 if v.winner == "tie" else float(v.winner == side)
+            outcomes.append((r.problem_id, o))
+            samples.append({"group": r.group, "right": r.step, "wrong": w.step, "right_is": side,
+                            "winner": v.winner, "p_a": v.p_a, "outcome": o})
+        auc = {"value": None, "reason": f"a {judge.mode} judge compares two steps and gives no per-step score"}
+        judged, unit = len(pairs), "pair"
+    else:
+        raise ConfigError(f"the natural set needs a step judge (pointwise or pairwise), not {type(judge).__name__}")
+    seconds = time.perf_counter() - start
+
+    def acc(xs: list[float | None]) -> float | None:
+        return pairwise_accuracy(xs)["accuracy"] if xs else None
+
+    pw = {**pairwise_accuracy([o for _, o in outcomes]),
+          "ci95": bootstrap_ci([c for c, _ in outcomes], [o for _, o in outcomes], acc, resamples=resamples,
+                               seed=seed),
+          "groups": len({r.group for r, _ in couples}), "per_group_cap": per_group}
+    metrics = {"step_auroc": auc, "pairwise": pw, "set": nat.meta,
+               "speed": _speed(unit, judged, judged, seconds)}
+    return metrics, samples
+
+
 # --------------------------------------------------------------------------- running a judge
 
 
@@ -285,7 +278,7 @@ def _eval_pointwise(judge, solutions: Sequence[LabelledSolution], threshold: flo
             index.setdefault(item, len(index))
             if k <= sol.first_error or not sol.flawed:
                 labels[item] = k != sol.first_error
-        if sol.flawed:  # its correct twin, for the pairwise comparison
+        if sol.flawed and sol.original_step is not None:  # its correct twin, for the pairwise comparison
             twin = _step_item(sol.question, sol.steps, sol.first_error, sol.original_step)
             index.setdefault(twin, len(index))
             labels[twin] = True
@@ -300,7 +293,7 @@ def _eval_pointwise(judge, solutions: Sequence[LabelledSolution], threshold: flo
         predicted.append(pred)
         rec = {"id": sol.id, "first_error": sol.first_error, "predicted_first_error": pred,
                "step_scores": step_scores, "process_reward_min": min(step_scores)}
-        if sol.flawed:
+        if sol.flawed and sol.original_step is not None:
             twin = scores[index[_step_item(sol.question, sol.steps, sol.first_error, sol.original_step)]]
             outcomes.append(_outcome(twin, step_scores[sol.first_error]))
             rec.update(correct_twin_score=twin, pairwise_outcome=outcomes[-1])
@@ -335,7 +328,7 @@ def _eval_pairwise(judge, solutions: Sequence[LabelledSolution], seed: int):
     """Each perturbed step against its correct twin; the correct step's side (A/B) is seeded per item."""
     from presrm.judge import PairToJudge
 
-    flawed = [s for s in solutions if s.flawed]
+    flawed = [s for s in solutions if s.flawed and s.original_step is not None]
     pairs, sides = [], []
     for sol in flawed:
         correct, wrong = sol.original_step, sol.steps[sol.first_error]
@@ -458,6 +451,12 @@ class JudgeEvalArgs:
     max_new_tokens: int | None = None
     device: str = "auto"
     precision: str = "auto"
+    labelled: str | None = None
+    natural: str | None = None
+    natural_model: str | None = None
+    natural_k: int = 4
+    natural_max_steps: int = 8
+    natural_temperature: float = 0.7
 
     def validate(self) -> None:
         checks = [
@@ -470,6 +469,13 @@ class JudgeEvalArgs:
             (not Path(self.output_dir).is_file(), f"--output-dir {self.output_dir} is a file, not a folder"),
             (self.template is None or Path(self.template).is_file(), f"--template {self.template} does not exist"),
             (self.adapter is None or Path(self.adapter).is_dir(), f"--adapter {self.adapter} is not a folder"),
+            (self.labelled is None or Path(self.labelled).is_file(), f"--labelled {self.labelled} is not a file"),
+            (self.natural is None or not Path(self.natural).is_dir(), f"--natural {self.natural} is a folder, "
+             "not a JSONL file"),
+            (self.natural_k >= 2, f"--natural-k must be at least 2, got {self.natural_k}"),
+            (self.natural_max_steps >= 1, f"--natural-max-steps must be at least 1, got {self.natural_max_steps}"),
+            (0.0 < self.natural_temperature <= 2.0, f"--natural-temperature must be in (0, 2], got "
+             f"{self.natural_temperature}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -482,6 +488,7 @@ class JudgeEvalArgs:
         optional = {"--precision": None if self.precision == "auto" else self.precision, "--adapter": self.adapter,
                     "--task": self.task if self.task != "gsm8k" else None,
                     "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template,
+                    "--labelled": self.labelled, "--natural": self.natural, "--natural-model": self.natural_model,
                     **self.judge_options()}
         return " ".join(parts + [f"{flag} {value}" for flag, value in optional.items() if value is not None])
 
@@ -491,25 +498,88 @@ class JudgeEvalArgs:
         return {"--batch-size": self.batch_size, "--max-new-tokens": self.max_new_tokens if generates else None}
 
 
+def natural_set_for(args: JudgeEvalArgs, task, model=None, tok=None) -> NaturalSet:
+    """The natural set at ``args.natural``: read it when it exists, else build it and save it there.
+
+    It is built from ``args.limit`` problems of ``args.task`` by ``args.natural_model`` (default
+    ``args.model``, which is then reused as loaded); the build record beside it names that model.
+    """
+    from presrm.labelled import build_natural_set, read_natural_set, write_natural_set
+
+    path = Path(args.natural)
+    if path.exists():
+        nat = read_natural_set(path)
+        log.info("Natural set %s: %d steps from %s", path, len(nat.steps), nat.meta.get("generator"))
+        return nat
+    from presrm.data import load_problems
+    from presrm.models import hardware, load_model
+
+    generator = args.natural_model or args.model
+    own = model is None or generator != args.model or args.adapter is not None
+    if own:
+        model, tok = load_model(generator, device=args.device, precision=args.precision)
+    problems = load_problems(task, limit=args.limit, data_file=args.data_file)
+    nat = build_natural_set(problems, _policy_prompter(tok, task), _step_sampler(model, tok, task, args),
+                            max_steps=args.natural_max_steps, seed=args.seed)
+    nat.meta.update(generator=generator, task=task.name, limit=args.limit, k=args.natural_k,
+                    temperature=args.natural_temperature, top_p=0.95, max_step_tokens=NATURAL_STEP_TOKENS,
+                    hardware=hardware(next(model.parameters()).device, next(model.parameters()).dtype))
+    write_natural_set(path, nat)
+    log.info("Natural set written to %s: %s", path, {k: nat.meta[k] for k in ("steps", "correct", "incorrect")})
+    return nat
+
+
+NATURAL_STEP_TOKENS = 96
+"""Cap on a sampled candidate step of the natural set, in tokens (the search's default)."""
+
+
+def _policy_prompter(tok, task):
+    from presrm.generate import policy_prompt
+
+    def prompt(question: str, previous: Sequence[str], n: int) -> str:
+        return policy_prompt(tok, task, question, prefix="".join(s + "\n" for s in previous)) + f"Step {n}:"
+    return prompt
+
+
+def _step_sampler(model, tok, task, args: JudgeEvalArgs):
+    from presrm.generate import generate
+    from presrm.search import STEP_STOP
+
+    def sample(prompts: Sequence[str], seed: int) -> list[list[str]]:
+        return generate(model, tok, prompts, max_new_tokens=NATURAL_STEP_TOKENS, batch_size=32,
+                        stop=[STEP_STOP, *task.stop], num_return_sequences=args.natural_k,
+                        temperature=args.natural_temperature, top_p=0.95, seed=seed)
+    return sample
+
+
 def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
-    """Build the labelled set, load the model, judge, and write ``results.json`` and ``samples.jsonl``."""
+    """Load the labelled sets and the model, judge, and write ``results.json`` and ``samples.jsonl``.
+
+    The main set is ``--labelled FILE`` (ProcessBench format) or else the synthetic set built from
+    the task; with ``--natural FILE`` the natural set is judged too (built first when missing).
+    """
     from presrm.data import load_problems, load_task
     from presrm.judge import make_judge
+    from presrm.labelled import read_processbench
     from presrm.models import hardware, load_model
 
     args.validate()
     task = load_task(args.task, args.tasks_dir)
-    problems = load_problems(task, limit=args.limit, data_file=args.data_file)
-    labelled = build_labelled_set(problems, seed=args.seed)
-    if not labelled.solutions:
-        raise ConfigError(f"no labelled solutions could be built from {len(problems)} problems of task "
-                          f"{task.name} (they need GSM8K-style gold solutions with checkable arithmetic)")
+    if args.labelled:
+        labelled = read_processbench(args.labelled)
+    else:
+        problems = load_problems(task, limit=args.limit, data_file=args.data_file)
+        labelled = build_labelled_set(problems, seed=args.seed)
+        if not labelled.solutions:
+            raise ConfigError(f"no labelled solutions could be built from {len(problems)} problems of task "
+                              f"{task.name} (they need GSM8K-style gold solutions with checkable arithmetic)")
     log.info("Labelled set: %s", labelled.stats)
     model, tok = load_model(args.model, device=args.device, precision=args.precision)
     if args.adapter:
         from presrm.train import load_with_adapter
 
         model = load_with_adapter(model, args.adapter)
+    nat = natural_set_for(args, task, model, tok) if args.natural else None
     options = {flag[2:].replace("-", "_"): v for flag, v in args.judge_options().items() if v is not None}
     judge = make_judge(args.mode, model, tok, template=args.template, **options)
     metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
@@ -520,9 +590,15 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
                 "device": str(next(model.parameters()).device), "command": args.command(),
                 "hardware": hardware(next(model.parameters()).device, next(model.parameters()).dtype)}
+    source = ({"source": "processbench-format file", "path": args.labelled} if args.labelled
+              else {"source": "synthetic (gold + verifier-confirmed perturbations)", **synthetic_protocol()})
     results = {"schema_version": SCHEMA_VERSION, "protocol": protocol, **metrics,
-               "labelled_set": {**labelled.stats, "perturbation_deltas": list(DELTAS), "max_tries": MAX_TRIES}}
+               "labelled_set": {**labelled.stats, **source}}
     out = Path(args.output_dir)
+    if nat is not None:
+        nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed)
+        results["natural"] = {"path": args.natural, **nat_metrics}
+        write_jsonl(out / "natural_samples.jsonl", nat_samples)
     write_jsonl(out / "samples.jsonl", samples)
     write_json(out / "results.json", results)
     return results
@@ -546,4 +622,14 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         lines.append(f"solution AUROC {fmt(results['solution_auroc']['value'])} "
                      f"({results['solution_auroc']['score']})")
     lines.append(f"{fmt(sp['steps_per_s'])} steps judged/s ({sp['judged']} {sp['unit']}s in {sp['seconds']:.1f} s)")
+    nat = results.get("natural")
+    if nat:
+        auc, npw = nat["step_auroc"], nat["pairwise"]
+
+        def ci(block: dict[str, Any]) -> str:
+            return "" if not block.get("ci95") else f" [{block['ci95'][0]:.3f}, {block['ci95'][1]:.3f}]"
+        lines.append(f"natural set ({nat['set'].get('steps')} steps by {nat['set'].get('generator')}): "
+                     f"step AUROC {fmt(auc.get('value'))}{ci(auc)} ({auc.get('n_correct', 0)} right, "
+                     f"{auc.get('n_incorrect', 0)} wrong); pairwise accuracy {fmt(npw['accuracy'])}{ci(npw)} "
+                     f"(n={npw['n']} couples at the same prefix)")
     return lines

@@ -18,23 +18,15 @@ from presrm.init_data import (
     ift_example,
     ift_examples,
     labelled_pairs,
-    perturb_number,
-    perturb_step,
+    on_policy_examples,
 )
+from presrm.labelled import NaturalStep
+from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
 from presrm.verify import check_step
 
 TASK = load_task("gsm8k_train")
 GOLD = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips.\n#### 72"
-
-
-@pytest.mark.parametrize(("text", "how", "expected"), [
-    ("24", "plus_one", "25"), ("24", "minus_one", "23"), ("24", "times_ten", "240"), ("24", "digit", "27"),
-    ("1,200", "plus_one", "1201"), ("0", "minus_one", "2"), ("0", "times_ten", "2"), ("0.5", "plus_one", "1.5"),
-    ("3.25", "digit", "3.28"), ("9", "digit", "2"),
-])
-def test_perturb_number(text, how, expected):
-    assert perturb_number(text, how) == expected
 
 
 @pytest.mark.parametrize("body", [
@@ -43,25 +35,25 @@ def test_perturb_number(text, how, expected):
     "This means, Betty needs 100 - 50 - 30 - 15 = $5 more.",
     "He pays 3 * $1,200 = $3,600 in total.",
 ])
-def test_perturb_step_twin_is_verifiably_wrong(body):
-    twin, info = perturb_step(body, random.Random(0))
+def test_perturbed_twin_is_verifiably_wrong(body):
+    twin, info = confirmed_perturbation(body, random.Random(0), kinds=KINDS)
     assert twin != body and check_step(body).verdict == "correct" and check_step(twin).verdict == "incorrect"
-    assert info["lhs"] in body and info["wrong_rhs"] in twin and info["perturbation"]
+    assert info["lhs"] in body and info["wrong_rhs"] in twin and info["kind"] in KINDS
 
 
 @pytest.mark.parametrize("body", ["The answer is 72.", "She has some apples.", "3 + 4 = 8 apples."])
-def test_perturb_step_needs_a_verified_claim(body):
-    assert perturb_step(body, random.Random(0)) is None
+def test_perturbation_needs_a_verified_claim(body):
+    assert confirmed_perturbation(body, random.Random(0), kinds=KINDS) is None
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 999), st.integers(1, 999), st.sampled_from("+-*"), st.integers(0, 2**16))
-def test_perturb_step_property(a, b, op, seed):
+def test_perturbation_property(a, b, op, seed):
     value = {"+": a + b, "-": a - b, "*": a * b}[op]
     if value < 0:
         return
     body = f"So he has {a} {op} {b} = {value} coins."
-    twin, _ = perturb_step(body, random.Random(seed))
+    twin, _ = confirmed_perturbation(body, random.Random(seed), kinds=KINDS)
     assert check_step(twin).verdict == "incorrect"
     assert twin.split("=")[0] == body.split("=")[0]  # only the result changed
 
@@ -128,3 +120,32 @@ def test_eft_examples_on_gsm8k_train_are_balanced():
     assert len(out) >= 60 and Counter(e["completion"] for e in out) == {"A]]": len(out) // 2, "B]]": len(out) // 2}
     with pytest.raises(ValueError, match="judge mode"):
         eft_examples(ps, lambda *a: "P", mode="outcome")
+
+
+def _natural():
+    steps = [("g1", "Step 1: 3 + 4 = 7", "correct"), ("g1", "Step 1: 3 + 4 = 9", "incorrect"),
+             ("g1", "Step 1: 3 + 4 = 8", "incorrect"), ("g1", "Step 1: He counts.", "unverifiable"),
+             ("g2", "Step 1: 2 * 5 = 10", "correct"), ("g2", "Step 1: 2 * 5 = 12", "incorrect"),
+             ("g3", "Step 1: 6 - 1 = 5", "correct")]
+    return [NaturalStep(f"{g}/c{i}", g, f"question {g}", (), text, label, g)
+            for i, (g, text, label) in enumerate(steps)]
+
+
+def test_on_policy_pointwise_examples_are_balanced_and_verifier_labelled():
+    out = on_policy_examples(_natural(), lambda q, prev, step: f"{q}|{step}", mode="pointwise", seed=0)
+    assert Counter(e["completion"] for e in out) == {"Yes": 3, "No": 3}  # 3 right, 3 of the wrong (no unverifiable)
+    for e in out:
+        step = e["prompt"].split("|")[1]
+        assert (check_step(step).verdict == "correct") == (e["completion"] == "Yes") and e["source"] == "on_policy"
+    assert out == on_policy_examples(_natural(), lambda q, prev, step: f"{q}|{step}", mode="pointwise", seed=0)
+
+
+def test_on_policy_pairwise_examples_pair_candidates_of_one_prefix():
+    out = on_policy_examples(_natural(), lambda q, prev, a, b: f"{q}|{a}|{b}", mode="pairwise", prefill="[[",
+                             per_group=1)
+    assert len(out) == 4 and Counter(e["completion"] for e in out) == {"A]]": 2, "B]]": 2}  # g1 and g2, both orders
+    for e in out:
+        q, a, b = e["prompt"].split("|")
+        right = a if e["completion"] == "A]]" else b
+        assert check_step(right).verdict == "correct" and e["source"] == "on_policy"
+    assert on_policy_examples(_natural(), lambda *a: "P", mode="generative") == []

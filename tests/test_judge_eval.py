@@ -13,16 +13,15 @@ from hypothesis import strategies as st
 from presrm.cli import main
 from presrm.errors import ConfigError
 from presrm.judge_eval import (
-    LabelledSet,
     auroc,
-    build_labelled_set,
     evaluate_judge,
     first_error,
     pairwise_accuracy,
-    perturb,
     position_bias,
     processbench,
 )
+from presrm.labelled import LabelledSet, build_labelled_set
+from presrm.perturb import perturb
 from presrm.schema import Problem
 from presrm.verify import check_step
 from tests.gsm8k_data import GSM8K_DIR
