@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 from sympy import Integer, Rational
 
+from presrm._numbers import CURRENCY, MAX_DIGITS, NUMBER, decimal_value, number_parts
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -29,7 +31,7 @@ class Limits:
 
     max_chars: int = 4000
     """Longest step text (characters) that is examined at all."""
-    max_digits: int = 30
+    max_digits: int = MAX_DIGITS
     """Most digits in one written number."""
     max_exponent: int = 100
     """Largest absolute integer exponent in ``a ^ n``."""
@@ -60,10 +62,9 @@ class DivisionByZero(Exception):
 
 # --------------------------------------------------------------------------- tokens
 
-_NUMBER = r"(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?|\.[0-9]+"
 _TOKEN_RE = re.compile(
     r"(?P<ws>\s+)"
-    rf"|(?P<num>(?:[$€£¥]|\\\$)?[ ]?(?:{_NUMBER})|[½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞])"
+    rf"|(?P<num>{CURRENCY}?[ ]?{NUMBER}|[½⅓⅔¼¾⅕⅖⅗⅘⅙⅚⅛⅜⅝⅞])"
     r"|(?P<pct>(?:\.\.\.|…)?\\?%)"
     r"|(?P<op>\*\*|//|[-+*/^×÷·⋅∙−–∗]|\\(?:times|cdot|div)(?![A-Za-z]))"
     r"|(?P<eq>(?<![<>!=:])==?(?![=>])|≈|\\approx(?![A-Za-z]))"
@@ -88,7 +89,6 @@ _VULGAR = {
 SCALES = {"cent": Rational(1, 100), "cents": Rational(1, 100), "thousand": Integer(1000),
           "million": Integer(10**6), "billion": Integer(10**9)}
 """Words that scale the number before them ("50 cents", "1.5 million")."""
-_NUM_PARTS_RE = re.compile(r"(?:[$€£¥]|\\\$)?[ ]?([0-9,]*)(?:\.([0-9]+))?")
 
 
 class Token(NamedTuple):
@@ -103,8 +103,8 @@ class Token(NamedTuple):
     @property
     def decimals(self) -> int:
         """Digits after the decimal point of a number token."""
-        frac = _NUM_PARTS_RE.fullmatch(self.text)
-        return len(frac.group(2) or "") if frac else 0
+        parts = number_parts(self.text)
+        return len(parts[1]) if parts else 0
 
 
 def tokenize(text: str) -> list[Token]:
@@ -134,16 +134,16 @@ def number_value(token: Token, limits: Limits) -> Rational:
     """
     if token.text in _VULGAR:
         return Rational(*_VULGAR[token.text])
-    m = _NUM_PARTS_RE.fullmatch(token.text)
-    if m is None:  # pragma: no cover - the tokenizer only emits matching text
+    parts = number_parts(token.text)
+    if parts is None:  # pragma: no cover - the tokenizer only emits matching text
         raise Malformed(token.text)
-    whole = m.group(1).replace(",", "")
-    frac = m.group(2) or ""
+    whole, frac = parts
     if len(whole) > 1 and whole[0] == "0":
         raise Malformed("leading zero: a code or a clock time, not a quantity")
-    if len(whole) + len(frac) > limits.max_digits:
+    value = decimal_value(whole, frac, max_digits=limits.max_digits)
+    if value is None:
         raise Unverifiable(f"number with more than {limits.max_digits} digits")
-    return Rational(int(whole or "0") * 10 ** len(frac) + int(frac or "0"), 10 ** len(frac))
+    return value
 
 
 # --------------------------------------------------------------------------- parser

@@ -28,7 +28,6 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -40,11 +39,11 @@ from presrm.generate import generate
 from presrm.rewards import AGGREGATORS, aggregate
 from presrm.schema import Problem, Step
 from presrm.steps import is_final_answer
+from presrm.verify import parse_number
 
 log = logging.getLogger(__name__)
 MODES = ("greedy", "maj", "best_of_n", "beam")
 STEP_STOP = "\nStep "
-_PLAIN_NUMBER = re.compile(r"-?\d{1,40}(?:\.\d{1,40})?(?:/\d{1,40})?")
 
 
 @dataclass(frozen=True)
@@ -125,15 +124,18 @@ class Decoding:
 def vote_key(pred: str, match: Match) -> str:
     """What maj@k counts: lm-eval's normalization under exact_match, else the plain number's exact value.
 
+    A plain number is what :func:`presrm.verify.parse_number` reads (``$1,000``,
+    ``-3``, ``3/4``, ``1 1/2``); anything else, a zero denominator included, votes
+    as its lower-cased text.
+
     >>> vote_key("$1,000.", Match()), vote_key("1000.0", Match()), vote_key("18 apples", Match())
     ('1000', '1000', '18 apples')
     """
     if match.kind == "exact_match":
         return match.normalize(pred)
-    s = pred.strip().replace(",", "").replace("$", "").rstrip(".").strip()
-    if _PLAIN_NUMBER.fullmatch(s) and not s.endswith("/0"):
-        return str(Fraction(s))
-    return s.lower()
+    s = pred.strip().rstrip(".").strip()
+    value = parse_number(s)
+    return str(value) if value is not None else s.lower()
 
 
 def majority_vote(preds: Sequence[str | None], match: Match) -> tuple[str | None, list[dict[str, Any]]]:

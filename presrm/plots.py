@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from presrm.evaluate import wilson_interval
+from presrm.verify import NUMBER
 
 BINS = 10  # score histogram bins over [0, 1]
 GREEN, RED, BLUE, GREY, ORANGE = "#2e7d32", "#c62828", "#1565c0", "#9e9e9e", "#ef6c00"
@@ -131,9 +132,12 @@ def _win_rate_entry(entry: dict[str, Any]) -> bool:
     return entry.get("score_kind") == "win_rate"
 
 
+_REASON_NUMBER = re.compile(rf"-?{NUMBER}(?:e[-+]?[0-9]+)?")
+
+
 def _reason_key(reason: str) -> str:
     """Group no-pair reasons that differ only in their numbers ('score margin 0.0012 <= min_margin')."""
-    return " ".join(re.sub(r"-?\d+(\.\d+)?(e-?\d+)?", " ", reason).split())
+    return " ".join(_REASON_NUMBER.sub(" ", reason).split())
 
 
 def is_rollback(entry: dict[str, Any]) -> bool:

@@ -30,18 +30,30 @@ from sympy import Rational
 
 from presrm._arith import DEFAULT_LIMITS, Limits
 from presrm._claims import Deadline, step_claims
+from presrm._numbers import (
+    CURRENCY,
+    FRACTION_TAIL,
+    NUMBER,
+    NUMBER_RE,
+    SIGNED_NUMBER,
+    parse_number,
+)
 from presrm.errors import DataError
 from presrm.jsonio import iter_jsonl
 from presrm.schema import Claim, EvalRecord, Step, StepCheck
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "NUMBER",
+    "NUMBER_RE",
+    "SIGNED_NUMBER",
     "Limits",
     "VerifyInputError",
     "answers_match",
     "check_solution",
     "check_step",
     "extract_answer",
+    "parse_number",
     "verify_file",
 ]
 
@@ -69,9 +81,8 @@ class VerifyInputError(DataError):
 
 # --------------------------------------------------------------------------- extraction
 
-_NUM_TEXT = r"[-−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:\s+\d+/\d+|/\d+)?|[-−]?\.\d+"
 _VALUE_RE = re.compile(
-    rf"(?P<sign>[-−])?\s*(?:\\\$|\\?[$€£])?\s*(?P<num>{_NUM_TEXT})(?P<pct>\s*\\?%)?(?![\d.]\d)"
+    rf"(?P<sign>[-−])?\s*{CURRENCY}?\s*(?P<num>[-−]?{NUMBER}{FRACTION_TAIL}?)(?P<pct>\s*\\?%)?(?![0-9.][0-9])"
 )
 _MARKER_RE = re.compile(
     r"(?P<hashes>####)|(?P<boxed>\\(?:boxed|fbox)\s*\{)"
@@ -81,8 +92,7 @@ _MARKER_RE = re.compile(
 )
 _MATH_OPEN = {"$$": "$$", "$": "$", "\\(": "\\)", "\\[": "\\]"}
 _LAST_NUMBER_RE = re.compile(
-    r"(?<![\w.,/])(?P<sign>-)?\s?(?:\\\$|[$€£])?\s?"
-    r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?(?:/\d+(?![.\d]))?|\.\d+)(?![\w])"
+    rf"(?<![\w.,/])(?P<sign>-)?\s?{CURRENCY}?\s?(?P<num>{NUMBER}(?:/[0-9]+(?![.0-9]))?)(?!\w)"
 )
 
 
@@ -174,38 +184,15 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
 
 # --------------------------------------------------------------------------- matching
 
-_GOLD_RE = re.compile(r"\s*(?P<sign>-)?\s*\$?\s*(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?:\.(?P<dec>\d+))?\s*")
 _LENIENT_RE = re.compile(
-    r"(?P<sign>[-+])?\s*(?:[$€£¥]|USD|EUR|GBP)?\s*(?P<sign2>-)?\s*"
-    r"(?:(?P<whole>\d+)\s+(?P<mn>\d+)\s*/\s*(?P<md>\d+)|(?P<fn>\d+)\s*/\s*(?P<fd>\d+)"
-    r"|(?P<int>\d{1,3}(?:,\d{3})+|\d+)?(?:\.(?P<dec>\d+))?)"
-    r"(?:\s*[eE](?P<exp>[-+]?\d{1,3})|\s*(?:\\times|×|\*|x)\s*10\s*\^\s*\{?(?P<exp2>[-+]?\d{1,3})\}?)?"
+    rf"(?:USD|EUR|GBP)?\s*(?P<num>{SIGNED_NUMBER})"
+    r"(?:\s*[eE](?P<exp>[-+]?[0-9]{1,3})|\s*(?:\\times|×|\*|x)\s*10\s*\^\s*\{?(?P<exp2>[-+]?[0-9]{1,3})\}?)?"
     r"\s*(?P<pct>%|percent\b)?\s*(?:[A-Za-z][A-Za-z .'/²³-]*)?[.!]?\s*",
 )
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
 _LATEX_NOISE = re.compile(r"\\[,;:! ]|\\left|\\right|\\displaystyle")
 _LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
 _MV_UNSAFE = re.compile(r"\^\s*\{?\s*[-+]?\d{4,}|\^[^^]*\^|!|\*\*\s*\d|\\(?:int|sum|prod|lim)")
-
-
-def _decimal(int_part: str | None, dec: str | None) -> Rational | None:
-    digits = (int_part or "").replace(",", "") + (dec or "")
-    if not digits or len(digits) > DEFAULT_LIMITS.max_digits:
-        return None
-    return Rational(int(digits), 10 ** len(dec or ""))
-
-
-def _gold_number(gold: str) -> Rational | None:
-    """The gold answer as an exact number when it is a clean one (``1,080``, ``-3``, ``2.5``, ``3/4``)."""
-    m = _GOLD_RE.fullmatch(gold)
-    if m:
-        value = _decimal(m.group("int"), m.group("dec"))
-        return None if value is None else (-value if m.group("sign") else value)
-    frac = re.fullmatch(r"\s*(-)?\s*(\d{1,15})\s*/\s*(\d{1,15})\s*", gold)
-    if frac and int(frac.group(3)):
-        value = Rational(int(frac.group(2)), int(frac.group(3)))
-        return -value if frac.group(1) else value
-    return None
 
 
 def _unwrap(text: str) -> str:
@@ -229,27 +216,14 @@ def _unwrap(text: str) -> str:
 def _lenient_numbers(pred: str) -> tuple[Rational, ...] | None:
     """Values a leniently written plain-number answer may mean (``25%`` means 25 or 0.25)."""
     m = _LENIENT_RE.fullmatch(_unwrap(pred))
-    if m is None:
+    value = None if m is None else parse_number(m.group("num"))
+    if value is None:
         return None
-    if m.group("whole"):
-        if int(m.group("md")) == 0:
-            return None
-        value = int(m.group("whole")) + Rational(int(m.group("mn")), int(m.group("md")))
-    elif m.group("fn"):
-        if int(m.group("fd")) == 0 or len(m.group("fn") + m.group("fd")) > DEFAULT_LIMITS.max_digits:
-            return None
-        value = Rational(int(m.group("fn")), int(m.group("fd")))
-    else:
-        value = _decimal(m.group("int"), m.group("dec"))
-        if value is None:
-            return None
     exp = m.group("exp") or m.group("exp2")
     if exp and abs(int(exp)) <= DEFAULT_LIMITS.max_exponent:
         value *= Rational(10) ** int(exp)
     elif exp:
         return None
-    if m.group("sign") == "-" or m.group("sign2"):
-        value = -value
     return (value, value / 100) if m.group("pct") else (value,)
 
 
@@ -326,7 +300,7 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
     """
     if pred is None or gold is None or len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
         return False
-    gold_value = _gold_number(gold)
+    gold_value = parse_number(gold)  # a clean reference number: 1,080, -3, 2.5, 3/4
     pred_values = _lenient_numbers(pred)
     if gold_value is not None and pred_values is not None:
         return gold_value in pred_values

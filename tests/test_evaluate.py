@@ -150,7 +150,8 @@ def test_majority_record_keeps_each_sample_and_grades_the_votes():
 @pytest.mark.parametrize(
     ("pred", "key"),
     [("$1,000.", "1000"), ("1000.0", "1000"), ("-2.50", "-5/2"), ("18 apples", "18 apples"), ("1/0", "1/0"),
-     ("9" * 41, "9" * 41)],
+     ("9" * 41, "9" * 41), ("5/00", "5/00"), ("0/000", "0/000"), ("-7/0.", "-7/0"), ("6/08", "3/4"),
+     ("1 1/2", "3/2"), ("1,00", "1,00"), (".5", "1/2"), ("−3", "-3")],
 )
 def test_vote_key(pred, key):
     assert vote_key(pred, Match()) == key

@@ -6,14 +6,17 @@ import json
 import threading
 
 import pytest
+from sympy import Rational
 
 from presrm.verify import (
+    NUMBER_RE,
     Limits,
     VerifyInputError,
     answers_match,
     check_solution,
     check_step,
     extract_answer,
+    parse_number,
     verify_file,
 )
 
@@ -341,3 +344,27 @@ def test_verify_file_bad_input(tmp_path, line, message):
     assert not (tmp_path / "out.jsonl").exists()
     assert not list(tmp_path.glob("*.tmp"))
     assert issubclass(VerifyInputError, ValueError)
+
+
+NUMBERS = [
+    ("12", 12), ("1,000", 1000), ("-3", -3), ("−3", -3), ("+4", 4), ("2.5", Rational(5, 2)), (".5", Rational(1, 2)),
+    ("$5.50", Rational(11, 2)), ("-$5", -5), ("$-5", -5), ("\\$18", 18), ("€5", 5), ("3/4", Rational(3, 4)),
+    ("6 / 8", Rational(3, 4)), ("1 1/2", Rational(3, 2)), (" 7 ", 7), ("0", 0), ("9" * 30, int("9" * 30)),
+    ("5/0", None), ("5/00", None), ("1 1/0", None), ("9" * 31, None), ("1,00", None), ("1,0000", None),
+    ("2e5", None), ("five", None), ("7 apples", None), ("", None), ("-", None), ("$", None), ("1.2.3", None),
+    ("٣", None), ("1/2/3", None), ("--3", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), NUMBERS)
+def test_parse_number(text, expected):
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize(("text", "found"), [
+    ("1,000 pens at $2.50 each, .5 kg", ["1,000", "2.50", ".5"]),
+    ("1,00 and 12,3456", ["1", "00", "12", "3456"]),
+    ("x٣y", []),
+])
+def test_number_pattern(text, found):
+    assert [m.group() for m in NUMBER_RE.finditer(text)] == found

@@ -22,10 +22,11 @@ from typing import Any
 
 from presrm.generate import generate, render_chat
 from presrm.judges.common import load_template
+from presrm.verify import NUMBER, parse_number
 
 MAX_POINTS = 5
 _SCORE = re.compile(r"(?i:\bscore)\s*(?:\((?i:total)\)\s*)?(?:(?i:is|of)\s+)?[:=]?\s*[*_\"'(\[]*\s*"
-                    r"(\d+(?:\.\d+)?)(?:\s*(?:/|(?i:out\s+of))\s*(\d+))?")
+                    rf"({NUMBER})(?:\s*(?:/|(?i:out\s+of))\s*([0-9]+))?")
 
 
 def parse_score(text: str) -> float | None:
@@ -37,10 +38,10 @@ def parse_score(text: str) -> float | None:
     if not found:
         return None
     value, total = found[-1]
-    points = float(value)
-    if (total and int(total) != MAX_POINTS) or points > MAX_POINTS:
+    number = parse_number(value)
+    if number is None or (total and int(total) != MAX_POINTS) or number > MAX_POINTS:
         return None
-    return points
+    return float(number)
 
 
 @dataclass
