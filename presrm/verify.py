@@ -12,6 +12,10 @@ Model output is untrusted: expressions are read by a whitelisted tokenizer and
 our own precedence-climbing parser into exact sympy rationals (nothing is ever
 evaluated as code), and every call is bounded (:class:`Limits`). A step that
 crosses a bound is ``unverifiable``; these functions never hang on hostile text.
+The LaTeX fallback of :func:`answers_match` runs math-verify in a worker process
+that is killed after :data:`MV_TIMEOUT_S` (``presrm._mathverify``), so that bound
+holds in any thread. Numbers are read by one reader, :func:`parse_number` and
+the :data:`NUMBER` pattern (``presrm._numbers``), which other modules use too.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +33,7 @@ from sympy import Rational
 
 from presrm._arith import DEFAULT_LIMITS, Limits
 from presrm._claims import Deadline, step_claims
+from presrm._mathverify import MV_TIMEOUT_S, math_verify_match
 from presrm._numbers import (
     CURRENCY,
     FRACTION_TAIL,
@@ -44,6 +48,7 @@ from presrm.schema import Claim, EvalRecord, Step, StepCheck
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "MV_TIMEOUT_S",
     "NUMBER",
     "NUMBER_RE",
     "SIGNED_NUMBER",
@@ -61,10 +66,6 @@ logger = logging.getLogger(__name__)
 
 MAX_ANSWER_CHARS = 512
 """Longest answer string :func:`answers_match` reads; longer ones never match."""
-MAX_MV_CHARS = 100
-"""Longest answer handed to math-verify (the LaTeX and symbolic fallback)."""
-MAX_MV_DEPTH = 4
-"""Deepest bracket nesting handed to math-verify."""
 MAX_TEXT_CHARS = 200_000
 """Only the last this-many characters of a completion are searched for its answer."""
 MAX_MARKERS = 32
@@ -192,7 +193,6 @@ _LENIENT_RE = re.compile(
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"))
 _LATEX_NOISE = re.compile(r"\\[,;:! ]|\\left|\\right|\\displaystyle")
 _LATEX_TEXT = re.compile(r"\\(?:text|mathrm|textbf|mbox)\s*\{([^{}]*)\}")
-_MV_UNSAFE = re.compile(r"\^\s*\{?\s*[-+]?\d{4,}|\^[^^]*\^|!|\*\*\s*\d|\\(?:int|sum|prod|lim)")
 
 
 def _unwrap(text: str) -> str:
@@ -227,53 +227,6 @@ def _lenient_numbers(pred: str) -> tuple[Rational, ...] | None:
     return (value, value / 100) if m.group("pct") else (value,)
 
 
-def _mv_safe(text: str) -> bool:
-    """Whether ``text`` is small and tame enough for math-verify, which may run without a timeout.
-
-    Short, brackets balanced and at most :data:`MAX_MV_DEPTH` deep, no large or
-    nested powers, factorials or big operators.
-    """
-    if len(text) > MAX_MV_CHARS or _MV_UNSAFE.search(text):
-        return False
-    depth = 0
-    for ch in text:
-        depth += (ch in "([{") - (ch in ")]}")
-        if depth < 0 or depth > MAX_MV_DEPTH:
-            return False
-    return depth == 0
-
-
-def _as_math(text: str) -> str:
-    """Wrap bare LaTeX in ``$...$`` so math-verify's LaTeX extractor sees it."""
-    return text if re.search(r"\$|\\[(\[]|\\boxed", text) else f"${text}$"
-
-
-def _math_verify_match(pred: str, gold: str, gold_value: Rational | None) -> bool:
-    """Fallback for LaTeX and symbolic answers, delegated to math-verify.
-
-    math-verify bounds its work with ``signal.alarm``, which only works in the
-    main thread; elsewhere its timeouts are switched off and we rely on the
-    input bounds (length, no large or nested powers, no factorials) instead.
-    """
-    if not _mv_safe(pred) or (gold_value is None and not _mv_safe(gold)):
-        return False
-    from math_verify import parse, verify  # slow to import, only needed here
-
-    timeout = 1 if threading.current_thread() is threading.main_thread() else None
-    try:
-        if gold_value is not None:
-            gold_parsed = [gold_value]
-        else:
-            gold_parsed = parse(_as_math(gold), parsing_timeout=timeout)
-        pred_parsed = parse(_as_math(pred), parsing_timeout=timeout)
-        if not gold_parsed or not pred_parsed:
-            return False
-        return bool(verify(gold_parsed, pred_parsed, timeout_seconds=timeout))
-    except Exception:  # math-verify raises a zoo of sympy errors on odd input
-        logger.debug("math-verify failed on %r vs %r", pred, gold, exc_info=True)
-        return False
-
-
 def answers_match(pred: str | None, gold: str | None) -> bool:
     """Whether the predicted answer ``pred`` equals the reference answer ``gold``.
 
@@ -282,8 +235,10 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
     "5 apples."), trailing periods, ``10.00 == 10``, fractions ``3/4``, mixed
     numbers ``1 1/2``, negatives, scientific notation, and LaTeX wrappers such
     as ``\\boxed{}``, ``\\$`` and ``\\text{ dollars}``. Anything else (``\\frac``,
-    symbolic answers) is handed to math-verify. A percentage ``25%`` matches
-    both ``25`` and ``0.25``.
+    symbolic answers) is handed to math-verify's LaTeX parser in a worker
+    process, if it is short and tame (``presrm._mathverify.mv_safe``), and
+    counts as no match after :data:`MV_TIMEOUT_S` seconds, in any thread. A
+    percentage ``25%`` matches both ``25`` and ``0.25``.
 
     Note:
         The arguments are not symmetric: ``gold`` is parsed as a clean reference
@@ -306,7 +261,7 @@ def answers_match(pred: str | None, gold: str | None) -> bool:
         return gold_value in pred_values
     if pred_values is not None and (gold_values := _lenient_numbers(gold)) is not None:
         return bool(set(pred_values) & set(gold_values))
-    return _math_verify_match(_unwrap(pred), gold, gold_value)
+    return math_verify_match(_unwrap(pred), gold, gold_value)
 
 
 # --------------------------------------------------------------------------- steps

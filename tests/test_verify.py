@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
+import time
 
 import pytest
 from sympy import Rational
@@ -152,6 +155,38 @@ def test_answers_match_off_main_thread():
     thread.start()
     thread.join(30)
     assert results == {"latex": True, "plain": True}
+
+
+def test_math_verify_overrun_kills_its_worker_and_does_not_match(monkeypatch):
+    """A worker stuck past MV_TIMEOUT_S (here: stopped, like a C loop no signal reaches) is killed, in any thread;
+    the call does not match and the next call gets a fresh worker."""
+    from presrm import _mathverify
+
+    assert answers_match("\\frac{3}{4}", "0.75")  # a worker is up and idle
+    worker = _mathverify._POOL._idle[-1]
+    os.kill(worker.proc.pid, signal.SIGSTOP)
+    monkeypatch.setattr(_mathverify, "MV_TIMEOUT_S", 0.2)
+    results = {}
+    thread = threading.Thread(target=lambda: results.setdefault("late", answers_match("\\frac{3}{4}", "0.75")))
+    start = time.monotonic()
+    thread.start()
+    thread.join(5)
+    assert results == {"late": False} and time.monotonic() - start < 2
+    assert worker.proc.poll() is not None and worker not in _mathverify._POOL._idle
+    assert answers_match("\\frac{3}{4}", "0.75") and _mathverify._POOL._idle[-1] is not worker
+
+
+@pytest.mark.parametrize(("text", "safe"), [
+    ("\\frac{3}{4}", True), ("x+1", True), ("3\\sqrt{2}", True), ("2 \\times 10^{3}", True), ("\\pi r^2", True),
+    ("\\binom{10000000}{5000000}", False), ("{9 \\choose 4}", False), ("10!", False), ("2^{2^{10}}", False),
+    ("10^{1000}", False), ("2**10", False), ("1e99999", False), ("9" * 31, False), ("\\sum_{k=1}^{9} k", False),
+    ("\\Gamma(5)", False), ("\\operatorname{binomial}(9, 4)", False), ("(((((1)))))", False), ("(1", False),
+    ("x" * 101, False),
+])
+def test_math_verify_input_bounds(text, safe):
+    from presrm._mathverify import mv_safe
+
+    assert mv_safe(text) is safe
 
 
 STEPS = [

@@ -6,21 +6,27 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import re
+import threading
 import time
 from fractions import Fraction
 
+import math_verify.parser
+import pytest
 import sympy
 import sympy.parsing.sympy_parser
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from presrm.verify import answers_match, check_step, extract_answer
+from presrm._mv_worker import mv_match
+from presrm.verify import MV_TIMEOUT_S, answers_match, check_step, extract_answer
 
 SETTINGS = {
     "deadline": None,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large],
 }
 TIME_BOUND_S = 1.0
+THREAD_SLACK_S = 0.5  # a math-verify call returns within MV_TIMEOUT_S plus one line each way through a pipe
 
 
 def _forbidden(*_args, **_kwargs):
@@ -185,3 +191,81 @@ def test_answer_formats_match(n, cents, style):
     assert answers_match(pred, gold)
     assert not answers_match(str(n + 7), gold)
     assert extract_answer(f"Some work.\n#### {pred}") is not None
+
+
+# --------------------------------------------------------------------------- off the main thread
+
+MV_TRAPS = [
+    "\\binom{10000000}{5000000}", "The answer is $\\binom{10000000}{5000000}$.", "{10000000 \\choose 5000000}",
+    "10000000!", "\\frac{1}{3}^{99999}", "(10^{100})^{100}", "9^{9^{9}}", "2^{2^{2^{2^{2}}}}", "x^{10^{10}}",
+    "\\sum_{k=1}^{10^9} k", "\\prod_{k=1}^{10^9} k", "\\int_0^1 x dx", "\\Gamma(10^9)", "factorial(10**7)",
+    "\\sqrt{10^{9999}}", "1e999999", "10.5E99999", "\\lim_{n\\to\\infty} n", "\\mathbb{Z}^{9999}",
+    "\\boxed{\\binom{10000000}{5000000}}", "\\(\\binom{9999999}{4999999}\\)", "9" * 40,
+]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _math_verify_worker_started():
+    """The first LaTeX answer in a process starts the math-verify worker (once); the bounds are per call after."""
+    assert answers_match("\\frac{1}{2}", "0.5")
+
+
+def in_thread(fn, *args, bound: float = TIME_BOUND_S):
+    """Run ``fn(*args)`` in a worker thread (where signal timeouts do not work) and require it back in time."""
+    out: dict = {}
+
+    def work():
+        try:
+            out["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the test's thread
+            out["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True)
+    start = time.monotonic()
+    worker.start()
+    worker.join(bound)
+    assert not worker.is_alive(), f"{fn.__name__}{args!r} still running after {bound} s off the main thread"
+    assert time.monotonic() - start < bound
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+@pytest.mark.parametrize("text", MV_TRAPS + CODE + HUGE)
+def test_traps_are_bounded_in_a_worker_thread(text):
+    bound = MV_TIMEOUT_S + THREAD_SLACK_S
+    for mode in ("strict", "flexible"):
+        found = in_thread(extract_answer, text, mode)
+        assert found is None or isinstance(found, str)
+    for pred in {text, extract_answer(text) or text}:
+        for gold in ("5", "\\frac{1}{2}", text):
+            assert in_thread(answers_match, pred, gold, bound=bound) in (True, False)
+    assert in_thread(check_step, text).verdict in ("correct", "incorrect", "unverifiable")
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(hostile_texts())
+def test_extract_answer_survives_hostile_text_in_a_worker_thread(text):
+    for mode in ("strict", "flexible"):
+        found = in_thread(extract_answer, text, mode)
+        assert found is None or isinstance(found, str)
+
+
+@settings(max_examples=300, **SETTINGS)
+@given(st.sampled_from(CODE + HUGE + MV_TRAPS) | st.text(max_size=60) | ARITH_CHARS.map(lambda s: s[:60]),
+       st.sampled_from(["0", "1", "1000", "-3", "2.5", "x", "\\frac{1}{2}"]))
+def test_answers_match_survives_hostile_text_in_a_worker_thread(pred, gold):
+    assert in_thread(answers_match, pred, gold, bound=MV_TIMEOUT_S + THREAD_SLACK_S) in (True, False)
+
+
+def test_math_verify_worker_hands_parse_expr_no_answer_text(monkeypatch):
+    """Only number tokens of latex2sympy's grammar reach parse_expr (through sympify), never the answer's text:
+    math-verify's own expression extractor, which would hand it ``2**3+1``, is off."""
+    calls = []
+    for module in (math_verify.parser, sympy.parsing.sympy_parser):
+        original = module.parse_expr
+        monkeypatch.setattr(module, "parse_expr", lambda text, *a, _f=original, **k: (calls.append(text),
+                                                                                        _f(text, *a, **k))[1])
+    for pred, gold in [("$x$ 2^3+1", "$9$"), ("3*4 = 12", "$12$"), ("$3*4$", "$12$"), ("\\frac{3}{4}", "0.75")]:
+        assert mv_match(pred, gold, None) in (True, False)
+    assert all(re.fullmatch(r"[0-9.]+", text) for text in calls), calls
