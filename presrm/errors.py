@@ -21,3 +21,7 @@ class ModelLoadError(PresrmError):
 
 class RunStateError(PresrmError):
     """A run directory is inconsistent with the requested run (e.g. another config)."""
+
+
+class WriteError(PresrmError, OSError):
+    """An output file or folder could not be written (full disk, permissions); the message names the path."""

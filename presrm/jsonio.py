@@ -2,34 +2,65 @@
 
 Every file a run writes goes through ``write_json``/``write_jsonl``: the data
 lands in a temporary file in the same folder and is renamed into place, so a
-crash never leaves a half-written file that a resumed run would trust.
+crash never leaves a half-written file that a resumed run would trust, and a
+failed write (a full disk) leaves the previous complete file in place.
+Permissions are those a plain ``open(path, "w")`` would give: a new file gets
+``0o666`` less the umask, a replaced one keeps its mode.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from presrm.errors import DataError
+from presrm.errors import DataError, WriteError
+
+
+def _open_temp(path: Path) -> tuple[int, Path]:
+    """A new temporary file next to ``path``, created like ``open()`` creates files (mode 0o666 & ~umask).
+
+    ``tempfile.mkstemp`` would create it 0o600 whatever the umask, so nobody else could read run files.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name next to {path}")  # pragma: no cover - 2^32 names each try
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and one rename."""
+    """Write ``text`` to ``path`` through a temporary file in the same folder and one rename.
+
+    Raises:
+        WriteError: the folder cannot be created or the file cannot be written (full disk, no permission,
+            a folder in the way); the previous ``path``, if any, is left as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _open_temp(path)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            if path.is_file():
+                os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise WriteError(f"{path}: cannot write ({e.strerror or e}); any previous version is unchanged") from e
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
 
 
