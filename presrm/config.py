@@ -72,6 +72,15 @@ class InitConfig:
     offset: int = _f(4000, "First problem used (kept apart from the problems step search uses).")
     ift_problems: int = _f(1000, "Gold solutions used for IFT.")
     eft_problems: int = _f(500, "Gold solutions whose steps are perturbed for EFT (each gives both orders).")
+    eft_sources: list = _f(["gold"], "Where EFT judge examples come from: 'gold' (gold steps and verifier-confirmed "
+                                     "perturbations) and/or 'on_policy' (the policy's own sampled steps on train "
+                                     "problems, labelled by the verifier).")
+    eft_per_problem: int = _f(1, "Gold source: perturbed steps taken from each gold solution.")
+    on_policy_problems: int = _f(100, "On-policy source: train problems whose steps M0 samples (from init.offset).")
+    on_policy_k: int = _f(4, "On-policy source: candidate steps sampled at each prefix.")
+    on_policy_max_steps: int = _f(6, "On-policy source: steps per sampled path.")
+    lora: bool | None = _f(None, "LoRA for the IFT/EFT SFT; null: as train.lora. Full fine-tuning of a small model "
+                                 "(init.lora: false) with LoRA DPO afterwards is a common split.")
     learning_rate: float = _f(1e-4, "SFT learning rate.")
     epochs: float = _f(1.0, "SFT epochs.")
     max_steps: int = _f(-1, "Stop SFT after this many optimizer steps (-1: use epochs).")
@@ -144,6 +153,12 @@ class EvalConfig:
     max_steps: int = _f(10, "Beam search: cap on steps.")
     max_step_tokens: int = _f(96, "Beam search: cap on tokens per step.")
     before: bool = _f(True, "Evaluate the model before training.")
+    judge_eval: bool = _f(False, "Also measure every evaluated model as a judge (judge-eval, judge.mode) on the "
+                                 "synthetic set and on the natural-error set (M0's own steps on eval problems, "
+                                 "built once into <run>/natural.jsonl).")
+    judge_eval_limit: int = _f(200, "Eval problems the judge sets are built from.")
+    judge_eval_k: int = _f(4, "Natural set: candidate steps M0 samples at each prefix.")
+    judge_eval_max_steps: int = _f(6, "Natural set: steps per sampled path.")
     after: bool = _f(True, "Evaluate the model after each iteration.")
 
 
@@ -323,6 +338,13 @@ def validate(cfg: RunConfig) -> None:
         (cfg.search.grounding or not cfg.search.require_correct_answer,
          "search.require_correct_answer needs search.grounding: true (it is a verifier check)"),
         (cfg.init.ift_problems >= 1 and cfg.init.eft_problems >= 1, "init.ift_problems/eft_problems must be >= 1"),
+        (bool(cfg.init.eft_sources) and set(cfg.init.eft_sources) <= {"gold", "on_policy"},
+         f"init.eft_sources must be a non-empty list of 'gold' and 'on_policy', got {cfg.init.eft_sources!r}"),
+        (cfg.init.eft_per_problem >= 1 and cfg.init.on_policy_problems >= 1 and cfg.init.on_policy_k >= 2
+         and cfg.init.on_policy_max_steps >= 1, "init.eft_per_problem, on_policy_problems and on_policy_max_steps "
+         "must be >= 1 and init.on_policy_k >= 2"),
+        (cfg.eval.judge_eval_limit >= 1 and cfg.eval.judge_eval_k >= 2 and cfg.eval.judge_eval_max_steps >= 1,
+         "eval.judge_eval_limit and judge_eval_max_steps must be >= 1 and eval.judge_eval_k >= 2"),
         (cfg.init.offset >= 0 and cfg.search.offset >= 0, "init.offset and search.offset must be >= 0"),
         (cfg.train.learning_rate > 0 and cfg.init.learning_rate > 0, "learning rates must be > 0"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),

@@ -55,6 +55,11 @@ def policy_prompt(tok, task: Task, question: str, prefix: str | None = None) -> 
     return render_chat(tok, user, task.response_prefix if prefix is None else prefix)
 
 
+def step_prompt(tok, task: Task, question: str, previous: Sequence[str], n: int) -> str:
+    """The policy prompt after ``previous`` steps, ending in ``Step n:``: what step search samples from."""
+    return policy_prompt(tok, task, question, prefix="".join(s + "\n" for s in previous)) + f"Step {n}:"
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the earliest stop string; return the text and whether a stop was found."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

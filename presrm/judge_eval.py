@@ -34,6 +34,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -511,16 +512,22 @@ def natural_set_for(args: JudgeEvalArgs, task, model=None, tok=None) -> NaturalS
         nat = read_natural_set(path)
         log.info("Natural set %s: %d steps from %s", path, len(nat.steps), nat.meta.get("generator"))
         return nat
+    from presrm.config import SearchConfig
     from presrm.data import load_problems
+    from presrm.generate import step_prompt
     from presrm.models import hardware, load_model
+    from presrm.search import STEP_STOP, hf_sampler
 
     generator = args.natural_model or args.model
     own = model is None or generator != args.model or args.adapter is not None
     if own:
         model, tok = load_model(generator, device=args.device, precision=args.precision)
     problems = load_problems(task, limit=args.limit, data_file=args.data_file)
-    nat = build_natural_set(problems, _policy_prompter(tok, task), _step_sampler(model, tok, task, args),
-                            max_steps=args.natural_max_steps, seed=args.seed)
+    search = SearchConfig(k=args.natural_k, temperature=args.natural_temperature, top_p=0.95,
+                          max_step_tokens=NATURAL_STEP_TOKENS, batch_size=32)
+    sampler = hf_sampler(model, tok, search, [STEP_STOP, *task.stop])
+    nat = build_natural_set(problems, partial(step_prompt, tok, task), sampler, max_steps=args.natural_max_steps,
+                            seed=args.seed)
     nat.meta.update(generator=generator, task=task.name, limit=args.limit, k=args.natural_k,
                     temperature=args.natural_temperature, top_p=0.95, max_step_tokens=NATURAL_STEP_TOKENS,
                     hardware=hardware(next(model.parameters()).device, next(model.parameters()).dtype))
@@ -531,25 +538,6 @@ def natural_set_for(args: JudgeEvalArgs, task, model=None, tok=None) -> NaturalS
 
 NATURAL_STEP_TOKENS = 96
 """Cap on a sampled candidate step of the natural set, in tokens (the search's default)."""
-
-
-def _policy_prompter(tok, task):
-    from presrm.generate import policy_prompt
-
-    def prompt(question: str, previous: Sequence[str], n: int) -> str:
-        return policy_prompt(tok, task, question, prefix="".join(s + "\n" for s in previous)) + f"Step {n}:"
-    return prompt
-
-
-def _step_sampler(model, tok, task, args: JudgeEvalArgs):
-    from presrm.generate import generate
-    from presrm.search import STEP_STOP
-
-    def sample(prompts: Sequence[str], seed: int) -> list[list[str]]:
-        return generate(model, tok, prompts, max_new_tokens=NATURAL_STEP_TOKENS, batch_size=32,
-                        stop=[STEP_STOP, *task.stop], num_return_sequences=args.natural_k,
-                        temperature=args.natural_temperature, top_p=0.95, seed=seed)
-    return sample
 
 
 def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:

@@ -14,11 +14,14 @@ continues where the run stopped and rebuilds exactly what was lost)::
     runs/<name>/iter_k/adapter/             LoRA adapter (peft format); train.json has the metrics
     runs/<name>/iter_k/model/               merged M_{k+1}, the next iteration's policy and judge
     runs/<name>/iter_k/eval.json            M_{k+1} on the same problems (+ eval_samples.jsonl)
+    runs/<name>/natural.jsonl               with eval.judge_eval: M0's own steps on eval problems, labelled
+    runs/<name>/*/judge_eval*/results.json  with eval.judge_eval: each model as a judge (synthetic + natural)
     runs/<name>/report.html, report.json
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import os
@@ -27,6 +30,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +170,17 @@ def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
 
 
 def _stage_labels(cfg: RunConfig) -> list[str]:
-    labels = ["M0 eval"] if cfg.eval.before else []
+    judged = cfg.eval.judge_eval
+    labels = (["M0 eval"] + (["M0 judge eval"] if judged else [])) if cfg.eval.before else []
     if cfg.init.ift or cfg.init.eft:
-        labels += ["init SFT"] + (["init eval"] if cfg.eval.after and cfg.init.evaluate else [])
+        labels += ["init SFT"]
+        if cfg.eval.after and cfg.init.evaluate:
+            labels += ["init eval"] + (["init judge eval"] if judged else [])
     for k in range(cfg.iterations):
         labels += [f"iter {k}/{cfg.iterations} search", f"iter {k}/{cfg.iterations} train"]
-        labels += [f"iter {k}/{cfg.iterations} eval"] if cfg.eval.after else []
+        if cfg.eval.after:
+            labels += [f"iter {k}/{cfg.iterations} eval"] + ([f"iter {k}/{cfg.iterations} judge eval"] if judged
+                                                             else [])
     return labels
 
 
@@ -197,17 +206,84 @@ def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task)
     return summary, False
 
 
+def _on_policy_steps(cfg: RunConfig, task, problems, out: Path):
+    """M0's own candidate steps on the init problems, labelled by the verifier (``init/on_policy.jsonl``)."""
+    from presrm.generate import step_prompt
+    from presrm.labelled import build_natural_set, read_natural_set, write_natural_set
+    from presrm.models import hardware, load_model
+    from presrm.search import STEP_STOP, hf_sampler
+
+    path = out / "on_policy.jsonl"
+    if path.exists():
+        return read_natural_set(path)
+    model, tok = load_model(cfg.model, device=cfg.device, precision=inference_precision(cfg))
+    search = dataclasses.replace(cfg.search, k=cfg.init.on_policy_k)
+    sampler = hf_sampler(model, tok, search, [STEP_STOP, *task.stop])
+    nat = build_natural_set(problems[:cfg.init.on_policy_problems], partial(step_prompt, tok, task), sampler,
+                            max_steps=cfg.init.on_policy_max_steps, seed=cfg.seed, desc="init: on-policy steps")
+    nat.meta.update(generator=cfg.model, task=task.name, k=cfg.init.on_policy_k,
+                    temperature=cfg.search.temperature, top_p=cfg.search.top_p,
+                    hardware=hardware(model.device, model.dtype))
+    write_natural_set(path, nat)
+    _free(model)
+    return nat
+
+
+def _apart_from_eval(cfg: RunConfig, problems: list) -> tuple[list, int]:
+    """Init problems minus any whose question is one the run evaluates on (accuracy or judge sets).
+
+    GSM8K's train and test splits share no question, so with the stock tasks nothing is dropped; a
+    user's own data files get the same guarantee: train and test never mix.
+    """
+    eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
+    limits = [cfg.eval.limit] + ([cfg.eval.judge_eval_limit] if cfg.eval.judge_eval else [])
+    limit = None if None in limits else max(limits)
+    held_out = {p.question.strip() for p in load_problems(eval_task, limit=limit, data_file=cfg.eval.data_file)}
+    kept = [p for p in problems if p.question.strip() not in held_out]
+    if len(kept) < len(problems):
+        log.warning("init: %d problem(s) left out because the run also evaluates on them", len(problems) - len(kept))
+    return kept, len(problems) - len(kept)
+
+
+def natural_set_path(root: Path) -> Path:
+    """Where a run keeps its natural-error set (M0's own steps on eval problems, verifier-labelled)."""
+    return root / "natural.jsonl"
+
+
+def _judge_eval_stage(cfg: RunConfig, root: Path, spec: str, out: Path, name: str) -> tuple[dict[str, Any], bool]:
+    """The model ``spec`` as a judge (judge.mode) on the synthetic set and on the run's natural set."""
+    from presrm.judge_eval import JudgeEvalArgs, run_judge_eval
+
+    if (out / name / "results.json").exists():
+        return read_json(out / name / "results.json"), True
+    args = JudgeEvalArgs(model=spec, mode=cfg.judge.mode, limit=cfg.eval.judge_eval_limit, output_dir=str(out / name),
+                         seed=cfg.seed, task=cfg.eval.task, tasks_dir=cfg.tasks_dir, data_file=cfg.eval.data_file,
+                         template=_judge_template(cfg), batch_size=cfg.judge.batch_size, device=cfg.device,
+                         precision=inference_precision(cfg), natural=str(natural_set_path(root)),
+                         natural_model=cfg.model, natural_k=cfg.eval.judge_eval_k,
+                         natural_max_steps=cfg.eval.judge_eval_max_steps, natural_temperature=cfg.search.temperature)
+    return run_judge_eval(args), False
+
+
+def _judge_template(cfg: RunConfig) -> str | None:
+    return {"pointwise": cfg.judge.template, "pairwise": cfg.judge.pairwise_template,
+            "generative": cfg.judge.generative_template}.get(cfg.judge.mode)
+
+
 def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
     """IFT/EFT: supervised fine-tuning of M0 on step-format gold solutions and judge examples."""
-    from presrm.init_data import eft_examples, ift_examples
+    from presrm.init_data import eft_examples, ift_examples, on_policy_examples
     from presrm.models import load_model
     from presrm.train import train_sft
 
     if (out / "train.json").exists():
         return read_json(out / "train.json"), True
     task = load_task(cfg.init.task, cfg.tasks_dir)
-    n = max(cfg.init.ift_problems if cfg.init.ift else 0, cfg.init.eft_problems if cfg.init.eft else 0)
+    n = max(cfg.init.ift_problems if cfg.init.ift else 0, cfg.init.eft_problems if cfg.init.eft else 0,
+            cfg.init.on_policy_problems if cfg.init.eft and "on_policy" in cfg.init.eft_sources else 0)
     problems = load_problems(task, limit=n, offset=cfg.init.offset, data_file=cfg.init.data_file)
+    problems, overlap = _apart_from_eval(cfg, problems)
+    nat = _on_policy_steps(cfg, task, problems, out) if cfg.init.eft and "on_policy" in cfg.init.eft_sources else None
     model, tok = load_model(cfg.model, device=cfg.device, training=True, precision=cfg.train.precision)
     examples: list[dict[str, Any]] = []
     if cfg.init.ift:
@@ -219,19 +295,28 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
         examples += ift
     if cfg.init.eft:
         render, prefill = judge_prompt_renderer(cfg, model, tok)
-        eft = eft_examples(problems[:cfg.init.eft_problems], render, mode=cfg.judge.mode, seed=cfg.seed,
-                           prefill=prefill)
+        eft = []
+        if "gold" in cfg.init.eft_sources:
+            eft += eft_examples(problems[:cfg.init.eft_problems], render, mode=cfg.judge.mode, seed=cfg.seed,
+                                prefill=prefill, per_problem=cfg.init.eft_per_problem)
+        if nat is not None:
+            eft += on_policy_examples(nat.steps, render, mode=cfg.judge.mode, seed=cfg.seed, prefill=prefill)
         write_jsonl(out / "eft.jsonl", eft)
         examples += eft
     if not examples:
         raise RunStateError(f"init produced no SFT examples from {len(problems)} problems of task {task.name} "
                             "(no gold solutions?); check init.task / init.data_file")
-    metrics, trained = train_sft(model, tok, examples, cfg.init, cfg.train, out / "adapter", seed=cfg.seed,
+    train_cfg = dataclasses.replace(cfg.train, lora=cfg.train.lora if cfg.init.lora is None else cfg.init.lora)
+    metrics, trained = train_sft(model, tok, examples, cfg.init, train_cfg, out / "adapter", seed=cfg.seed,
                                  device=cfg.device)
-    final = trained.merge_and_unload() if cfg.train.lora else trained
+    final = trained.merge_and_unload() if train_cfg.lora else trained
     save_model_atomic(final, tok, out / "model")
     metrics.update(ift_examples=sum(e["kind"] == "ift" for e in examples),
-                   eft_examples=sum(e["kind"] == "eft" for e in examples))
+                   eft_examples=sum(e["kind"] == "eft" for e in examples),
+                   eft_on_policy_examples=sum(e.get("source") == "on_policy" for e in examples),
+                   init_problems_dropped_as_eval_problems=overlap,
+                   on_policy_steps={k: nat.meta[k] for k in ("steps", "correct", "incorrect", "unverifiable")}
+                   if nat is not None else None)
     write_json(out / "train.json", metrics)  # last: marks the stage complete
     _free(model, trained, final)
     return metrics, False
@@ -298,6 +383,9 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         if cfg.eval.before:
             summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iter_dir(0),
                                         "eval_before", eval_problems, eval_task)
+            if cfg.eval.judge_eval:
+                summary["judge_before"] = _staged(progress, "M0 judge eval", _judge_eval_stage, cfg, rd.root,
+                                                  cfg.model, rd.iter_dir(0), "judge_eval_before")
         if rd.init:
             init = rd.root / "init"
             metrics = _staged(progress, "init SFT", _init_stage, cfg, init)
@@ -305,6 +393,9 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             if cfg.eval.after and cfg.init.evaluate:
                 summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init / "model"),
                                                   init, "eval", eval_problems, eval_task)
+                if cfg.eval.judge_eval:
+                    summary["init"]["judge"] = _staged(progress, "init judge eval", _judge_eval_stage, cfg, rd.root,
+                                                       str(init / "model"), init, "judge_eval")
         for k in range(cfg.iterations):
             out, spec, tag = rd.iter_dir(k), rd.policy(k, cfg.model), f"iter {k}/{cfg.iterations}"
             log.info("iteration %d: policy and judge = %s", k, spec)
@@ -315,6 +406,9 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             if cfg.eval.after:
                 it["eval"] = _staged(progress, f"{tag} eval", _eval_stage, cfg, str(out / "model"), out, "eval",
                                      eval_problems, eval_task)
+                if cfg.eval.judge_eval:
+                    it["judge"] = _staged(progress, f"{tag} judge eval", _judge_eval_stage, cfg, rd.root,
+                                          str(out / "model"), out, "judge_eval")
             summary["iterations"].append(it)
     finally:
         progress.close()

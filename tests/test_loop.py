@@ -83,9 +83,22 @@ def test_num_problems_per_iteration(tiny_model_dir, gsm8k_like, tmp_path):
     assert ids == [["gsm8k_train-0"], ["gsm8k_train-1", "gsm8k_train-2", "gsm8k_train-3"]]
 
 
+def _train_file(tmp_path):
+    """Problems in GSM8K's format whose questions differ from the eval problems' (a train split)."""
+    import json
+
+    from tests.conftest import SYNTHETIC
+
+    path = tmp_path / "train.jsonl"
+    path.write_text("".join(json.dumps({"question": q.replace("?", " in all?"), "answer": a}) + "\n"
+                            for q, a in SYNTHETIC))
+    return path
+
+
 def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="presrm.loop")
-    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "init.ift=true", "init.eft=true", f"init.data_file={gsm8k_like}",
+    train = _train_file(tmp_path)
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "init.ift=true", "init.eft=true", f"init.data_file={train}",
                "init.offset=0", "init.ift_problems=4", "init.eft_problems=6", "init.max_steps=2",
                "init.batch_size=4", "eval.before=false")
     summary = run(cfg)
@@ -97,6 +110,7 @@ def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_pat
     assert all(e["prompt"].endswith("[[") and "[The Start of Step A]" in e["prompt"] for e in eft)
     train = read_json(init / "train.json")
     assert (train["ift_examples"], train["eft_examples"], train["optimizer_steps"]) == (4, 12, 2)
+    assert train["init_problems_dropped_as_eval_problems"] == 0
     assert (init / "model" / "config.json").exists() and read_json(init / "eval.json")["model"] == str(init / "model")
     assert summary["init"]["train"]["lora_b_norm"] > 0
     assert "iteration 0: policy and judge = " + str(init / "model") in caplog.text
@@ -104,10 +118,37 @@ def test_init_ift_eft_then_iteration_uses_m1(tiny_model_dir, gsm8k_like, tmp_pat
     assert done == [f"stage done: {label}" for label in _stage_labels(cfg)]
 
 
+def test_init_leaves_out_eval_problems_and_adds_on_policy_examples(tiny_model_dir, gsm8k_like, tmp_path):
+    """EFT from both sources; init problems that are also eval problems are left out; every model is judged."""
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=0", "init.eft=true", f"init.data_file={gsm8k_like}",
+               "init.offset=0", "init.eft_problems=6", "init.max_steps=1", "init.batch_size=4", "judge.mode=pointwise",
+               "init.eft_sources=[gold, on_policy]", "init.on_policy_problems=6", "init.on_policy_k=2",
+               "init.on_policy_max_steps=2", "init.lora=false", "eval.judge_eval=true", "eval.judge_eval_limit=2",
+               "eval.judge_eval_k=2", "eval.judge_eval_max_steps=2", "search.max_step_tokens=8")
+    assert _stage_labels(cfg) == ["M0 eval", "M0 judge eval", "init SFT", "init eval", "init judge eval"]
+    run(cfg)
+    root = tmp_path / "t"
+    train = read_json(root / "init" / "train.json")
+    assert train["init_problems_dropped_as_eval_problems"] == 3  # eval.limit=3 of the same file
+    assert train["lora"] is False and train["lora_b_norm"] is None and train["master_weights_dtype"] == "float32"
+    on_policy = read_jsonl(root / "init" / "on_policy.jsonl")
+    assert {r["problem_id"] for r in on_policy} <= {"gsm8k_train-3", "gsm8k_train-4", "gsm8k_train-5"}
+    eft = read_jsonl(root / "init" / "eft.jsonl")
+    assert {e["source"] for e in eft} <= {"gold", "on_policy"} and train["eft_examples"] == len(eft)
+    assert train["eft_on_policy_examples"] == sum(e["source"] == "on_policy" for e in eft)
+    natural = read_jsonl(root / "natural.jsonl")
+    assert natural and {r["problem_id"] for r in natural} <= {"gsm8k-0", "gsm8k-1"}
+    for where in ("iter_0/judge_eval_before", "init/judge_eval"):
+        res = read_json(root / where / "results.json")
+        assert res["natural"]["set"]["generator"] == str(tiny_model_dir)  # M0 wrote the set; both models judge it
+        assert res["natural"]["set"]["steps"] == len(natural) and res["protocol"]["mode"] == "pointwise"
+
+
 def test_zero_iterations_only_initialise(tiny_model_dir, gsm8k_like, tmp_path):
     """iterations=0 with init: M0 -> M1 (SFT) and M1's evaluation, then the report; no search or DPO."""
-    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=0", "init.eft=true", f"init.data_file={gsm8k_like}",
-               "init.offset=0", "init.eft_problems=2", "init.max_steps=1", "init.batch_size=4", "eval.before=false")
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=0", "init.eft=true",
+               f"init.data_file={_train_file(tmp_path)}", "init.offset=0", "init.eft_problems=2", "init.max_steps=1",
+               "init.batch_size=4", "eval.before=false")
     assert _stage_labels(cfg) == ["init SFT", "init eval"]
     summary = run(cfg)
     run_dir = tmp_path / "t"
