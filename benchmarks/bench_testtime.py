@@ -1,0 +1,175 @@
+"""Test-time payoff of the trained judge: greedy vs maj@k vs best-of-k (own judge) vs best-of-k (M0's judge).
+
+Like for like: the policy samples k solutions per problem *once*; maj@k votes over them, and the same k
+candidates are reranked by the process reward (``judge.aggregate`` of per-step P(Yes)) of two judges:
+the policy's own (the trained self-judge) and the base model M0's. pass@k (any candidate right) is the
+ceiling no reranker can pass. Greedy comes from the same policy (or from an evaluation's samples file of
+the same problems, ``--greedy-samples``). Each accuracy has a 95% Wilson interval; every comparison is
+paired on the same problems (exact McNemar).
+
+    python benchmarks/bench_testtime.py --policy runs/evidence_cpu/iter_1/model --base embedded --limit 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._report import publish  # noqa: E402
+from presrm.compare import mcnemar  # noqa: E402
+from presrm.decoding import majority_vote, vote_key  # noqa: E402
+from presrm.evaluate import judge_steps, score_record, wilson_interval  # noqa: E402
+from presrm.rewards import aggregate  # noqa: E402
+
+KINDS = ("strict", "flexible")
+
+
+def voted_correct(cands, task, kind: str) -> bool:
+    """maj@k: the winning answer under ``kind`` is right when a candidate with that vote is right."""
+    winner, _ = majority_vote([getattr(c, f"pred_{kind}") for c in cands], task.match)
+    if winner is None:
+        return False
+    key = vote_key(winner, task.match)
+    return any(getattr(c, f"correct_{kind}") for c in cands
+               if getattr(c, f"pred_{kind}") is not None and vote_key(getattr(c, f"pred_{kind}"), task.match) == key)
+
+
+def reranked(cands, scores: list[list[float]], how: str) -> int:
+    """Index of the candidate with the highest process reward (ties: lowest index; no steps: last)."""
+    rewards = [aggregate(s, how) if s else None for s in scores]
+    return max(range(len(cands)), key=lambda i: (rewards[i] is not None, rewards[i] or 0.0, -i))
+
+
+def _greedy(args, model, tok, task, problems) -> dict[str, dict[str, bool]]:
+    from presrm.generate import generate
+    from presrm.jsonio import read_jsonl
+
+    if args.greedy_samples:
+        recs = {r["id"]: r for r in read_jsonl(args.greedy_samples)}
+        missing = [p.id for p in problems if p.id not in recs]
+        if missing:
+            raise SystemExit(f"{args.greedy_samples} lacks problem {missing[0]} (and {len(missing) - 1} more)")
+        return {p.id: {k: bool(recs[p.id][f"correct_{k}"]) for k in KINDS} for p in problems}
+    from presrm.evaluate import build_prompt, load_shots
+
+    shots = load_shots(task)
+    outs = generate(model, tok, [build_prompt(tok, task, p.question, shots) for p in problems],
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop=task.stop, desc="greedy")
+    recs = [score_record(p, task.response_prefix + o[0], task) for p, o in zip(problems, outs, strict=True)]
+    return {r.id: {k: bool(getattr(r, f"correct_{k}")) for k in KINDS} for r in recs}
+
+
+def run(args) -> dict:
+    from presrm.data import load_problems, load_task
+    from presrm.evaluate import build_prompt, load_shots
+    from presrm.generate import generate
+    from presrm.judge import make_judge
+    from presrm.models import hardware, load_model
+
+    task = load_task(args.task)
+    problems = load_problems(task, limit=args.limit)
+    t0 = time.time()
+    model, tok = load_model(args.policy, precision=args.precision)
+    hw = hardware(model.device, model.dtype)
+    greedy = _greedy(args, model, tok, task, problems)
+    shots = load_shots(task)
+    outs = generate(model, tok, [build_prompt(tok, task, p.question, shots) for p in problems],
+                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop=task.stop,
+                    num_return_sequences=args.k, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+                    desc=f"sample {args.k}")
+    groups = [[score_record(p, task.response_prefix + c, task) for c in o] for p, o in zip(problems, outs, strict=True)]
+    flat = [c for g in groups for c in g]
+    t_sample = time.time() - t0
+    judge_steps(make_judge("pointwise", model, tok, batch_size=args.judge_batch_size), flat, desc="own judge")
+    own = [[list(c.step_scores or []) for c in g] for g in groups]
+    del model
+    base, btok = load_model(args.base, precision=args.precision)
+    judge_steps(make_judge("pointwise", base, btok, batch_size=args.judge_batch_size), flat, desc="M0 judge")
+    m0 = [[list(c.step_scores or []) for c in g] for g in groups]
+    outcome: dict[str, dict[str, list[bool]]] = {m: {k: [] for k in KINDS} for m in
+                                                 ("greedy", "maj", "best_own", "best_m0", "pass")}
+    for p, g, so, sm in zip(problems, groups, own, m0, strict=True):
+        i_own, i_m0 = reranked(g, so, args.aggregate), reranked(g, sm, args.aggregate)
+        for k in KINDS:
+            outcome["greedy"][k].append(greedy[p.id][k])
+            outcome["maj"][k].append(voted_correct(g, task, k))
+            outcome["best_own"][k].append(bool(getattr(g[i_own], f"correct_{k}")))
+            outcome["best_m0"][k].append(bool(getattr(g[i_m0], f"correct_{k}")))
+            outcome["pass"][k].append(any(getattr(c, f"correct_{k}") for c in g))
+    n = len(problems)
+    acc = {m: {k: {"correct": sum(v), "accuracy": sum(v) / n, "ci95": list(wilson_interval(sum(v), n))}
+               for k, v in per.items()} for m, per in outcome.items()}
+    tests = {}
+    for a, b in (("best_own", "greedy"), ("best_own", "maj"), ("best_own", "best_m0"), ("maj", "greedy")):
+        for k in KINDS:
+            xa, xb = outcome[a][k], outcome[b][k]
+            only_a = sum(x and not y for x, y in zip(xa, xb, strict=True))
+            only_b = sum(y and not x for x, y in zip(xa, xb, strict=True))
+            tests[f"{a} vs {b} ({k})"] = {"diff": (sum(xa) - sum(xb)) / n, "only_a": only_a, "only_b": only_b,
+                                          **mcnemar(only_a, only_b)}
+    return {"n": n, "k": args.k, "policy": args.policy, "base": args.base, "aggregate": args.aggregate,
+            "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed, "accuracy": acc,
+            "paired": tests, "hardware": hw, "seconds": time.time() - t0, "sampling_seconds": t_sample}
+
+
+LABELS = {"greedy": "greedy", "maj": "maj@{k}", "best_own": "best-of-{k}, own judge (trained self-judge)",
+          "best_m0": "best-of-{k}, M0's judge", "pass": "pass@{k} (ceiling: any candidate right)"}
+
+
+def render(res: dict) -> str:
+    def pct(block):
+        lo, hi = block["ci95"]
+        return f"{block['correct']}/{res['n']} = {100 * block['accuracy']:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    rows = ["| decoding | strict [95% Wilson] | flexible [95% Wilson] |", "| --- | --- | --- |"]
+    for m, label in LABELS.items():
+        rows.append(f"| {label.format(k=res['k'])} | {pct(res['accuracy'][m]['strict'])} | "
+                    f"{pct(res['accuracy'][m]['flexible'])} |")
+    rows += ["", "| paired comparison | difference | only first right / only second right | McNemar p |",
+             "| --- | --- | --- | --- |"]
+    for name, t in res["paired"].items():
+        rows.append(f"| {name} | {100 * t['diff']:+.1f} pts | {t['only_a']} / {t['only_b']} | {t['p_exact']:.3g} |")
+    hw = res["hardware"]
+    return (f"## Test-time payoff of the judge (greedy, maj@{res['k']}, best-of-{res['k']})\n\n"
+            f"Policy `{res['policy']}`, M0 `{res['base']}`; {res['n']} GSM8K test problems; {res['k']} samples per "
+            f"problem at T={res['temperature']}, top_p={res['top_p']}, seed {res['seed']}, shared by maj@k and both "
+            f"rerankings (process reward = {res['aggregate']} of per-step P(Yes)). {hw['dtype']} on {hw['cpu']}; "
+            f"{res['seconds'] / 60:.1f} min in all ({res['sampling_seconds'] / 60:.1f} min greedy + sampling).\n\n"
+            + "\n".join(rows))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--policy", required=True, help="the trained model (policy and own judge)")
+    p.add_argument("--base", default="embedded", help="M0, whose judge is the baseline reranker")
+    p.add_argument("--task", default="gsm8k")
+    p.add_argument("--limit", type=int, default=500)
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aggregate", default="min")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--judge-batch-size", type=int, default=32)
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--greedy-samples", help="an eval samples.jsonl of the policy on the same problems (greedy)")
+    p.add_argument("--output", help="also write the figures as JSON here")
+    p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    res = run(args)
+    if args.output:
+        from presrm.jsonio import write_json
+
+        write_json(args.output, res)
+    publish("testtime", render(res), write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
