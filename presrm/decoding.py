@@ -30,12 +30,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from presrm.data import Match, Task
 from presrm.errors import ConfigError
 from presrm.evaluate import EvalSample, build_prompt, grade, judge_steps, score_record
 from presrm.generate import generate
+from presrm.progress import bar as progress_bar
 from presrm.rewards import AGGREGATORS, aggregate
 from presrm.schema import Problem, Step
 from presrm.steps import is_final_answer
@@ -253,7 +252,7 @@ def beam_search(model, tok, task: Task, problems: Sequence[Problem], bases: Sequ
     done: list[list[_Beam]] = [[] for _ in problems]
     traces: list[list[dict[str, Any]]] = [[] for _ in problems]
     stop = [STEP_STOP if _step_format(task) else "\n", *task.stop]
-    for rnd in tqdm(range(1, dec.max_steps + 1), desc=f"{label}: {dec.label}", unit="step"):
+    for rnd in progress_bar(range(1, dec.max_steps + 1), desc=f"{label}: {dec.label}", unit="step"):
         flat = [(pi, b) for pi, beams in enumerate(live) for b in beams]
         if not flat:
             break

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 import jinja2
 import torch
-from tqdm.auto import tqdm
 
 from presrm.data import Task
+from presrm.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -104,7 +104,8 @@ def generate(
         from transformers import StoppingCriteriaList
 
         gen_kwargs.update(stopping_criteria=StoppingCriteriaList([stop_criteria(tok, stop)]))
-    bar = tqdm(total=len(prompts), desc=desc or "generate", unit="prompt", disable=desc is None, leave=False)
+    bar = progress_bar(total=len(prompts), desc=desc or "generate", unit="prompt", disable=desc is None,
+                       leave=False)
     for b, start in enumerate(range(0, len(order), per_batch)):
         idx = order[start:start + per_batch]
         enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)

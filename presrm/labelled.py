@@ -26,11 +26,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from presrm.errors import DataError
 from presrm.jsonio import iter_jsonl, read_json, write_json, write_jsonl
 from presrm.perturb import DELTAS, MAX_TRIES, perturb
+from presrm.progress import bar as progress_bar
 from presrm.schema import Problem
 from presrm.steps import format_steps, gold_to_steps, is_final_answer
 from presrm.verify import check_step
@@ -180,7 +179,7 @@ def build_natural_set(problems: Sequence[Problem], prompt: Callable[[str, Sequen
     paths: dict[str, list[str]] = {p.id: [] for p in problems}
     active = [p for p in problems]
     out: list[NaturalStep] = []
-    bar = tqdm(total=max_steps, desc=desc, unit="round", disable=desc is None)
+    bar = progress_bar(total=max_steps, desc=desc, unit="round", disable=desc is None)
     for rnd in range(max_steps):
         if not active:
             break

@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
 from presrm.errors import RunStateError
 from presrm.jsonio import read_json, read_jsonl, write_json, write_jsonl, write_text_atomic
+from presrm.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Progress:
 
     def __init__(self, labels: list[str], name: str):
         self.name = name
-        self.bar = tqdm(total=len(labels), desc=f"{name}", unit="stage", position=0)
+        self.bar = progress_bar(total=len(labels), desc=f"{name}", unit="stage", position=0)
 
     def start(self, label: str) -> None:
         self.bar.set_description(f"{self.name} [{label}]")

@@ -28,12 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from presrm.config import SearchConfig
 from presrm.data import Task
 from presrm.generate import generate, policy_prompt
 from presrm.judge import StepToJudge
+from presrm.progress import bar as progress_bar
 from presrm.rewards import aggregate
 from presrm.schema import Problem, StepPair
 from presrm.steps import is_final_answer
@@ -258,7 +257,7 @@ def step_search(model, tok, judge, task: Task, problems: Sequence[Problem], cfg:
     """
     states = [ProblemState(p) for p in problems]
     sample = sampler or hf_sampler(model, tok, cfg, [STEP_STOP, *task.stop])
-    bar = tqdm(total=cfg.max_steps, desc=f"iter {iteration}: step search", unit="round")
+    bar = progress_bar(total=cfg.max_steps, desc=f"iter {iteration}: step search", unit="round")
     rnd = 0
     while active := [s for s in states if not s.done]:
         rnd += 1

@@ -32,7 +32,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
+
+from presrm.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 MIN_REUSE = 16  # tokens: a shorter shared prefix is not worth copying a cache for
@@ -151,7 +152,7 @@ def answer_logprobs(model, tok, prompts: Sequence[str], answer_sets: Sequence[Se
     ids = [list(x) for x in tok(list(prompts), add_special_tokens=False)["input_ids"]]
     sets = [torch.tensor(list(s), dtype=torch.long) for s in answer_sets]
     pad = _pad_id(tok)
-    bar = tqdm(total=len(prompts), desc=desc or "judge", unit=unit, disable=desc is None, leave=False)
+    bar = progress_bar(total=len(prompts), desc=desc or "judge", unit=unit, disable=desc is None, leave=False)
     todo: list[int] = list(range(len(prompts)))
     root = None
     if prefix_cache:

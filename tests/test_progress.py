@@ -1,0 +1,60 @@
+"""Progress bars: unchanged on a terminal; throttled, ASCII and never nested in a log."""
+
+import io
+import os
+
+import pytest
+
+from presrm import progress
+from presrm.progress import LOG_INTERVAL_S, bar, configure
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize(("stream", "interactive"), [(Terminal(), True), (io.StringIO(), False)])
+def test_bars_on_a_terminal_and_in_a_log(stream, interactive):
+    outer = bar(total=100, desc="stages", file=stream)
+    inner = bar(total=10, desc="batches", file=stream, leave=False)
+    assert not outer.disable
+    assert inner.disable is not interactive  # in a log only the outermost bar draws
+    assert (outer.mininterval == LOG_INTERVAL_S) is not interactive
+    inner.close()
+    outer.close()
+    after = bar(total=10, desc="next stage", file=stream)  # the outer bar is closed: this one is outermost
+    assert not after.disable
+    after.close()
+
+
+def test_a_log_gets_a_few_lines_not_one_per_update():
+    log = io.StringIO()
+    outer = bar(total=10_000, desc="search", file=log)
+    for _ in range(10_000):
+        inner = bar(total=1, desc="judge batch", file=log)
+        inner.update(1)
+        inner.close()
+        outer.update(1)
+    outer.close()
+    redraws = log.getvalue().replace("\r", "\n").strip().splitlines()
+    assert 1 <= len(redraws) <= 3, redraws  # first draw, maybe one more, and the final one
+    assert all("judge batch" not in line for line in redraws)
+
+
+def test_configure_sets_tqdm_defaults_only_for_a_log(monkeypatch):
+    for key in ("TQDM_MININTERVAL", "TQDM_MAXINTERVAL", "TQDM_ASCII"):
+        monkeypatch.delenv(key, raising=False)
+    configure(Terminal())
+    assert "TQDM_MININTERVAL" not in os.environ
+    configure(io.StringIO())
+    assert float(os.environ["TQDM_MININTERVAL"]) == LOG_INTERVAL_S == float(os.environ["TQDM_MAXINTERVAL"])
+    monkeypatch.setenv("TQDM_MININTERVAL", "5")
+    configure(io.StringIO())
+    assert os.environ["TQDM_MININTERVAL"] == "5"  # a user's own setting wins
+
+
+def test_stderr_that_cannot_say_is_no_terminal():
+    closed = io.StringIO()
+    closed.close()
+    assert not progress.interactive(closed) and not progress.interactive(object())
