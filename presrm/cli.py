@@ -27,11 +27,14 @@ def _acc_line(summary: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from presrm import dist
     from presrm.config import load_config
     from presrm.loop import run
 
     cfg = load_config(args.config, args.overrides)
     summary = run(cfg, resume=args.resume)
+    if not dist.is_main():
+        return 0  # under accelerate launch, rank 0 prints the summary
     print(f"\nRun directory: {summary['run_dir']}")
     if "before" in summary:
         print(f"Accuracy before (M0): {_acc_line(summary['before'])}")
@@ -57,6 +60,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             m = it["iteration"] + 1 + shift
             print(f"Accuracy after iteration {it['iteration']} (M{m}): {_acc_line(it['eval'])}")
     print(f"Report: {summary['report']}")
+    if "hub" in summary:
+        print(f"Final model on the hub: https://huggingface.co/{summary['hub']}")
     return 0
 
 
@@ -263,6 +268,9 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from presrm.dist import quiet_other_ranks
+
+    quiet_other_ranks()  # under accelerate launch only rank 0 draws bars and logs info lines
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")

@@ -130,6 +130,14 @@ class TrainConfig:
     precision: str = _f("auto", "Training compute: 'auto' (bf16 autocast where bf16 is native: a bf16 GPU or an "
                                  "AMX-BF16 CPU; else fp32), 'fp32', or 'bf16'. Weights stay fp32 (master copy).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+    report_to: str | list = _f("none", "Trackers for the trainers' logs and the loop's per-iteration figures: a name "
+                                       "or a list of names transformers accepts (tensorboard, wandb, trackio, "
+                                       "mlflow, ...), 'all' (every one installed) or 'none'. Logs go to "
+                                       "<run>/logs (loop figures) and <run>/<stage>/logs (trainers).")
+    push_to_hub: bool = _f(False, "Upload the run's final model, with a model card holding the run's tables, to "
+                                  "the Hugging Face hub when the run ends (needs a token: hf auth login).")
+    hub_model_id: str | None = _f(None, "Hub repository for push_to_hub, e.g. 'me/presrm-qwen' (default: the run "
+                                        "name under your account).")
 
 
 @dataclass
@@ -355,6 +363,9 @@ def validate(cfg: RunConfig) -> None:
         (0.0 <= cfg.judge.tie_margin < 1.0, "judge.tie_margin must be in [0, 1)"),
         (cfg.judge.max_new_tokens >= 1, "judge.max_new_tokens must be >= 1"),
         (cfg.train.precision in {"auto", "fp32", "bf16"}, "train.precision must be auto, fp32 or bf16"),
+        (all(isinstance(n, str) and n for n in _as_list(cfg.train.report_to)),
+         f"train.report_to must be a tracker name or a list of names (tensorboard, wandb, ...), got "
+         f"{cfg.train.report_to!r}"),
         (cfg.device in {"auto", "cpu", "cuda"}, "device must be auto, cpu or cuda"),
         (cfg.eval.limit is None or cfg.eval.limit >= 1, "eval.limit must be >= 1 or null"),
         (re.fullmatch(r"greedy|beam|(maj@|best[-_]of[-_])(k|n|\d+)", cfg.eval.decoding.lower()) is not None,

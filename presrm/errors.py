@@ -25,3 +25,7 @@ class RunStateError(PresrmError):
 
 class WriteError(PresrmError, OSError):
     """An output file or folder could not be written (full disk, permissions); the message names the path."""
+
+
+class HubError(PresrmError):
+    """The Hugging Face hub cannot take an upload (offline, no token, refused); the message says what to do."""

@@ -22,6 +22,7 @@ continues where the run stopped and rebuilds exactly what was lost)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -36,6 +37,7 @@ from typing import Any
 
 import yaml
 
+from presrm import dist
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
 from presrm.errors import RunStateError
@@ -103,16 +105,44 @@ def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
         if old != cfg.to_dict():
             raise RunStateError(f"{cfg_file} holds a different config than this run; resume with the same "
                                 "recipe and overrides, or start a new run name")
-    root.mkdir(parents=True, exist_ok=True)
-    meta = {"config": yaml.safe_load(text), "versions": versions(), "git": git_hash(), "seed": cfg.seed}
-    if not cfg_file.exists():
-        write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))
+    dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
+    if dist.is_main():
+        root.mkdir(parents=True, exist_ok=True)
+        meta = {"config": yaml.safe_load(text), "versions": versions(), "git": git_hash(), "seed": cfg.seed}
+        if not cfg_file.exists():
+            write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))
+    dist.barrier()
     return RunDir(root, init=cfg.init.ift or cfg.init.eft)
 
 
 def _free(*objs: Any) -> None:
     del objs
     gc.collect()
+
+
+def _rank0_first(fn):
+    """For a stage that is not sharded and skips itself when its output exists (on-policy steps, judge eval):
+    rank 0 runs it while the other ranks wait, then they run it too, find the output and read it."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if dist.is_main():
+            result = fn(*args, **kwargs)
+        dist.barrier()
+        if not dist.is_main():
+            result = fn(*args, **kwargs)
+        return result
+    return wrapper
+
+
+def _save_trained(trained, tok, out: Path, metrics: dict[str, Any], *, lora: bool) -> None:
+    """Rank 0 merges the adapter into the fp32 weights, saves ``out/model`` and then ``out/train.json`` (which
+    marks the stage complete); the other ranks wait. The model is saved in fp32, the master copy, so the
+    next iteration trains from exact weights; inference loads cast it to bf16 where that is native."""
+    if dist.is_main():
+        final = trained.merge_and_unload() if lora else trained
+        save_model_atomic(final, tok, out / "model")
+        write_json(out / "train.json", metrics)  # last: marks the stage complete
+    dist.barrier()
 
 
 def make_run_judge(cfg: RunConfig, model, tok, *, mode: str | None = None):
@@ -186,7 +216,7 @@ def _stage_labels(cfg: RunConfig) -> list[str]:
 
 def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task) -> tuple[dict[str, Any], bool]:
     from presrm.decoding import Decoding
-    from presrm.evaluate import evaluate, write_eval
+    from presrm.evaluate import evaluate, summarize, write_eval
     from presrm.models import load_model
 
     if (out / f"{name}.json").exists():
@@ -197,15 +227,22 @@ def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task)
     decoding = Decoding.from_config(cfg)
     if judge is None and decoding.scores_steps:
         judge = make_run_judge(cfg, model, tok, mode="pointwise")
-    summary, records = evaluate(model, tok, task, problems, max_new_tokens=cfg.eval.max_new_tokens,
+    # Under accelerate launch each rank decodes its own block of the problems and rank 0 writes them all.
+    summary, records = evaluate(model, tok, task, dist.shard(problems), max_new_tokens=cfg.eval.max_new_tokens,
                                 batch_size=cfg.eval.batch_size, judge=judge, label=name, decoding=decoding)
+    records = dist.gather(records)
+    summary.update(summarize(records))
+    summary["protocol"]["processes"] = dist.world_size()
     summary["model"] = spec
     samples = "eval_samples.jsonl" if name == "eval" else f"{name}_samples.jsonl"
-    write_eval(out, summary, records, name=f"{name}.json", samples=samples)
+    if dist.is_main():
+        write_eval(out, summary, records, name=f"{name}.json", samples=samples)
+    dist.barrier()
     _free(model, judge)
     return summary, False
 
 
+@_rank0_first
 def _on_policy_steps(cfg: RunConfig, task, problems, out: Path):
     """M0's own candidate steps on the init problems, labelled by the verifier (``init/on_policy.jsonl``)."""
     from presrm.generate import step_prompt
@@ -250,6 +287,7 @@ def natural_set_path(root: Path) -> Path:
     return root / "natural.jsonl"
 
 
+@_rank0_first
 def _judge_eval_stage(cfg: RunConfig, root: Path, spec: str, out: Path, name: str) -> tuple[dict[str, Any], bool]:
     """The model ``spec`` as a judge (judge.mode) on the synthetic set and on the run's natural set."""
     from presrm.judge_eval import JudgeEvalArgs, run_judge_eval
@@ -291,7 +329,8 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
 
         ift = ift_examples(problems[:cfg.init.ift_problems], lambda q: policy_prompt(tok, task, q, prefix=""),
                            response_prefix=task.response_prefix)
-        write_jsonl(out / "ift.jsonl", ift)
+        if dist.is_main():
+            write_jsonl(out / "ift.jsonl", ift)
         examples += ift
     if cfg.init.eft:
         render, prefill = judge_prompt_renderer(cfg, model, tok)
@@ -301,7 +340,8 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
                                 prefill=prefill, per_problem=cfg.init.eft_per_problem)
         if nat is not None:
             eft += on_policy_examples(nat.steps, render, mode=cfg.judge.mode, seed=cfg.seed, prefill=prefill)
-        write_jsonl(out / "eft.jsonl", eft)
+        if dist.is_main():
+            write_jsonl(out / "eft.jsonl", eft)
         examples += eft
     if not examples:
         raise RunStateError(f"init produced no SFT examples from {len(problems)} problems of task {task.name} "
@@ -309,16 +349,14 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
     train_cfg = dataclasses.replace(cfg.train, lora=cfg.train.lora if cfg.init.lora is None else cfg.init.lora)
     metrics, trained = train_sft(model, tok, examples, cfg.init, train_cfg, out / "adapter", seed=cfg.seed,
                                  device=cfg.device)
-    final = trained.merge_and_unload() if train_cfg.lora else trained
-    save_model_atomic(final, tok, out / "model")
     metrics.update(ift_examples=sum(e["kind"] == "ift" for e in examples),
                    eft_examples=sum(e["kind"] == "eft" for e in examples),
                    eft_on_policy_examples=sum(e.get("source") == "on_policy" for e in examples),
                    init_problems_dropped_as_eval_problems=overlap,
                    on_policy_steps={k: nat.meta[k] for k in ("steps", "correct", "incorrect", "unverifiable")}
                    if nat is not None else None)
-    write_json(out / "train.json", metrics)  # last: marks the stage complete
-    _free(model, trained, final)
+    _save_trained(trained, tok, out, metrics, lora=train_cfg.lora)
+    _free(model, trained)
     return metrics, False
 
 
@@ -333,11 +371,16 @@ def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> tuple[list[di
     problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
     model, tok = load_model(spec, device=cfg.device, precision=inference_precision(cfg, search=True))
     judge = make_run_judge(cfg, model, tok)
-    records, pairs = step_search(model, tok, judge, task, problems, cfg.search, seed=cfg.seed + k, iteration=k,
-                                 aggregate_how=cfg.judge.aggregate)
-    write_jsonl(out / "samples.jsonl", records)
-    write_json(out / "search.json", search_stats(records, pairs))
-    write_jsonl(out / "pairs.jsonl", pairs)  # last: its presence marks the stage complete
+    # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
+    # single process's: a batch's seed covers other prompts) and rank 0 writes them all, in problem order.
+    records, pairs = step_search(model, tok, judge, task, dist.shard(problems), cfg.search, seed=cfg.seed + k,
+                                 iteration=k, aggregate_how=cfg.judge.aggregate)
+    records, pairs = dist.gather(records), dist.gather(pairs)
+    if dist.is_main():
+        write_jsonl(out / "samples.jsonl", records)
+        write_json(out / "search.json", search_stats(records, pairs))
+        write_jsonl(out / "pairs.jsonl", pairs)  # last: its presence marks the stage complete
+    dist.barrier()
     _free(model, judge)
     # Read back, so that a fresh run and a resumed one train on byte-identical input.
     return read_jsonl(out / "pairs.jsonl"), False
@@ -356,10 +399,8 @@ def _train_stage(cfg: RunConfig, spec: str, out: Path, pairs: list[dict[str, Any
     model, tok = load_model(spec, device=cfg.device, training=True, precision=cfg.train.precision)
     metrics, trained = train_step_dpo(model, tok, pairs, cfg.train, out / "adapter", seed=cfg.seed + k,
                                       device=cfg.device)
-    final = trained.merge_and_unload() if cfg.train.lora else trained
-    save_model_atomic(final, tok, out / "model")
-    write_json(out / "train.json", metrics)  # last: marks the stage complete
-    _free(model, trained, final)
+    _save_trained(trained, tok, out, metrics, lora=cfg.train.lora)
+    _free(model, trained)
     return metrics, False
 
 
@@ -372,9 +413,14 @@ def _staged(progress: Progress, label: str, fn, *args) -> Any:
 
 def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     """Run every stage of ``cfg``; return a summary (also in ``report.json``)."""
+    from presrm.hub import check_push, push
     from presrm.report import write_report
+    from presrm.tracking import RunTracker
 
+    dist.init()
+    check_push(cfg)
     rd = _prepare(cfg, resume)
+    tracker = RunTracker.for_run(cfg.train.report_to, rd.root, cfg.name)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
     eval_problems = load_problems(eval_task, limit=cfg.eval.limit, data_file=cfg.eval.data_file)
     summary: dict[str, Any] = {"run_dir": str(rd.root), "iterations": []}
@@ -383,6 +429,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         if cfg.eval.before:
             summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iter_dir(0),
                                         "eval_before", eval_problems, eval_task)
+            tracker.update(summary)
             if cfg.eval.judge_eval:
                 summary["judge_before"] = _staged(progress, "M0 judge eval", _judge_eval_stage, cfg, rd.root,
                                                   cfg.model, rd.iter_dir(0), "judge_eval_before")
@@ -393,6 +440,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             if cfg.eval.after and cfg.init.evaluate:
                 summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init / "model"),
                                                   init, "eval", eval_problems, eval_task)
+                tracker.update(summary)
                 if cfg.eval.judge_eval:
                     summary["init"]["judge"] = _staged(progress, "init judge eval", _judge_eval_stage, cfg, rd.root,
                                                        str(init / "model"), init, "judge_eval")
@@ -410,7 +458,14 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                     it["judge"] = _staged(progress, f"{tag} judge eval", _judge_eval_stage, cfg, rd.root,
                                           str(out / "model"), out, "judge_eval")
             summary["iterations"].append(it)
+            tracker.update(summary)
     finally:
         progress.close()
-    summary["report"] = str(write_report(rd.root))
+        tracker.finish()
+    summary["report"] = str(rd.root / "report.html")
+    if dist.is_main():
+        write_report(rd.root)
+        if cfg.train.push_to_hub:
+            summary["hub"] = push(cfg, rd.root, summary)
+    dist.barrier()
     return summary

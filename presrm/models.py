@@ -17,6 +17,7 @@ import platform
 import shutil
 import socket
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,45 @@ def cache_dir() -> Path:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    """``auto``: CUDA when visible, else CPU. A process of an ``accelerate launch`` takes ``cuda:LOCAL_RANK``."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError("device 'cuda' was requested but no CUDA GPU is visible; use device=auto or cpu")
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     return torch.device(device)
+
+
+def sharded_training() -> bool:
+    """Whether ``accelerate launch`` set up DeepSpeed or FSDP, which place (and shard) the trained model themselves."""
+    return any(os.environ.get(key, "false").lower() in {"1", "true"}
+               for key in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"))
+
+
+@contextmanager
+def whole_weights():
+    """``from_pretrained`` inside gives this process the whole model, under any ``accelerate launch`` config.
+
+    With DeepSpeed ZeRO-3 armed (a trainer's arguments set a global that makes ``from_pretrained`` partition
+    weights across ranks as they load) or FSDP's ``cpu_ram_efficient_loading`` (ranks > 0 get empty weights),
+    transformers would not. Inference needs the whole model on every rank, and training loads the fp32
+    weights whole before DeepSpeed or FSDP shards them: ZeRO-3's load-time partitioning would create them in
+    bf16 and round away the previous iterations' small updates.
+    """
+    from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled, unset_hf_deepspeed_config
+
+    if is_deepspeed_zero3_enabled():
+        unset_hf_deepspeed_config()  # a training stage arms it again when it builds its arguments
+    saved = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
+    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
+        else:
+            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved
 
 
 def cpu_native_bf16() -> bool:
@@ -275,9 +310,12 @@ def load_model(spec: str, *, device: str = "auto", training: bool = False, preci
     path = local_dir(spec)
     tok = load_tokenizer(spec)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        with whole_weights():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as e:
         raise _offline_hint(spec, e) from e
+    if training and sharded_training():
+        dev = torch.device("cpu")  # DeepSpeed / FSDP move their shards to this rank's GPU when the trainer starts
     model.to(dev)
     if not training:
         model.eval()

@@ -10,13 +10,18 @@ step; ``StepDPOTrainer`` removes that EOS unless the step is the final answer.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from presrm import dist
 from presrm.config import InitConfig, TrainConfig
-from presrm.models import hardware, pick_device, train_autocast
+from presrm.models import hardware, pick_device, train_autocast, whole_weights
+from presrm.tracking import report_to_list
 
 log = logging.getLogger(__name__)
 
@@ -80,46 +85,179 @@ def _lora_config(cfg: TrainConfig):
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
 
 
+def _deepspeed() -> bool:
+    return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in {"1", "true"}
+
+
 def _common_args(cfg: TrainConfig, device: str, seed: int, work: Path) -> dict[str, Any]:
     """Trainer arguments shared by DPO and SFT: bf16 autocast over fp32 weights where bf16 is native.
 
     The model comes in with fp32 master weights (``load_model(training=True)``); ``bf16=True`` makes the
-    trainer run forward and backward under bf16 autocast while the optimizer updates the fp32 copy.
+    trainer run forward and backward under bf16 autocast while the optimizer updates the fp32 copy. Under
+    DeepSpeed the same is asked of DeepSpeed itself (:func:`_fix_precision`). Trackers log to
+    ``<stage folder>/logs`` (``work`` is ``<stage folder>/.trainer``) under the run name ``<run>/<stage>``.
     """
     dev = pick_device(device)
     bf16 = train_autocast(dev, cfg.precision)
-    return dict(output_dir=str(work), gradient_accumulation_steps=cfg.grad_accum, bf16=bf16, fp16=False,
-                gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=1, save_strategy="no",
-                report_to=[], seed=seed, use_cpu=dev.type == "cpu", lr_scheduler_type="constant",
-                warmup_steps=0, dataloader_num_workers=0)
+    stage = work.parent.resolve()
+    return dict(output_dir=str(work), gradient_accumulation_steps=cfg.grad_accum, bf16=bf16 and not _deepspeed(),
+                fp16=False, gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=1, save_strategy="no",
+                report_to=report_to_list(cfg.report_to), run_name=f"{stage.parent.name}/{stage.name}", seed=seed,
+                use_cpu=dev.type == "cpu", lr_scheduler_type="constant", warmup_steps=0, dataloader_num_workers=0)
 
 
-def _trained_metrics(trainer, result, seconds: float, lora: bool) -> dict[str, Any]:
+def _fix_precision(args, cfg: TrainConfig, device: str) -> None:
+    """Make ``train.precision`` decide the autocast, whatever ``mixed_precision`` the accelerate config says.
+
+    transformers takes accelerate's ``mixed_precision`` from the environment when ``bf16`` is off, so an
+    fp32 run launched with a bf16 config would autocast anyway; this pins it. Under DeepSpeed, whose own
+    bf16 mode keeps the module in bf16 and seeds its fp32 master copy from those rounded weights (an
+    iteration's updates below half a bf16 ulp would be lost when the next iteration loads them), bf16
+    comes from DeepSpeed's ``torch_autocast`` over the fp32 weights instead.
+    """
+    bf16 = train_autocast(pick_device(device), cfg.precision)
+    args.mixed_precision = "bf16" if args.bf16 else "no"
+    plugin = getattr(args, "deepspeed_plugin", None)
+    if plugin is not None:
+        plugin.deepspeed_config.update({"bf16": {"enabled": False}, "fp16": {"enabled": False}})
+        if bf16:
+            plugin.deepspeed_config["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+
+
+@contextmanager
+def _tensorboard_dir(work: Path) -> Iterator[None]:
+    """transformers' TensorBoard callback reads its folder from ``TENSORBOARD_LOGGING_DIR`` when it is built."""
+    saved = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work.parent / "logs")
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
+        else:
+            os.environ["TENSORBOARD_LOGGING_DIR"] = saved
+
+
+def _shared(dataset, folder: Path):
+    """Under several processes, ``dataset`` saved by rank 0 and loaded from ``folder`` by every rank.
+
+    TRL caches what it derives from a dataset (the precomputed reference log-probs above all) next to the
+    dataset's files; an in-memory dataset's cache goes to a temporary folder of each process, which the
+    other ranks cannot read. A single process keeps the dataset in memory.
+    """
+    if dist.world_size() == 1:
+        return dataset
+    import datasets
+
+    if dist.is_main():
+        shutil.rmtree(folder, ignore_errors=True)
+        dataset.save_to_disk(str(folder))
+    dist.barrier()
+    return datasets.load_from_disk(str(folder))
+
+
+def _plain_name(name: str) -> str:
+    """A parameter's name without the prefixes wrappers add (activation checkpointing, FSDP1, torch.compile)."""
+    for wrapper in ("_checkpoint_wrapped_module.", "_fsdp_wrapped_module.", "_orig_mod."):
+        name = name.replace(wrapper, "")
+    return name
+
+
+def gather_trained(trainer) -> dict[str, Any]:
+    """The full fp32 values of the trained parameters by name, on rank 0 (empty on other ranks).
+
+    A collective under DeepSpeed ZeRO-3 (each value is put together from the optimizer's fp32 master
+    partitions) and FSDP2 (each parameter is a sharded DTensor): every rank must call it.
+    """
+    if trainer.is_deepspeed_enabled:
+        from deepspeed.utils import safe_get_full_fp32_param
+
+        module, full = trainer.model_wrapped.module, safe_get_full_fp32_param
+    else:
+        module = trainer.model
+
+        def full(p):
+            return p.full_tensor() if hasattr(p, "full_tensor") else p
+    out = {}
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            value = full(p).detach()
+            if dist.is_main():
+                out[_plain_name(name)] = value.float().cpu()
+    return out
+
+
+def rebuild(base_path: str | Path, params: dict[str, Any], lora_config=None):
+    """A plain fp32 model on CPU: ``base_path``'s weights (with a fresh LoRA adapter when ``lora_config``),
+    then ``params`` (from :func:`gather_trained`) copied in by name. Every name must exist in the model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with whole_weights():
+        model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
+    if lora_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config)
+    own = dict(model.named_parameters())
+    unknown = sorted(set(params) - set(own))
+    if unknown:
+        raise RuntimeError(f"trained parameters missing from the rebuilt model: {unknown[:5]}")
+    with torch.no_grad():
+        for name, value in params.items():
+            own[name].copy_(value)
+    return model
+
+
+def _final_model(trainer, base_path: str, lora_config):
+    """The trained model as a plain fp32 module on rank 0: the trainer's own when every rank holds all of it
+    (one process, DDP); under DeepSpeed or FSDP, rebuilt from the base weights and the gathered trained ones.
+    Other ranks get ``None`` under DeepSpeed / FSDP."""
+    if not (trainer.is_deepspeed_enabled or trainer.is_fsdp_enabled):
+        return trainer.model
+    params = gather_trained(trainer)
+    if trainer.is_deepspeed_enabled:
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()  # later loads (inference, the next training) take whole fp32 weights
+    return rebuild(base_path, params, lora_config) if dist.is_main() else None
+
+
+def _trained_metrics(trainer, final, result, seconds: float, lora: bool) -> dict[str, Any]:
     history = [h for h in trainer.state.log_history if "loss" in h]
     last = history[-1] if history else {}
+    trained = [p for p in final.parameters() if p.requires_grad] if final is not None else []
     return {
         "optimizer_steps": trainer.state.global_step,
         "train_loss": result.training_loss,
         "first_loss": history[0]["loss"] if history else None,
         "last_loss": last.get("loss"),
         "lora": lora,
-        "lora_b_norm": lora_weights_norm(trainer.model) if lora else None,
+        "lora_b_norm": lora_weights_norm(final) if lora and final is not None else None,
         "seconds": seconds,
-        "precision": "bf16 autocast" if trainer.args.bf16 else "fp32",
-        "master_weights_dtype": str(next(trainer.model.parameters()).dtype).removeprefix("torch."),
+        "precision": "bf16 autocast" if trainer.args.bf16 or _ds_autocast(trainer) else "fp32",
+        "master_weights_dtype": str(trained[0].dtype).removeprefix("torch.") if trained else None,
+        "distributed": {"processes": dist.world_size(), "type": str(trainer.accelerator.distributed_type.value)},
         "hardware": hardware(trainer.args.device, "bfloat16" if trainer.args.bf16 else "float32"),
         "log_history": trainer.state.log_history,
     }
 
 
-def _train_and_save(trainer, cfg: TrainConfig, adapter_dir: str | Path) -> dict[str, Any]:
-    """Run ``trainer``, save its adapter (with LoRA) to ``adapter_dir``, and return the common metrics."""
+def _ds_autocast(trainer) -> bool:
+    plugin = getattr(trainer.args, "deepspeed_plugin", None)
+    return bool(plugin is not None and plugin.deepspeed_config.get("torch_autocast", {}).get("enabled"))
+
+
+def _train_and_save(trainer, cfg: TrainConfig, adapter_dir: str | Path, base_path: str) -> tuple[dict[str, Any], Any]:
+    """Run ``trainer``; on rank 0 save its adapter (with LoRA) to ``adapter_dir``; return the metrics and the
+    trained model (:func:`_final_model`)."""
     t0 = time.time()
     result = trainer.train()
     seconds = time.time() - t0
-    if cfg.lora:
-        trainer.model.save_pretrained(str(adapter_dir))
-    return _trained_metrics(trainer, result, seconds, cfg.lora)
+    final = _final_model(trainer, base_path, _lora_config(cfg) if cfg.lora else None)
+    if cfg.lora and dist.is_main():
+        final.save_pretrained(str(adapter_dir))
+    return _trained_metrics(trainer, final, result, seconds, cfg.lora), final
 
 
 def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig, adapter_dir: str | Path, *,
@@ -137,15 +275,19 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
+    work = Path(adapter_dir).parent / ".trainer"
+    base_path = model.name_or_path
     args = DPOConfig(
-        **_common_args(cfg, device, seed, Path(adapter_dir).parent / ".trainer"),
+        **_common_args(cfg, device, seed, work),
         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length,
         precompute_ref_log_probs=True, remove_unused_columns=False,
     )
-    trainer = _trainer_cls()(model=model, args=args, train_dataset=pairs_dataset(pairs), processing_class=tok,
-                             peft_config=_lora_config(cfg) if cfg.lora else None)
-    trained = _train_and_save(trainer, cfg, adapter_dir)
+    _fix_precision(args, cfg, device)
+    with _tensorboard_dir(work):
+        trainer = _trainer_cls()(model=model, args=args, train_dataset=_shared(pairs_dataset(pairs), work / "pairs"),
+                                 processing_class=tok, peft_config=_lora_config(cfg) if cfg.lora else None)
+    trained, final = _train_and_save(trainer, cfg, adapter_dir, base_path)
     history = [h for h in trainer.state.log_history if "loss" in h]
     last = history[-1] if history else {}
     tokens = sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"])
@@ -157,7 +299,7 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
         "last_reward_margin": last.get("rewards/margins"),
         "tokens_per_epoch": tokens,
     }
-    return metrics, trainer.model
+    return metrics, final
 
 
 def sft_dataset(examples: Sequence[dict[str, Any]]):
@@ -180,24 +322,45 @@ def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, 
 
     if not examples:
         raise ValueError("no SFT examples to train on")
-    common = _common_args(cfg, device, seed, Path(adapter_dir).parent / ".trainer")
-    args = SFTConfig(**common, per_device_train_batch_size=init.batch_size, learning_rate=init.learning_rate,
-                     num_train_epochs=init.epochs, max_steps=init.max_steps, max_length=init.max_length,
-                     completion_only_loss=True, packing=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tok,
-                         peft_config=_lora_config(cfg) if cfg.lora else None)
-    trained = _train_and_save(trainer, cfg, adapter_dir)
+    work = Path(adapter_dir).parent / ".trainer"
+    base_path = model.name_or_path
+    args = SFTConfig(**_common_args(cfg, device, seed, work), per_device_train_batch_size=init.batch_size,
+                     learning_rate=init.learning_rate, num_train_epochs=init.epochs, max_steps=init.max_steps,
+                     max_length=init.max_length, completion_only_loss=True, packing=False)
+    _fix_precision(args, cfg, device)
+    with _tensorboard_dir(work):
+        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tok,
+                             peft_config=_lora_config(cfg) if cfg.lora else None)
+    trained, final = _train_and_save(trainer, cfg, adapter_dir, base_path)
     tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)
     metrics = {"examples": len(examples), **trained,
                "tokens_per_epoch": tokens}
-    return metrics, trainer.model
+    return metrics, final
 
 
 def load_with_adapter(model, adapter_dir: str | Path, *, merge: bool = True):
-    """Apply a saved LoRA adapter to ``model``; merged into the weights by default."""
+    """Apply a saved LoRA adapter to ``model``; merged into the weights by default.
+
+    The merge is computed in fp32 and the result cast back to the model's dtype and device. For a model
+    loaded in bf16 that means reading its weights again in fp32 (from ``model.name_or_path``): weights
+    already rounded to bf16 would round a LoRA delta below half an ulp away, while fp32 weights plus the
+    delta round to the nearer bf16 value.
+    """
+    import torch
     from peft import PeftModel
 
+    dtype, device = model.dtype, model.device
+    if merge and dtype != torch.float32:
+        if Path(model.name_or_path).is_dir():
+            from transformers import AutoModelForCausalLM
+
+            generation_config = model.generation_config
+            with whole_weights():
+                model = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=torch.float32)
+            model.generation_config = generation_config
+        else:  # no fp32 copy to read: merge over the upcast weights
+            model = model.float()
     peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    merged = peft_model.merge_and_unload() if merge else peft_model
+    merged = peft_model.merge_and_unload().to(device=device, dtype=dtype) if merge else peft_model
     merged.eval()
     return merged

@@ -1,0 +1,129 @@
+"""Several processes under ``accelerate launch``: ranks, barriers, shards and gathers.
+
+A run launched with ``accelerate launch -m presrm train ...`` starts one process per GPU (``WORLD_SIZE``
+of them), each running the whole loop:
+
+* **step search and evaluation are sharded**: each rank takes one contiguous block of the problems
+  (:func:`shard`), works on it with its own copy of the model on its own GPU, and :func:`gather` puts the
+  blocks back together in rank order, which is problem order;
+* **training runs on every rank** through TRL and accelerate (DDP, DeepSpeed ZeRO-3 or FSDP2, whatever
+  the accelerate config says);
+* **only rank 0 writes run files**, and a :func:`barrier` closes every stage, so every rank sees the same
+  files when the next stage starts (and ``--resume`` skips the same stages on every rank).
+
+In a single process (no ``WORLD_SIZE``, or 1) every function here is a no-op: :func:`shard` returns all
+items and :func:`gather` returns its argument. Objects travel over a separate gloo group (CPU), so a
+gather neither needs GPU memory nor depends on the NCCL backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TIMEOUT = timedelta(hours=3)
+"""How long a rank waits at a barrier or gather. Ranks wait while rank 0 writes a model (a 7B model in fp32 is
+28 GB) or runs a rank-0-only stage (judge evaluation), so this is hours, not torch's default 30 minutes."""
+
+_group: Any = None
+
+
+def world_size() -> int:
+    """Processes in the run (``WORLD_SIZE`` set by ``accelerate launch`` / ``torchrun``; 1 otherwise)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def rank() -> int:
+    """This process's global rank (0 in a single process)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    """This process's rank on its machine: the GPU it uses (``cuda:LOCAL_RANK``)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """Whether this process writes run files (rank 0)."""
+    return rank() == 0
+
+
+def quiet_other_ranks() -> None:
+    """On ranks > 0: no progress bars and warnings only, so a launch prints one process's output.
+
+    Call it before anything imports tqdm: tqdm reads ``TQDM_*`` variables when it is imported.
+    """
+    if rank() > 0:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        logging.getLogger("presrm").setLevel(logging.WARNING)
+
+
+def init() -> None:
+    """Join the process group ``accelerate launch`` set up (NCCL on GPUs, gloo on CPUs) plus a gloo group for objects.
+
+    Idempotent, and nothing to do in a single process. Accelerate's ``PartialState`` picks the backend and
+    puts this process on ``cuda:LOCAL_RANK``.
+    """
+    global _group
+    if world_size() == 1 or _group is not None:
+        return
+    import torch.distributed as tdist
+    from accelerate import PartialState
+
+    if not tdist.is_initialized():
+        PartialState(timeout=TIMEOUT)
+    _group = tdist.new_group(backend="gloo", timeout=TIMEOUT)
+    log.info("process %d of %d (local rank %d) joined the run", rank(), world_size(), local_rank())
+
+
+def barrier() -> None:
+    """Wait until every rank gets here (no-op in a single process)."""
+    if world_size() == 1:
+        return
+    import torch.distributed as tdist
+
+    init()
+    tdist.barrier(group=_group)
+
+
+def shard_bounds(n: int, ranks: int | None = None, at: int | None = None) -> tuple[int, int]:
+    """``(start, end)`` of rank ``at``'s contiguous block of ``n`` items split over ``ranks`` ranks.
+
+    Blocks have ``ceil(n / ranks)`` items, the last ones fewer (or none), so rank 0 always has work
+    when there is any.
+
+    >>> [shard_bounds(5, 2, r) for r in range(2)], [shard_bounds(1, 2, r) for r in range(2)]
+    ([(0, 3), (3, 5)], [(0, 1), (1, 1)])
+    """
+    ranks = world_size() if ranks is None else ranks
+    at = rank() if at is None else at
+    per = -(-n // ranks)
+    return min(n, at * per), min(n, (at + 1) * per)
+
+
+def shard(items: Sequence[T]) -> list[T]:
+    """This rank's contiguous block of ``items`` (all of them in a single process)."""
+    start, end = shard_bounds(len(items))
+    return list(items[start:end])
+
+
+def gather(local: Sequence[T]) -> list[T]:
+    """Every rank's ``local`` list, concatenated in rank order, on every rank (``local`` itself in one process).
+
+    With :func:`shard` this restores the original order.
+    """
+    if world_size() == 1:
+        return list(local)
+    import torch.distributed as tdist
+
+    init()
+    parts: list[Any] = [None] * world_size()
+    tdist.all_gather_object(parts, list(local), group=_group)
+    return [x for part in parts for x in part]
