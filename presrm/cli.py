@@ -1,19 +1,67 @@
 """The ``presrm`` command line: a thin shell over the library.
 
 Heavy imports (torch, transformers, trl) happen inside each command, so
-``presrm --help`` is instant. Errors a user can fix print one message and exit 2.
+``presrm --help`` is instant. Errors a user can fix print one line and exit 2:
+argument errors (numbers out of range included) from the parser, everything
+else from a :class:`~presrm.errors.PresrmError` raised by the library.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from pathlib import Path
 
 from presrm.errors import PresrmError
 
 log = logging.getLogger("presrm")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (what was wrong, and where to read more), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None)."""
+    def integer(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low}" if high is None else f"from {low} to {high}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+    return integer
+
+
+def _finite(text: str) -> float:
+    """An argparse type: a finite number (``nan`` and ``inf`` are no setting)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+POSITIVE = _int_in(1)
+SEED = _int_in(0, 2**32 - 1)
+TOKENS = _int_in(1, 32_768)  # a GSM8K solution is a few hundred tokens; more is a typo, not a request
+
+
+def _adapter_dir(path: str | None) -> None:
+    from presrm.errors import ModelLoadError
+
+    if path and not (Path(path) / "adapter_config.json").is_file():
+        raise ModelLoadError(f"--adapter {path}: not a LoRA adapter folder (no adapter_config.json in it); "
+                             "pass e.g. runs/NAME/iter_0/adapter")
 
 
 def _pct(x: float | None) -> str:
@@ -68,7 +116,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from presrm.data import load_problems, load_task
     from presrm.decoding import Decoding
+    from presrm.errors import DataError
     from presrm.evaluate import evaluate, write_eval
+    from presrm.jsonio import writable_dir
     from presrm.judge import make_judge
     from presrm.models import load_model
     from presrm.report import write_report
@@ -81,6 +131,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
                               beam_expand=args.beam_expand, max_steps=args.max_steps,
                               max_step_tokens=args.max_step_tokens)
     problems = load_problems(task, limit=args.limit, data_file=args.data_file)
+    if not problems:
+        raise DataError(f"task {task.name}: no problems to evaluate in {args.data_file or 'its data'}")
+    _adapter_dir(args.adapter)
+    writable_dir(args.output_dir, "--output-dir")  # before minutes of decoding, not after them
     model, tok = load_model(args.model, device=args.device, precision=args.precision)
     if args.adapter:
         from presrm.train import load_with_adapter
@@ -101,7 +155,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from presrm.compare import compare_runs, format_comparison
+    from presrm.jsonio import writable_dir
 
+    if args.output:
+        writable_dir(Path(args.output).parent, "--output's folder")
     result = compare_runs(args.results_a, args.results_b)
     print(format_comparison(result))
     if args.output:
@@ -112,8 +169,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_judge_eval(args: argparse.Namespace) -> int:
+    from presrm.jsonio import writable_dir
     from presrm.judge_eval import JudgeEvalArgs, run_judge_eval, summary_lines
 
+    _adapter_dir(args.adapter)
+    writable_dir(args.output_dir, "--output-dir")
     results = run_judge_eval(JudgeEvalArgs(
         model=args.model, mode=args.judge, limit=args.limit, output_dir=args.output_dir, adapter=args.adapter,
         threshold=args.threshold, seed=args.seed, task=args.task, tasks_dir=args.tasks_dir,
@@ -144,15 +204,17 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from presrm.jsonio import writable_dir
     from presrm.verify import verify_file
 
+    writable_dir(Path(args.output).parent, "--output's folder")
     counts = verify_file(args.file, args.output, completion_key=args.completion_key, gold_key=args.gold_key)
     print(", ".join(f"{k}: {v}" for k, v in counts.items()))
     return 0
 
 
 def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="presrm",
         description="Process-based self-rewarding for math reasoning: the model writes step-by-step "
                     "solutions, judges its own steps, and trains on step-level preference pairs (DPO).")
@@ -176,26 +238,27 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--task", default="gsm8k", help="task name in tasks/ (gsm8k, gsm8k_cot_zeroshot) or a YAML path")
     e.add_argument("--tasks-dir", help="folder of task YAMLs")
     e.add_argument("--data-file", help="override the task's data file (JSONL)")
-    e.add_argument("--limit", type=int, help="first N problems")
-    e.add_argument("--num-fewshot", type=int, help="shots before each problem (default: the task's num_fewshot)")
+    e.add_argument("--limit", type=POSITIVE, help="first N problems")
+    e.add_argument("--num-fewshot", type=_int_in(0), help="shots before each problem (default: the task's num_fewshot)")
     e.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")
-    e.add_argument("--batch-size", type=int, default=16)
-    e.add_argument("--max-new-tokens", type=int, help="cap on new tokens (default: the task's, else 320)")
+    e.add_argument("--batch-size", type=POSITIVE, default=16)
+    e.add_argument("--max-new-tokens", type=TOKENS, help="cap on new tokens (default: the task's, else 320)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32); fp32 reproduces exactly")
     e.add_argument("--decoding", default="greedy",
                    help="greedy, maj@k (self-consistency; or maj@8), best-of-n (rerank by the judge's process "
                         "reward; or best-of-8), beam (step-level beam search guided by the judge)")
-    e.add_argument("--k", "--n", dest="k", type=int, default=8, help="samples for maj@k / candidates for best-of-n")
-    e.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (maj@k, best-of-n, beam)")
-    e.add_argument("--top-p", type=float, default=0.95)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--k", "--n", dest="k", type=_int_in(1, 1024), default=8,
+                   help="samples for maj@k / candidates for best-of-n")
+    e.add_argument("--temperature", type=_finite, default=0.7, help="sampling temperature (maj@k, best-of-n, beam)")
+    e.add_argument("--top-p", type=_finite, default=0.95)
+    e.add_argument("--seed", type=SEED, default=0)
     e.add_argument("--aggregate", default="min", help="step scores -> process reward: min, mean, prod, last, gmean")
-    e.add_argument("--beam-width", type=int, default=2, help="beams kept after each step")
-    e.add_argument("--beam-expand", type=int, default=4, help="candidate next steps sampled per beam")
-    e.add_argument("--max-steps", type=int, default=10, help="beam search: cap on steps")
-    e.add_argument("--max-step-tokens", type=int, default=96, help="beam search: cap on tokens per step")
+    e.add_argument("--beam-width", type=_int_in(1, 64), default=2, help="beams kept after each step")
+    e.add_argument("--beam-expand", type=_int_in(1, 64), default=4, help="candidate next steps sampled per beam")
+    e.add_argument("--max-steps", type=_int_in(1, 1000), default=10, help="beam search: cap on steps")
+    e.add_argument("--max-step-tokens", type=TOKENS, default=96, help="beam search: cap on tokens per step")
     e.add_argument("--judge-template", help="Jinja file overriding the pointwise judge prompt")
     e.add_argument("--no-judge-steps", dest="judge_steps", action="store_false",
                    help="skip scoring each step with the model's own judge (greedy, maj@k)")
@@ -223,7 +286,7 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--adapter", help="a LoRA adapter folder to apply")
     j.add_argument("--threshold", type=float, default=0.5,
                    help="pointwise: the first step scored below this is the predicted first error")
-    j.add_argument("--seed", type=int, default=0, help="seed of the perturbations and of the A/B sides")
+    j.add_argument("--seed", type=SEED, default=0, help="seed of the perturbations and of the A/B sides")
     j.add_argument("--task", default="gsm8k", help="task name in tasks/ or a task YAML path (GSM8K format)")
     j.add_argument("--tasks-dir", help="folder of task YAMLs")
     j.add_argument("--data-file", help="override the task's data file (JSONL)")
@@ -271,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     from presrm.dist import quiet_other_ranks
 
     quiet_other_ranks()  # under accelerate launch only rank 0 draws bars and logs info lines
+    from presrm.progress import configure
+
+    configure()  # log-friendly progress bars when stderr is no terminal, before anything imports tqdm
     args = make_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -279,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except PresrmError as e:
-        print(f"presrm: error: {e}", file=sys.stderr)
+        print("presrm: error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
         print("presrm: interrupted; rerun with --resume to continue", file=sys.stderr)

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from presrm.errors import ConfigError
+from presrm.errors import ConfigError, yaml_line, yaml_problem
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -290,7 +290,7 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from e
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({yaml_problem(e)})") from e
         _merge(out, key.strip().lstrip("-"), value)
     return out
 
@@ -316,7 +316,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         except OSError as e:
             raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from e
         except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: invalid YAML ({e})") from e
+            raise ConfigError(f"{p}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
         data = loaded or {}

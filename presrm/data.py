@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from presrm.errors import ConfigError, DataError
+from presrm.errors import ConfigError, DataError, yaml_line, yaml_problem
 from presrm.jsonio import iter_jsonl
 from presrm.schema import Problem
 
@@ -286,8 +286,12 @@ def load_task(name_or_path: str, tasks_dir_override: str | None = None) -> Task:
         raise ConfigError(f"task {name_or_path!r} not found (looked for {p}; known tasks: {known})")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read task ({e.strerror or e})") from e
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML ({e})") from e
+        raise ConfigError(f"{p}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of task settings at the top level")
     for key in raw:
         if key not in _TASK_KEYS:
             raise ConfigError(f"{p}: key '{key}' is not a task setting (known: {sorted(_TASK_KEYS)})")

@@ -35,6 +35,28 @@ def _open_temp(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"no free temporary name next to {path}")  # pragma: no cover - 2^32 names each try
 
 
+def writable_dir(path: str | os.PathLike, what: str) -> Path:
+    """Create the output folder ``path`` now, before any long work, and check that files can be written in it.
+
+    ``what`` names the setting in the message (``--output-dir``, ``output_dir``).
+
+    Raises:
+        WriteError: ``path`` is a file, lies under a file, or cannot be created or written (read-only,
+            no permission); nothing in it is changed.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise WriteError(f"{what} {p}: is a file, not a folder; choose a folder for the outputs")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = _open_temp(p / ".presrm-write-test")
+        os.close(fd)
+        probe.unlink()
+    except OSError as e:
+        raise WriteError(f"{what} {p}: cannot write there ({e.strerror or e})") from e
+    return p
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and one rename.
 

@@ -40,8 +40,8 @@ import yaml
 from presrm import dist
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
-from presrm.errors import RunStateError
-from presrm.jsonio import read_json, read_jsonl, write_json, write_jsonl, write_text_atomic
+from presrm.errors import DataError, RunStateError
+from presrm.jsonio import read_json, read_jsonl, writable_dir, write_json, write_jsonl, write_text_atomic
 from presrm.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ def save_model_atomic(model, tok, target: Path) -> None:
 
 
 def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
+    writable_dir(cfg.output_dir, "output_dir")  # a file in the way or a read-only disk fails now, not after hours
     root = Path(cfg.output_dir) / cfg.name
     cfg_file = root / "config.yaml"
     text = dump_config(cfg)
@@ -423,6 +424,9 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     tracker = RunTracker.for_run(cfg.train.report_to, rd.root, cfg.name)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
     eval_problems = load_problems(eval_task, limit=cfg.eval.limit, data_file=cfg.eval.data_file)
+    if not eval_problems and (cfg.eval.before or cfg.eval.after):
+        raise DataError(f"eval.task {eval_task.name}: no problems to evaluate in "
+                        f"{cfg.eval.data_file or 'its data'}; fix eval.data_file or set eval.before/after: false")
     summary: dict[str, Any] = {"run_dir": str(rd.root), "iterations": []}
     progress = Progress(_stage_labels(cfg), cfg.name)
     try:

@@ -225,6 +225,10 @@ def gguf_to_hf(gguf: Path) -> Path:
         )
     except ImportError as e:
         raise ModelLoadError(f"Loading GGUF files needs the gguf package: pip install gguf ({e})") from e
+    except Exception as e:  # noqa: BLE001 - a damaged file gives ValueError, struct.error, KeyError, ...
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise ModelLoadError(f"{gguf}: not a GGUF model transformers can read ({why}); pass a complete .gguf "
+                             "file, a model folder or a hub id") from e
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:

@@ -300,7 +300,7 @@ def plot_histograms(dash: dict[str, Any]) -> str | None:
 
 
 def plot_steps(dash: dict[str, Any]) -> str | None:
-    rows = dash["steps"]
+    rows = [r for r in dash["steps"] if r["n"]]  # an evaluation of no problems has no steps to draw
     if not rows:
         return None
     fig = _figure()

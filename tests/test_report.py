@@ -168,6 +168,15 @@ def test_eval_dir_report(tmp_path):
     assert len(data["evals"][0]["samples"]) == 12
 
 
+def test_eval_dir_of_no_problems_reports_without_steps_figure(tmp_path):
+    """An evaluation of zero problems (an empty data file) used to crash the steps figure (mean None)."""
+    root = make_eval_dir(tmp_path / "eval", problems=0)
+    html = write_report(root).read_text()
+    data = json.loads((root / "report.json").read_text())
+    assert data["evals"][0]["summary"]["n"] == 0 and data["dashboard"]["steps"][0]["mean"] is None
+    assert "Evaluation: solutions" in html
+
+
 def test_caps_limit_the_html_not_the_json(tmp_path):
     root = make_run_dir(tmp_path / "run", problems=12, searched=6, iterations=1)
     html = write_report(root, caps={"eval": 5, "search": 2, "nojs": 3}).read_text()
