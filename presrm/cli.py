@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -62,6 +63,23 @@ def _adapter_dir(path: str | None) -> None:
     if path and not (Path(path) / "adapter_config.json").is_file():
         raise ModelLoadError(f"--adapter {path}: not a LoRA adapter folder (no adapter_config.json in it); "
                              "pass e.g. runs/NAME/iter_0/adapter")
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a cluster's time limit, ``kill``): unwinds like Ctrl-C, so no temporary file is left."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
+def _stop_on_sigterm():
+    """Turn SIGTERM into :class:`Terminated` while a command runs; return the handler to restore (None off the
+    main thread, where Python cannot install one)."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:
+        return None
 
 
 def _pct(x: float | None) -> str:
@@ -342,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "huggingface_hub", "datasets", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    previous = _stop_on_sigterm()
     try:
         return args.func(args)
     except PresrmError as e:
@@ -350,6 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("presrm: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
+    except Terminated:
+        print("presrm: terminated (SIGTERM); rerun with --resume to continue", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

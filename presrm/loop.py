@@ -87,8 +87,12 @@ def save_model_atomic(model, tok, target: Path) -> None:
     """Save a model and tokenizer into a temporary folder, then move it to ``target`` in one rename."""
     tmp = target.with_name(f".{target.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    except BaseException:  # a full disk, SIGTERM, Ctrl-C: leave no half-saved folder behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     shutil.rmtree(target, ignore_errors=True)  # a leftover of a run killed between these two lines
     os.replace(tmp, target)
 

@@ -59,6 +59,38 @@ def test_run_writes_complete_run_dir_and_resumes(tiny_model_dir, gsm8k_like, tmp
     assert read_jsonl(it / "pairs.jsonl") == pairs and (it / "eval.json").exists()
 
 
+def test_a_write_failing_midway_then_resume_gives_the_uninterrupted_run(tiny_model_dir, gsm8k_like, tmp_path,
+                                                                        monkeypatch):
+    """A full disk while a stage writes its last file: the run stops with a WriteError naming the file, no
+    temporary file stays, and --resume (the disk freed) ends where an uninterrupted run ends."""
+    import errno
+
+    from presrm import jsonio
+    from presrm.errors import WriteError
+
+    real_fsync = os.fsync
+
+    def full_disk_on_pairs(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".pairs.jsonl."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.before=false", "eval.after=false")
+    monkeypatch.setattr(jsonio.os, "fsync", full_disk_on_pairs)
+    with pytest.raises(WriteError, match=r"iter_0/pairs\.jsonl: cannot write \(No space left on device\)"):
+        run(cfg)
+    monkeypatch.undo()
+    it = tmp_path / "t" / "iter_0"
+    assert (it / "samples.jsonl").exists() and not (it / "pairs.jsonl").exists()
+    assert not list((tmp_path / "t").rglob(".*.tmp"))
+    run(cfg, resume=True)
+    ref = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.before=false", "eval.after=false", "name=ref")
+    run(ref)
+    for name in ("samples.jsonl", "pairs.jsonl"):
+        assert (it / name).read_bytes() == (tmp_path / "ref" / "iter_0" / name).read_bytes(), name
+    assert (it / "model" / "config.json").exists()
+
+
 def test_resume_with_other_config_is_refused(tiny_model_dir, gsm8k_like, tmp_path):
     run(_cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.before=false", "eval.after=false"))
     with pytest.raises(RunStateError, match="different config"):

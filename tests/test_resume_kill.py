@@ -1,8 +1,11 @@
-"""kill -9 a run at a random point, resume it with --resume, and get the pairs of an uninterrupted run.
+"""kill -9 a run at a random point, or SIGTERM it during training, resume it with --resume, and get the pairs
+of an uninterrupted run.
 
 The recipe is configs/smoke.yaml on the tiny model and a local data file, two
 iterations, so the kill can land in any stage: M0 eval, step search, or step-DPO
-training (iteration 1's pairs depend on the model iteration 0 trains).
+training (iteration 1's pairs depend on the model iteration 0 trains). SIGTERM
+(a cluster's time limit) lands in iteration 0's training and must end the run
+cleanly: exit code 143, a message, no temporary file left.
 The kill point is a random stage marker in the child's log plus a random
 delay; the seed is printed on failure (set PRESRM_KILL_SEED to replay it).
 """
@@ -14,6 +17,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from presrm.config import load_config
 from presrm.loop import _stage_labels, run
@@ -47,14 +52,17 @@ def _wait_for(marker: str, log: Path, proc, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def test_kill_anywhere_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9-anywhere", "sigterm-in-training"])
+def test_kill_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_path, sig):
     seed = int(os.environ.get("PRESRM_KILL_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)
     ref_cfg = load_config(SMOKE, _overrides(tiny_model_dir, gsm8k_like, tmp_path, "ref"))
     labels = _stage_labels(ref_cfg)
-    marker = f"stage start: {rng.choice(labels[:-1])}"  # the last stage could end before the kill
+    # SIGKILL: any stage but the last (it could end before the kill); SIGTERM: iteration 0's training
+    stage = rng.choice(labels[:-1]) if sig == signal.SIGKILL else next(x for x in labels if x.endswith("0/2 train"))
+    marker = f"stage start: {stage}"
     delay = rng.uniform(0.0, 1.5)
-    why = f"PRESRM_KILL_SEED={seed}: killed {delay:.2f} s after {marker!r}"
+    why = f"PRESRM_KILL_SEED={seed}: signal {sig.name} {delay:.2f} s after {marker!r}"
 
     args = _overrides(tiny_model_dir, gsm8k_like, tmp_path, "killed")
     log = tmp_path / "killed.log"
@@ -64,8 +72,14 @@ def test_kill_anywhere_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_li
             _wait_for(marker, log, proc)
             time.sleep(delay)
             assert proc.poll() is None, f"{why}: the run finished before the kill"
-            os.kill(proc.pid, signal.SIGKILL)
-            assert proc.wait(timeout=30) == -signal.SIGKILL
+            os.kill(proc.pid, sig)
+            code = proc.wait(timeout=60)
+            if sig == signal.SIGKILL:
+                assert code == -signal.SIGKILL
+            else:
+                assert code == 128 + signal.SIGTERM, f"{why}: exit code {code}\n{log.read_text()[-3000:]}"
+                assert "presrm: terminated (SIGTERM); rerun with --resume" in log.read_text()
+                assert not list((tmp_path / "killed").rglob(".*.tmp")), f"{why}: SIGTERM left temporary files"
         finally:
             if proc.poll() is None:
                 proc.kill()
