@@ -134,11 +134,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from presrm.data import load_problems, load_task
     from presrm.decoding import Decoding
+    from presrm.engine import EngineOptions, open_engine
     from presrm.errors import DataError
     from presrm.evaluate import evaluate, write_eval
     from presrm.jsonio import writable_dir
     from presrm.judge import make_judge
-    from presrm.models import load_model
     from presrm.report import write_report
 
     task = load_task(args.task, args.tasks_dir)
@@ -153,15 +153,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise DataError(f"task {task.name}: no problems to evaluate in {args.data_file or 'its data'}")
     _adapter_dir(args.adapter)
     writable_dir(args.output_dir, "--output-dir")  # before minutes of decoding, not after them
-    model, tok = load_model(args.model, device=args.device, precision=args.precision)
-    if args.adapter:
-        from presrm.train import load_with_adapter
-
-        model = load_with_adapter(model, args.adapter)
-    use_judge = args.judge_steps or decoding.scores_steps
-    judge = make_judge("pointwise", model, tok, template=args.judge_template) if use_judge else None
-    summary, records = evaluate(model, tok, task, problems, max_new_tokens=args.max_new_tokens,
-                                batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)
+    options = EngineOptions(name=args.engine, device=args.device, precision=args.precision, batch_size=args.batch_size,
+                            adapter=args.adapter, seed=args.seed)
+    with open_engine(args.model, options) as engine:
+        use_judge = args.judge_steps or decoding.scores_steps
+        judge = make_judge("pointwise", engine, template=args.judge_template) if use_judge else None
+        summary, records = evaluate(engine, task, problems, max_new_tokens=args.max_new_tokens,
+                                    batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)
     summary.update({"model": args.model, "adapter": args.adapter, "precision": args.precision})
     write_eval(args.output_dir, summary, records)
     report = write_report(args.output_dir)
@@ -198,7 +196,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         data_file=args.data_file, template=args.template, batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens, device=args.device, precision=args.precision, labelled=args.labelled,
         natural=args.natural, natural_model=args.natural_model, natural_k=args.natural_k,
-        natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature))
+        natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature, engine=args.engine))
     print("\n".join(summary_lines(results)))
     print(f"Results: {Path(args.output_dir) / 'results.json'}")
     return 0
@@ -262,6 +260,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=POSITIVE, default=16)
     e.add_argument("--max-new-tokens", type=TOKENS, help="cap on new tokens (default: the task's, else 320)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                   help="inference engine: hf (transformers) or vllm (needs vLLM installed; docs/engines.md)")
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32); fp32 reproduces exactly")
     e.add_argument("--decoding", default="greedy",
@@ -313,6 +313,8 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--max-new-tokens", type=int,
                    help="generative/outcome: cap on the judge's reply (default: the judge's own)")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    j.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                   help="inference engine: hf (transformers) or vllm (needs vLLM installed; docs/engines.md)")
     j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32: emulated bf16 is slow)")
     j.add_argument("--labelled", help="a ProcessBench-format file (JSON or JSONL: id, problem, steps, label, "

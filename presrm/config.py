@@ -171,6 +171,23 @@ class EvalConfig:
 
 
 @dataclass
+class VLLMConfig:
+    """The vLLM engine (``engine: vllm``): settings handed to ``vllm.LLM`` (see docs/engines.md)."""
+
+    dtype: str | None = _f(None, "Weights and compute dtype ('float32', 'bfloat16', 'float16'); null: the run's "
+                                 "inference precision (bf16 where native, else fp32).")
+    max_model_len: int = _f(4096, "Longest prompt + completion in tokens (bounds the KV cache per sequence).")
+    gpu_memory_utilization: float = _f(0.85, "GPU: share of GPU memory vLLM may take (weights + KV cache). On CPU "
+                                             "it is the share of RAM checked at start-up.")
+    tensor_parallel_size: int = _f(1, "GPUs the model is split over.")
+    enable_prefix_caching: bool = _f(True, "Automatic prefix caching: prompts that share a start (judge prompts of "
+                                           "one solution or tournament) reuse its KV cache.")
+    cpu_kv_cache_gb: float = _f(2.0, "CPU: memory reserved for the KV cache, in GiB (vLLM's kv_cache_memory_bytes).")
+    enforce_eager: bool = _f(False, "Skip torch.compile and CUDA graphs: faster start-up (the first load compiles "
+                                    "for minutes on a small CPU, later loads reuse the cache), slower generation.")
+
+
+@dataclass
 class RunConfig:
     """A whole self-rewarding run."""
 
@@ -178,6 +195,9 @@ class RunConfig:
     output_dir: str = _f("runs", "Where run directories are created.")
     model: str = _f("embedded", "Hub id, local HF directory, .gguf file, or 'embedded' (SmolLM2-135M-Instruct).")
     device: str = _f("auto", "'auto', 'cpu' or 'cuda'.")
+    engine: str = _f("hf", "Inference engine for search, judging and evaluation: 'hf' (transformers, presrm's own "
+                           "batching and prefix reuse) or 'vllm' (vllm.LLM in-process; see the vllm section). "
+                           "Training always uses transformers.")
     seed: int = _f(0, "Random seed for sampling and training.")
     iterations: int = _f(1, "Self-rewarding iterations (M_k -> M_k+1); 0 stops after the initialisation "
                             "(init.ift / init.eft) and its evaluation.")
@@ -187,6 +207,7 @@ class RunConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -367,6 +388,12 @@ def validate(cfg: RunConfig) -> None:
          f"train.report_to must be a tracker name or a list of names (tensorboard, wandb, ...), got "
          f"{cfg.train.report_to!r}"),
         (cfg.device in {"auto", "cpu", "cuda"}, "device must be auto, cpu or cuda"),
+        (cfg.engine in {"hf", "vllm"}, f"engine must be hf or vllm, got {cfg.engine!r}"),
+        (cfg.vllm.dtype in {None, "float32", "bfloat16", "float16"},
+         f"vllm.dtype must be float32, bfloat16, float16 or null, got {cfg.vllm.dtype!r}"),
+        (cfg.vllm.max_model_len >= 256 and cfg.vllm.tensor_parallel_size >= 1 and cfg.vllm.cpu_kv_cache_gb > 0
+         and 0.0 < cfg.vllm.gpu_memory_utilization <= 1.0, "vllm.max_model_len must be >= 256, "
+         "vllm.tensor_parallel_size >= 1, vllm.cpu_kv_cache_gb > 0 and vllm.gpu_memory_utilization in (0, 1]"),
         (cfg.eval.limit is None or cfg.eval.limit >= 1, "eval.limit must be >= 1 or null"),
         (re.fullmatch(r"greedy|beam|(maj@|best[-_]of[-_])(k|n|\d+)", cfg.eval.decoding.lower()) is not None,
          f"eval.decoding {cfg.eval.decoding!r} must be greedy, maj@k (or maj@8), best-of-n (or best-of-8), or beam"),
@@ -416,4 +443,4 @@ def reference() -> str:
 
 
 _SECTIONS: dict[str, type] = {"init": InitConfig, "search": SearchConfig, "judge": JudgeConfig,
-                              "train": TrainConfig, "eval": EvalConfig}
+                              "train": TrainConfig, "eval": EvalConfig, "vllm": VLLMConfig}

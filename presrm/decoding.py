@@ -15,8 +15,9 @@
   prefix) survive. A beam ends when its step states a final answer or at
   ``max_steps``; the ended beam with the best reward is graded.
 
-Every strategy batches across problems: one generate call per round and one
-judge call per round.
+Every strategy batches across problems: one engine call per round to
+generate and one judge call per round. Candidate steps are parsed by
+:func:`presrm.generate.step_candidates`, as in step search.
 
 >>> majority_vote(["18", "$18.", "20", None, "20"], Match())[0]
 '18'
@@ -32,8 +33,8 @@ from typing import Any
 
 from presrm.data import Match, Task
 from presrm.errors import ConfigError
-from presrm.evaluate import EvalSample, build_prompt, grade, judge_steps, score_record
-from presrm.generate import generate
+from presrm.generate import STEP_STOP, step_candidates
+from presrm.grading import EvalSample, build_prompt, grade, judge_steps, score_record
 from presrm.progress import bar as progress_bar
 from presrm.rewards import AGGREGATORS, aggregate
 from presrm.schema import Problem, Step
@@ -42,7 +43,6 @@ from presrm.verify import parse_number
 
 log = logging.getLogger(__name__)
 MODES = ("greedy", "maj", "best_of_n", "beam")
-STEP_STOP = "\nStep "
 
 
 @dataclass(frozen=True)
@@ -150,23 +150,24 @@ def majority_vote(preds: Sequence[str | None], match: Match) -> tuple[str | None
     return (best["answer"] if best else None), votes
 
 
-def decode(model, tok, task: Task, problems: Sequence[Problem], shots: Sequence[Problem], decoding: Decoding, *,
+def decode(engine, task: Task, problems: Sequence[Problem], shots: Sequence[Problem], decoding: Decoding, *,
            max_new_tokens: int, batch_size: int, judge=None, label: str = "eval") -> list[EvalSample]:
-    """Run ``decoding`` on every problem and grade the result (one :class:`EvalSample` each)."""
+    """Run ``decoding`` on every problem with ``engine`` and grade the result (one :class:`EvalSample` each)."""
     if decoding.scores_steps and judge is None:
         raise ConfigError(f"decoding {decoding.label} ranks by the judge's step scores; it needs a judge "
                           "(drop --no-judge-steps)")
-    prompts = [build_prompt(tok, task, p.question, shots) for p in problems]
+    prompts = [build_prompt(engine.tok, task, p.question, shots) for p in problems]
     if decoding.mode == "beam":
         prefix = "" if _step_format(task) else None
-        bases = [build_prompt(tok, task, p.question, shots, prefix=prefix) for p in problems]
-        return beam_search(model, tok, task, problems, bases, decoding, judge=judge, batch_size=batch_size,
-                           label=label)
-    sampled = decoding.mode != "greedy"
-    n = decoding.k if sampled else 1
-    outs = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=task.stop,
-                    num_return_sequences=n, temperature=decoding.temperature if sampled else 0.0,
-                    top_p=decoding.top_p, seed=decoding.seed, desc=f"{label}: generate")
+        bases = [build_prompt(engine.tok, task, p.question, shots, prefix=prefix) for p in problems]
+        return beam_search(engine, task, problems, bases, decoding, judge=judge, batch_size=batch_size, label=label)
+    if decoding.mode == "greedy":
+        outs = engine.generate(prompts, max_new_tokens=max_new_tokens, stop=task.stop, batch_size=batch_size,
+                               desc=f"{label}: generate")
+    else:
+        outs = engine.generate(prompts, max_new_tokens=max_new_tokens, n=decoding.k, temperature=decoding.temperature,
+                               top_p=decoding.top_p, stop=task.stop, seed=decoding.seed, batch_size=batch_size,
+                               desc=f"{label}: generate")
     if decoding.mode == "greedy":
         return [score_record(p, task.response_prefix + o[0], task) for p, o in zip(problems, outs, strict=True)]
     groups = [[score_record(p, task.response_prefix + c, task) for c in o] for p, o in zip(problems, outs, strict=True)]
@@ -234,16 +235,7 @@ def _beam_prompt(task: Task, base: str, beam: _Beam) -> str:
     return base + "".join(s + "\n" for s in beam.steps) + marker
 
 
-def _beam_candidates(task: Task, beam: _Beam, raw: Sequence[str]) -> list[str]:
-    seen: dict[str, None] = {}
-    for text in raw:
-        body = text.strip()
-        if body:
-            seen.setdefault(f"Step {len(beam.steps) + 1}: {body}" if _step_format(task) else body, None)
-    return list(seen)
-
-
-def beam_search(model, tok, task: Task, problems: Sequence[Problem], bases: Sequence[str], dec: Decoding, *,
+def beam_search(engine, task: Task, problems: Sequence[Problem], bases: Sequence[str], dec: Decoding, *,
                 judge, batch_size: int, label: str = "eval") -> list[EvalSample]:
     """Step-level beam search guided by the judge's process reward (see the module docstring)."""
     from presrm.judge import StepToJudge
@@ -256,11 +248,11 @@ def beam_search(model, tok, task: Task, problems: Sequence[Problem], bases: Sequ
         flat = [(pi, b) for pi, beams in enumerate(live) for b in beams]
         if not flat:
             break
-        raw = generate(model, tok, [_beam_prompt(task, bases[pi], b) for pi, b in flat],
-                       max_new_tokens=dec.max_step_tokens, batch_size=batch_size, stop=stop,
-                       num_return_sequences=dec.beam_expand, temperature=dec.temperature, top_p=dec.top_p,
-                       seed=dec.seed * 1000 + rnd)
-        cands = [_beam_candidates(task, b, r) for (_, b), r in zip(flat, raw, strict=True)]
+        raw = engine.generate([_beam_prompt(task, bases[pi], b) for pi, b in flat], max_new_tokens=dec.max_step_tokens,
+                              n=dec.beam_expand, temperature=dec.temperature, top_p=dec.top_p, stop=stop,
+                              seed=dec.seed * 1000 + rnd, batch_size=batch_size)
+        step_no = _step_format(task)
+        cands = [step_candidates(r, len(b.steps) + 1 if step_no else None) for (_, b), r in zip(flat, raw, strict=True)]
         items = [StepToJudge(problems[pi].question, tuple(b.steps), c)
                  for (pi, b), cs in zip(flat, cands, strict=True) for c in cs]
         scores = iter(judge.score(items) if items else [])

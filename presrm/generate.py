@@ -1,6 +1,12 @@
-"""Batched generation from the policy model (Hugging Face ``generate``).
+"""What the policy is asked and what it writes: prompts, step candidates, and batched HF generation.
 
-Prompts are sorted by length so each batch pads little, generation stops on
+``policy_prompt`` / ``step_prompt`` render the exact text the policy continues;
+``step_candidates`` turns sampled continuations into distinct ``Step n: ...``
+candidates (step search, beam decoding and the natural-error set all use it,
+with generation stopped at :data:`STEP_STOP`).
+
+``generate`` is the Hugging Face engine's sampler (:class:`presrm.engine.HFEngine`):
+prompts are sorted by length so each batch pads little, generation stops on
 the task's stop strings, and the text is cut at the first stop string (the
 model may run past it inside a batch). Seeds are set per batch, so the same
 seed and batch layout give the same samples.
@@ -9,6 +15,7 @@ seed and batch layout give the same samples.
 from __future__ import annotations
 
 import logging
+import re
 import weakref
 from collections.abc import Sequence
 
@@ -58,6 +65,34 @@ def policy_prompt(tok, task: Task, question: str, prefix: str | None = None) -> 
 def step_prompt(tok, task: Task, question: str, previous: Sequence[str], n: int) -> str:
     """The policy prompt after ``previous`` steps, ending in ``Step n:``: what step search samples from."""
     return policy_prompt(tok, task, question, prefix="".join(s + "\n" for s in previous)) + f"Step {n}:"
+
+
+STEP_STOP = "\nStep "
+"""Where a sampled step ends: at a new line that starts the next step."""
+
+
+def step_candidates(raw: Sequence[str], n: int | None) -> list[str]:
+    """Distinct, non-empty candidate steps from sampled continuations, in order of first appearance.
+
+    With a step number ``n`` (the prompt ended in ``Step n:``), each text is cut
+    where the model starts ``Step n+1:`` mid-line (generation already stops at a
+    new line starting with ``Step``) and written as ``Step n: <text>``. With
+    ``n`` None (a task without step markers, searched line by line) the
+    stripped text is the candidate.
+
+    >>> step_candidates([" 3 + 4 = 7. Step 3: 7 * 2 = 14", " 3 + 4 = 7.", ""], 2)
+    ['Step 2: 3 + 4 = 7.']
+    >>> step_candidates(["  So x = 4 ", "So x = 4"], None)
+    ['So x = 4']
+    """
+    nxt = re.compile(rf"\bStep\s*{n + 1}\s*:") if n is not None else None
+    seen: dict[str, None] = {}
+    for text in raw:
+        m = nxt.search(text) if nxt is not None else None
+        body = (text[:m.start()] if m else text).strip()
+        if body:
+            seen.setdefault(body if n is None else f"Step {n}: {body}", None)
+    return list(seen)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

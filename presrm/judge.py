@@ -1,6 +1,8 @@
 """The self-judge: the policy model judges its own reasoning steps.
 
-Four judges, one small interface (implementations in ``presrm.judges``):
+Four judges, one interface (``Judge``: ``mode``, ``unit``, ``prompt(item)``,
+``tournaments(groups)``; implementations in ``presrm.judges``). Each runs on an
+inference engine (``presrm.engine``: HF or vLLM), never on a model directly:
 
 - ``PointwiseJudge`` (mode "pointwise"): is step k correct, given the question
   and steps 1..k-1? ``.score(items) -> [P(Yes) / (P(Yes) + P(No))]``, read
@@ -13,13 +15,16 @@ Four judges, one small interface (implementations in ``presrm.judges``):
   but the model writes an explanation then ``[[A]]``/``[[B]]``; unparseable
   replies give ``winner=None``.
 - ``OutcomeJudge`` (mode "outcome"): Self-Rewarding's additive 5-point rubric
-  on whole solutions, ``.score_solutions(...) -> [points / 5 or None]``.
+  on whole solutions, ``.score(solutions) -> [points / 5 or None]``.
+
+Score judges (pointwise, outcome) play a tournament by ranking the candidates
+by score; pair judges play every match.
 
 Prompts are Jinja templates in ``presrm/prompts/``; each judge takes
 ``template=`` (a file path) to override its own. Chat templates are applied
 when the tokenizer has one.
 
->>> judge = make_judge("pairwise", model, tok)  # doctest: +SKIP
+>>> judge = make_judge("pairwise", engine)  # doctest: +SKIP
 >>> judge.tournament("1+1?", (), ["Step 1: 1 + 1 = 2", "Step 1: 1 + 1 = 3"]).wins  # doctest: +SKIP
 [1.0, 0.0]
 """
@@ -33,12 +38,15 @@ from typing import TYPE_CHECKING, Any
 from presrm.errors import ConfigError
 from presrm.judges.common import (
     PROMPTS,
+    Judge,
     PairToJudge,
     PairVerdict,
+    SolutionToJudge,
     StepToJudge,
     Tournament,
     combine_orders,
     load_template,
+    rank_tournament,
 )
 from presrm.judges.generative import GenerativeJudge, parse_verdict
 from presrm.judges.outcome import OutcomeJudge, OutcomeVerdict, parse_score
@@ -54,12 +62,14 @@ __all__ = [
     "JUDGES",
     "PROMPTS",
     "GenerativeJudge",
+    "Judge",
     "OutcomeJudge",
     "OutcomeVerdict",
     "PairToJudge",
     "PairVerdict",
     "PairwiseJudge",
     "PointwiseJudge",
+    "SolutionToJudge",
     "StepToJudge",
     "Tournament",
     "combine_orders",
@@ -68,6 +78,7 @@ __all__ = [
     "make_judge_from_config",
     "parse_score",
     "parse_verdict",
+    "rank_tournament",
 ]
 
 JUDGES: dict[str, type] = {
@@ -78,24 +89,24 @@ JUDGES: dict[str, type] = {
 }
 
 
-def make_judge(mode: str, model, tok, **options: Any):
-    """Build the judge named ``mode`` with keyword ``options`` (those of its constructor).
+def make_judge(mode: str, engine, **options: Any) -> Judge:
+    """Build the judge named ``mode`` on ``engine`` with keyword ``options`` (those of its constructor).
 
-    >>> make_judge("pairwise", model, tok, both_orders=False)  # doctest: +SKIP
+    >>> make_judge("pairwise", engine, both_orders=False)  # doctest: +SKIP
     """
     try:
         cls = JUDGES[mode]
     except KeyError:
         raise ConfigError(f"judge.mode {mode!r} is not supported (choose: {', '.join(JUDGES)})") from None
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model", "tok"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "engine"}
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise ConfigError(f"judge option(s) {', '.join(unknown)} do not apply to mode {mode!r} "
                           f"(it takes: {', '.join(sorted(accepted))})")
-    return cls(model, tok, **options)
+    return cls(engine, **options)
 
 
-def make_judge_from_config(cfg: JudgeConfig, model, tok, *, mode: str | None = None):
+def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None) -> Judge:
     """The judge a ``judge:`` config section describes; ``mode`` overrides ``cfg.mode``.
 
     Each mode reads its own template key: ``template`` (pointwise),
@@ -113,4 +124,4 @@ def make_judge_from_config(cfg: JudgeConfig, model, tok, *, mode: str | None = N
                        max_new_tokens=cfg.max_new_tokens)
     elif mode == "outcome":
         options.update(template=cfg.outcome_template)
-    return make_judge(mode, model, tok, **options)
+    return make_judge(mode, engine, **options)

@@ -212,7 +212,7 @@ def evaluate_natural(judge, nat: NaturalSet, *, seed: int = 0, per_group: int = 
     couples = right_wrong_couples(nat.steps, per_group=per_group, seed=seed)
     samples: list[dict[str, Any]] = []
     start = time.perf_counter()
-    if hasattr(judge, "score"):
+    if judge.unit == "step":
         items = [StepToJudge(s.question, s.previous, s.step) for s in nat.steps]
         scores = judge.score(items, desc="judge-eval natural")
         score_of = {s.id: sc for s, sc in zip(nat.steps, scores, strict=True)}
@@ -227,7 +227,7 @@ def evaluate_natural(judge, nat: NaturalSet, *, seed: int = 0, per_group: int = 
                "n_correct": sum(y for _, (_, y) in known), "n_incorrect": sum(not y for _, (_, y) in known),
                "mean_score": by_class}
         judged, unit = len(items), "step"
-    elif hasattr(judge, "compare"):
+    elif judge.unit == "pair":
         sides = [random.Random(f"{seed}:{r.id}:{w.id}").choice("AB") for r, w in couples]
         pairs = [PairToJudge(r.question, r.previous, *((r.step, w.step) if side == "A" else (w.step, r.step)))
                  for (r, w), side in zip(couples, sides, strict=True)]
@@ -404,20 +404,21 @@ def evaluate_judge(judge, labelled: LabelledSet, *, threshold: float = 0.5,
                    seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run ``judge`` on the labelled set; returns the metrics and one record per judged item.
 
-    The judge's kind is read from its methods: ``score`` (per-step, pointwise),
-    ``compare`` (pairwise or generative), ``score_solutions`` (outcome).
+    What is measured follows the judge's ``unit``: "step" (per-step scores, pointwise),
+    "pair" (pairwise or generative verdicts), "solution" (outcome scores).
     """
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"threshold must be in [0, 1], got {threshold}")
     sols = labelled.solutions
-    if hasattr(judge, "score"):
+    unit = getattr(judge, "unit", None)
+    if unit == "step":
         metrics, samples, speed = _eval_pointwise(judge, sols, threshold)
-    elif hasattr(judge, "compare"):
+    elif unit == "pair":
         metrics, samples, speed = _eval_pairwise(judge, sols, seed)
-    elif hasattr(judge, "score_solutions"):
+    elif unit == "solution":
         metrics, samples, speed = _eval_outcome(judge, sols)
     else:
-        raise ConfigError(f"judge {type(judge).__name__} has none of score, compare, score_solutions")
+        raise ConfigError(f"judge {type(judge).__name__} judges {unit!r} items, not step, pair or solution")
     n_flawed = sum(s.flawed for s in sols)
     metrics["n"] = {"problems": labelled.stats.get("problems", 0), "solutions": len(sols),
                     "correct_solutions": len(sols) - n_flawed, "flawed_solutions": n_flawed}
@@ -458,10 +459,13 @@ class JudgeEvalArgs:
     natural_k: int = 4
     natural_max_steps: int = 8
     natural_temperature: float = 0.7
+    engine: str = "hf"
+    vllm: Any = None  # a presrm.config.VLLMConfig (engine vllm); None: its defaults
 
     def validate(self) -> None:
         checks = [
             (self.mode in MODES, f"--judge must be one of {', '.join(MODES)}, got {self.mode!r}"),
+            (self.engine in ("hf", "vllm"), f"--engine must be hf or vllm, got {self.engine!r}"),
             (self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
             (0.0 <= self.threshold <= 1.0 and not math.isnan(self.threshold),
              f"--threshold must be in [0, 1], got {self.threshold}"),
@@ -487,6 +491,7 @@ class JudgeEvalArgs:
         parts = ["presrm judge-eval", f"--model {self.model}", f"--judge {self.mode}", f"--limit {self.limit}",
                  f"--output-dir {self.output_dir}", f"--threshold {self.threshold}", f"--seed {self.seed}"]
         optional = {"--precision": None if self.precision == "auto" else self.precision, "--adapter": self.adapter,
+                    "--engine": None if self.engine == "hf" else self.engine,
                     "--task": self.task if self.task != "gsm8k" else None,
                     "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template,
                     "--labelled": self.labelled, "--natural": self.natural, "--natural-model": self.natural_model,
@@ -498,12 +503,24 @@ class JudgeEvalArgs:
         generates = self.mode in ("generative", "outcome")
         return {"--batch-size": self.batch_size, "--max-new-tokens": self.max_new_tokens if generates else None}
 
+    def judge_kwargs(self) -> dict[str, Any]:
+        """``judge_options`` as the judge constructor's keyword arguments."""
+        return {flag[2:].replace("-", "_"): v for flag, v in self.judge_options().items() if v is not None}
 
-def natural_set_for(args: JudgeEvalArgs, task, model=None, tok=None) -> NaturalSet:
+    def engine_options(self, *, adapter: bool = True):
+        """How to load the judged model (``adapter``: with ``--adapter`` applied)."""
+        from presrm.engine import EngineOptions
+
+        return EngineOptions(name=self.engine, device=self.device, precision=self.precision, seed=self.seed,
+                             adapter=self.adapter if adapter else None, vllm=self.vllm)
+
+
+def natural_set_for(args: JudgeEvalArgs, task, engine=None) -> NaturalSet:
     """The natural set at ``args.natural``: read it when it exists, else build it and save it there.
 
     It is built from ``args.limit`` problems of ``args.task`` by ``args.natural_model`` (default
-    ``args.model``, which is then reused as loaded); the build record beside it names that model.
+    ``args.model``) on ``engine`` when given (it must hold that model), else on an engine of its own,
+    closed afterwards; the build record beside it names that model.
     """
     from presrm.labelled import build_natural_set, read_natural_set, write_natural_set
 
@@ -514,23 +531,23 @@ def natural_set_for(args: JudgeEvalArgs, task, model=None, tok=None) -> NaturalS
         return nat
     from presrm.config import SearchConfig
     from presrm.data import load_problems
-    from presrm.generate import step_prompt
-    from presrm.models import hardware, load_model
-    from presrm.search import STEP_STOP, hf_sampler
+    from presrm.engine import open_engine
+    from presrm.generate import STEP_STOP, step_prompt
+    from presrm.search import step_sampler
 
     generator = args.natural_model or args.model
-    own = model is None or generator != args.model or args.adapter is not None
-    if own:
-        model, tok = load_model(generator, device=args.device, precision=args.precision)
+    if engine is None:
+        with open_engine(generator, args.engine_options(adapter=False)) as own:
+            return natural_set_for(args, task, own)
     problems = load_problems(task, limit=args.limit, data_file=args.data_file)
     search = SearchConfig(k=args.natural_k, temperature=args.natural_temperature, top_p=0.95,
                           max_step_tokens=NATURAL_STEP_TOKENS, batch_size=32)
-    sampler = hf_sampler(model, tok, search, [STEP_STOP, *task.stop])
-    nat = build_natural_set(problems, partial(step_prompt, tok, task), sampler, max_steps=args.natural_max_steps,
-                            seed=args.seed)
+    sampler = step_sampler(engine, search, [STEP_STOP, *task.stop])
+    nat = build_natural_set(problems, partial(step_prompt, engine.tok, task), sampler,
+                            max_steps=args.natural_max_steps, seed=args.seed)
     nat.meta.update(generator=generator, task=task.name, limit=args.limit, k=args.natural_k,
                     temperature=args.natural_temperature, top_p=0.95, max_step_tokens=NATURAL_STEP_TOKENS,
-                    hardware=hardware(next(model.parameters()).device, next(model.parameters()).dtype))
+                    hardware=engine.describe()["hardware"], engine=engine.name)
     write_natural_set(path, nat)
     log.info("Natural set written to %s: %s", path, {k: nat.meta[k] for k in ("steps", "correct", "incorrect")})
     return nat
@@ -547,9 +564,9 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
     the task; with ``--natural FILE`` the natural set is judged too (built first when missing).
     """
     from presrm.data import load_problems, load_task
+    from presrm.engine import open_engine
     from presrm.judge import make_judge
     from presrm.labelled import read_processbench
-    from presrm.models import hardware, load_model
 
     args.validate()
     task = load_task(args.task, args.tasks_dir)
@@ -562,29 +579,28 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
             raise ConfigError(f"no labelled solutions could be built from {len(problems)} problems of task "
                               f"{task.name} (they need GSM8K-style gold solutions with checkable arithmetic)")
     log.info("Labelled set: %s", labelled.stats)
-    model, tok = load_model(args.model, device=args.device, precision=args.precision)
-    if args.adapter:
-        from presrm.train import load_with_adapter
-
-        model = load_with_adapter(model, args.adapter)
-    nat = natural_set_for(args, task, model, tok) if args.natural else None
-    options = {flag[2:].replace("-", "_"): v for flag, v in args.judge_options().items() if v is not None}
-    judge = make_judge(args.mode, model, tok, template=args.template, **options)
-    metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
+    # The natural set's generator shares the judge's engine when it is the same model; otherwise it is built
+    # first, on an engine of its own closed before the judge's opens (two vLLM engines would not fit one GPU).
+    shared = (args.natural_model or args.model) == args.model and args.adapter is None
+    nat = natural_set_for(args, task) if args.natural and not shared else None
+    with open_engine(args.model, args.engine_options()) as engine:
+        if args.natural and shared:
+            nat = natural_set_for(args, task, engine)
+        judge = make_judge(args.mode, engine, template=args.template, **args.judge_kwargs())
+        metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
+        nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed) if nat is not None else (None, [])
+        described = engine.describe()
     protocol = {"mode": args.mode, "template": args.template or f"presrm/prompts/{args.mode}.jinja (built-in)",
                 "threshold": args.threshold if args.mode == "pointwise" else None, "model": args.model,
                 "adapter": args.adapter, "seed": args.seed, "task": task.name, "limit": args.limit,
                 "judge_options": {k: getattr(judge, k) for k in JUDGE_OPTIONS if hasattr(judge, k)},
-                "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
-                "device": str(next(model.parameters()).device), "command": args.command(),
-                "hardware": hardware(next(model.parameters()).device, next(model.parameters()).dtype)}
+                **described, "command": args.command()}
     source = ({"source": "processbench-format file", "path": args.labelled} if args.labelled
               else {"source": "synthetic (gold + verifier-confirmed perturbations)", **synthetic_protocol()})
     results = {"schema_version": SCHEMA_VERSION, "protocol": protocol, **metrics,
                "labelled_set": {**labelled.stats, **source}}
     out = Path(args.output_dir)
     if nat is not None:
-        nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed)
         results["natural"] = {"path": args.natural, **nat_metrics}
         write_jsonl(out / "natural_samples.jsonl", nat_samples)
     write_jsonl(out / "samples.jsonl", samples)

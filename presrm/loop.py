@@ -150,21 +150,39 @@ def _save_trained(trained, tok, out: Path, metrics: dict[str, Any], *, lora: boo
     dist.barrier()
 
 
-def make_run_judge(cfg: RunConfig, model, tok, *, mode: str | None = None):
-    """The self-judge the recipe asks for (``mode`` overrides ``judge.mode``), built on ``model``."""
+def open_run_engine(cfg: RunConfig, spec: str, *, search: bool = False):
+    """The inference engine the recipe asks for (``engine: hf | vllm``) holding model ``spec`` (M_k).
+
+    Every stage opens its own and closes it (``with``) when it ends, so no inference engine holds memory
+    while a training stage runs.
+    """
+    from presrm.engine import EngineOptions, open_engine
+
+    if cfg.engine == "vllm" and dist.world_size() > 1:
+        raise RunStateError("engine: vllm runs in one process (vllm.tensor_parallel_size spreads a model over "
+                            "GPUs); launch the run without accelerate launch, or use engine: hf")
+    return open_engine(spec, EngineOptions(name=cfg.engine, device=cfg.device,
+                                           precision=inference_precision(cfg, search=search), seed=cfg.seed,
+                                           vllm=cfg.vllm))
+
+
+def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None):
+    """The self-judge the recipe asks for (``mode`` overrides ``judge.mode``), running on ``engine``."""
     from presrm.judge import make_judge_from_config
 
-    return make_judge_from_config(cfg.judge, model, tok, mode=mode)
+    return make_judge_from_config(cfg.judge, engine, mode=mode)
 
 
 def judge_prompt_renderer(cfg: RunConfig, model, tok) -> tuple[Callable[..., str], str]:
-    """The configured judge's own prompt renderer (so EFT trains on the exact judge prompt) and its prefill."""
-    judge = make_run_judge(cfg, model, tok)
-    if cfg.judge.mode == "pointwise":
-        from presrm.judge import StepToJudge
+    """The configured judge's own prompt renderer (so EFT trains on the exact judge prompt) and its prefill.
 
-        return (lambda q, prev, step: judge.prompt(StepToJudge(q, tuple(prev), step))), ""
-    return judge.prompt, getattr(judge, "prefill", "")
+    ``render(*fields)`` takes the fields of the judge's item (question, previous, step; or question,
+    previous, a, b) and returns ``judge.prompt(item)``.
+    """
+    from presrm.engine import HFEngine
+
+    judge = make_run_judge(cfg, HFEngine(model, tok))
+    return (lambda *fields: judge.prompt(judge.item_type(*fields))), judge.prefill
 
 
 class Progress:
@@ -222,19 +240,17 @@ def _stage_labels(cfg: RunConfig) -> list[str]:
 def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task) -> tuple[dict[str, Any], bool]:
     from presrm.decoding import Decoding
     from presrm.evaluate import evaluate, summarize, write_eval
-    from presrm.models import load_model
 
     if (out / f"{name}.json").exists():
         return read_json(out / f"{name}.json"), True
-    model, tok = load_model(spec, device=cfg.device, precision=inference_precision(cfg))
-    # Step scores in eval records are per-step, so they come from the pointwise judge whatever judge.mode is.
-    judge = make_run_judge(cfg, model, tok, mode="pointwise") if cfg.eval.judge_steps else None
     decoding = Decoding.from_config(cfg)
-    if judge is None and decoding.scores_steps:
-        judge = make_run_judge(cfg, model, tok, mode="pointwise")
-    # Under accelerate launch each rank decodes its own block of the problems and rank 0 writes them all.
-    summary, records = evaluate(model, tok, task, dist.shard(problems), max_new_tokens=cfg.eval.max_new_tokens,
-                                batch_size=cfg.eval.batch_size, judge=judge, label=name, decoding=decoding)
+    with open_run_engine(cfg, spec) as engine:
+        # Step scores in eval records are per-step, so they come from the pointwise judge whatever judge.mode is.
+        judge = (make_run_judge(cfg, engine, mode="pointwise") if cfg.eval.judge_steps or decoding.scores_steps
+                 else None)
+        # Under accelerate launch each rank decodes its own block of the problems and rank 0 writes them all.
+        summary, records = evaluate(engine, task, dist.shard(problems), max_new_tokens=cfg.eval.max_new_tokens,
+                                    batch_size=cfg.eval.batch_size, judge=judge, label=name, decoding=decoding)
     records = dist.gather(records)
     summary.update(summarize(records))
     summary["protocol"]["processes"] = dist.world_size()
@@ -243,31 +259,29 @@ def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task)
     if dist.is_main():
         write_eval(out, summary, records, name=f"{name}.json", samples=samples)
     dist.barrier()
-    _free(model, judge)
     return summary, False
 
 
 @_rank0_first
 def _on_policy_steps(cfg: RunConfig, task, problems, out: Path):
     """M0's own candidate steps on the init problems, labelled by the verifier (``init/on_policy.jsonl``)."""
-    from presrm.generate import step_prompt
+    from presrm.generate import STEP_STOP, step_prompt
     from presrm.labelled import build_natural_set, read_natural_set, write_natural_set
-    from presrm.models import hardware, load_model
-    from presrm.search import STEP_STOP, hf_sampler
+    from presrm.search import step_sampler
 
     path = out / "on_policy.jsonl"
     if path.exists():
         return read_natural_set(path)
-    model, tok = load_model(cfg.model, device=cfg.device, precision=inference_precision(cfg))
     search = dataclasses.replace(cfg.search, k=cfg.init.on_policy_k)
-    sampler = hf_sampler(model, tok, search, [STEP_STOP, *task.stop])
-    nat = build_natural_set(problems[:cfg.init.on_policy_problems], partial(step_prompt, tok, task), sampler,
-                            max_steps=cfg.init.on_policy_max_steps, seed=cfg.seed, desc="init: on-policy steps")
-    nat.meta.update(generator=cfg.model, task=task.name, k=cfg.init.on_policy_k,
-                    temperature=cfg.search.temperature, top_p=cfg.search.top_p,
-                    hardware=hardware(model.device, model.dtype))
+    with open_run_engine(cfg, cfg.model) as engine:
+        sampler = step_sampler(engine, search, [STEP_STOP, *task.stop])
+        nat = build_natural_set(problems[:cfg.init.on_policy_problems], partial(step_prompt, engine.tok, task),
+                                sampler, max_steps=cfg.init.on_policy_max_steps, seed=cfg.seed,
+                                desc="init: on-policy steps")
+        nat.meta.update(generator=cfg.model, task=task.name, k=cfg.init.on_policy_k,
+                        temperature=cfg.search.temperature, top_p=cfg.search.top_p,
+                        hardware=engine.describe()["hardware"], engine=cfg.engine)
     write_natural_set(path, nat)
-    _free(model)
     return nat
 
 
@@ -304,7 +318,8 @@ def _judge_eval_stage(cfg: RunConfig, root: Path, spec: str, out: Path, name: st
                          template=_judge_template(cfg), batch_size=cfg.judge.batch_size, device=cfg.device,
                          precision=inference_precision(cfg), natural=str(natural_set_path(root)),
                          natural_model=cfg.model, natural_k=cfg.eval.judge_eval_k,
-                         natural_max_steps=cfg.eval.judge_eval_max_steps, natural_temperature=cfg.search.temperature)
+                         natural_max_steps=cfg.eval.judge_eval_max_steps, natural_temperature=cfg.search.temperature,
+                         engine=cfg.engine, vllm=cfg.vllm)
     return run_judge_eval(args), False
 
 
@@ -366,7 +381,6 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
 
 
 def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> tuple[list[dict[str, Any]], bool]:
-    from presrm.models import load_model
     from presrm.search import search_stats, step_search
 
     if (out / "pairs.jsonl").exists() and (out / "samples.jsonl").exists() and (out / "search.json").exists():
@@ -374,19 +388,18 @@ def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> tuple[list[di
     task = load_task(cfg.search.task, cfg.tasks_dir)
     offset, count = cfg.search.problems_at(k)
     problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
-    model, tok = load_model(spec, device=cfg.device, precision=inference_precision(cfg, search=True))
-    judge = make_run_judge(cfg, model, tok)
-    # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
-    # single process's: a batch's seed covers other prompts) and rank 0 writes them all, in problem order.
-    records, pairs = step_search(model, tok, judge, task, dist.shard(problems), cfg.search, seed=cfg.seed + k,
-                                 iteration=k, aggregate_how=cfg.judge.aggregate)
+    with open_run_engine(cfg, spec, search=True) as engine:  # closed, its memory freed, before training
+        judge = make_run_judge(cfg, engine)
+        # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
+        # single process's: a batch's seed covers other prompts) and rank 0 writes them all, in problem order.
+        records, pairs = step_search(engine, judge, task, dist.shard(problems), cfg.search, seed=cfg.seed + k,
+                                     iteration=k, aggregate_how=cfg.judge.aggregate)
     records, pairs = dist.gather(records), dist.gather(pairs)
     if dist.is_main():
         write_jsonl(out / "samples.jsonl", records)
         write_json(out / "search.json", search_stats(records, pairs))
         write_jsonl(out / "pairs.jsonl", pairs)  # last: its presence marks the stage complete
     dist.barrier()
-    _free(model, judge)
     # Read back, so that a fresh run and a resumed one train on byte-identical input.
     return read_jsonl(out / "pairs.jsonl"), False
 

@@ -16,22 +16,22 @@ chosen one is only unverifiable is kept but flagged; optionally a problem's
 pairs are kept only if its finished answer is right. With grounding off the
 pairs are exactly the paper's.
 
-Everything is batched across problems: one generate call and one tournaments
-call per round for all problems still running.
+Everything is batched across problems: one engine call to sample and one
+tournaments call per round for all problems still running. The engine (HF or
+vLLM, :mod:`presrm.engine`) and the judge (any of :mod:`presrm.judge`) are
+interchangeable: search only calls ``engine.generate`` and ``judge.tournaments``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from presrm.config import SearchConfig
 from presrm.data import Task
-from presrm.generate import generate, policy_prompt
-from presrm.judge import StepToJudge
+from presrm.generate import STEP_STOP, policy_prompt, step_candidates, step_prompt
 from presrm.progress import bar as progress_bar
 from presrm.rewards import aggregate
 from presrm.schema import Problem, StepPair
@@ -39,7 +39,8 @@ from presrm.steps import is_final_answer
 from presrm.verify import answers_match, check_step, extract_answer
 
 log = logging.getLogger(__name__)
-STEP_STOP = "\nStep "
+__all__ = ["STEP_STOP", "ProblemState", "Sampler", "run_tournaments", "search_stats", "step_candidates",
+           "step_sampler", "step_search"]
 ALL_TIE = "all candidates tie (rolled back)"
 CHOSEN_WRONG = "chosen step has verifiably wrong arithmetic"
 FLAG_REJECTED_RIGHT = "rejected step verifiably right, chosen step unverifiable"
@@ -89,72 +90,17 @@ class ProblemState:
         }
 
 
-def step_candidates(raw: Sequence[str], n: int) -> list[str]:
-    """Turn sampled continuations into distinct, non-empty ``Step n: ...`` texts.
-
-    A continuation is cut where the model starts ``Step n+1:`` mid-line (the
-    generation itself already stops at a new line starting with ``Step``).
-
-    >>> step_candidates([" 3 + 4 = 7. Step 3: 7 * 2 = 14", " 3 + 4 = 7.", ""], 2)
-    ['Step 2: 3 + 4 = 7.']
-    """
-    nxt = re.compile(rf"\bStep\s*{n + 1}\s*:")
-    seen: dict[str, None] = {}
-    for text in raw:
-        m = nxt.search(text)
-        body = (text[:m.start()] if m else text).strip()
-        if body:
-            seen.setdefault(f"Step {n}: {body}", None)
-    return list(seen)
-
-
-def rank_tournament(scores: Sequence[float]) -> dict[str, Any]:
-    """A round-robin decided by pointwise scores: the higher score wins, equal scores tie.
-
-    >>> rank_tournament([0.2, 0.9, 0.2])["wins"]
-    [0.5, 2.0, 0.5]
-    """
-    n = len(scores)
-    wins = [0.0] * n
-    matches = []
-    for i in range(n):
-        for j in range(i + 1, n):
-            if scores[i] > scores[j]:
-                winner, wins[i] = "A", wins[i] + 1
-            elif scores[i] < scores[j]:
-                winner, wins[j] = "B", wins[j] + 1
-            else:
-                winner = "tie"
-                wins[i] += 0.5
-                wins[j] += 0.5
-            matches.append({"i": i, "j": j, "winner": winner, "p_a": None})
-    return {"wins": wins, "matches": matches, "scores": list(scores), "score_kind": "pointwise"}
-
-
 def run_tournaments(judge, groups: Sequence[Group], *, desc: str | None = None) -> list[dict[str, Any]]:
     """Judge every group's candidates in one batched call; return wins, matches and scores per group.
 
-    A judge with ``tournaments`` (pairwise, generative) plays the round-robin
-    itself; a pointwise judge scores each candidate and the ranking decides.
-    ``scores`` is the pointwise score or, for pairwise judges, the win rate.
+    Every judge plays ``tournaments``: pairwise judges play each match, score
+    judges (pointwise) rank the candidates by score. ``scores`` is the
+    pointwise score or, for pairwise judges, the win rate (``score_kind``).
     """
     if not groups:
         return []
-    if hasattr(judge, "tournaments"):
-        out = []
-        for (_, _, cands), t in zip(groups, judge.tournaments(groups, desc=desc), strict=True):
-            wins = [float(w) for w in t.wins]
-            rate = [w / (len(cands) - 1) for w in wins]
-            out.append({"wins": wins, "matches": [dict(m) for m in t.matches], "scores": rate,
-                        "score_kind": "win_rate"})
-        return out
-    items = [StepToJudge(q, prev, c) for q, prev, cands in groups for c in cands]
-    flat = judge.score(items, desc=desc)
-    out, pos = [], 0
-    for _, _, cands in groups:
-        out.append(rank_tournament(flat[pos:pos + len(cands)]))
-        pos += len(cands)
-    return out
+    return [{"wins": [float(w) for w in t.wins], "matches": [dict(m) for m in t.matches], "scores": list(t.scores),
+             "score_kind": t.score_kind} for t in judge.tournaments(groups, desc=desc)]
 
 
 def _drop_reason(cfg: SearchConfig, wins: list[float], best: int, worst: int, verdicts: list[str]) -> str | None:
@@ -225,12 +171,11 @@ def _single(state: ProblemState, n: int, cands: list[str]) -> None:
         state.end = "final answer"
 
 
-def hf_sampler(model, tok, cfg: SearchConfig, stop: Sequence[str]) -> Sampler:
-    """Sample ``cfg.k`` continuations per prompt with Hugging Face ``generate``."""
+def step_sampler(engine, cfg: SearchConfig, stop: Sequence[str] = (STEP_STOP,)) -> Sampler:
+    """``sample(prompts, seed)``: ``cfg.k`` continuations per prompt from ``engine``, stopped at the next step."""
     def sample(prompts: Sequence[str], seed: int) -> list[list[str]]:
-        return generate(model, tok, prompts, max_new_tokens=cfg.max_step_tokens, batch_size=cfg.batch_size,
-                        stop=stop, num_return_sequences=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                        seed=seed)
+        return engine.generate(prompts, max_new_tokens=cfg.max_step_tokens, n=cfg.k, temperature=cfg.temperature,
+                               top_p=cfg.top_p, stop=stop, seed=seed, batch_size=cfg.batch_size)
     return sample
 
 
@@ -246,17 +191,18 @@ def _finish_pairs(states: Sequence[ProblemState], records: list[dict[str, Any]],
     return pairs
 
 
-def step_search(model, tok, judge, task: Task, problems: Sequence[Problem], cfg: SearchConfig, *,
+def step_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: SearchConfig, *,
                 seed: int = 0, iteration: int = 0, aggregate_how: str = "min",
                 sampler: Sampler | None = None) -> tuple[list[dict[str, Any]], list[StepPair]]:
     """Run step search on ``problems``; return per-problem records and the kept step pairs.
 
-    ``judge`` has ``tournaments`` (pairwise/generative) or ``score`` (pointwise).
-    ``sampler(prompts, seed)`` returns candidate continuations per prompt
-    (default: ``cfg.k`` samples from ``model``); tests pass a scripted one.
+    ``engine`` samples the candidates and renders the prompts (its tokenizer's chat
+    template); ``judge`` is any :class:`presrm.judge.Judge`. ``sampler(prompts, seed)``
+    replaces the engine's sampling (default: :func:`step_sampler`); tests pass a scripted one.
     """
+    tok = engine.tok
     states = [ProblemState(p) for p in problems]
-    sample = sampler or hf_sampler(model, tok, cfg, [STEP_STOP, *task.stop])
+    sample = sampler or step_sampler(engine, cfg, [STEP_STOP, *task.stop])
     bar = progress_bar(total=cfg.max_steps, desc=f"iter {iteration}: step search", unit="round")
     rnd = 0
     while active := [s for s in states if not s.done]:
@@ -265,7 +211,8 @@ def step_search(model, tok, judge, task: Task, problems: Sequence[Problem], cfg:
                         rollbacks=sum(s.rollbacks for s in states))
         prompts = [policy_prompt(tok, task, s.problem.question, prefix=s.prefix()) for s in active]
         ns = [len(s.steps) + 1 for s in active]
-        raw = sample([p + f"Step {n}:" for p, n in zip(prompts, ns, strict=True)], seed * 1_000_003 + rnd * 1009)
+        raw = sample([step_prompt(tok, task, s.problem.question, s.steps, n) for s, n in zip(active, ns, strict=True)],
+                     seed * 1_000_003 + rnd * 1009)
         cands = [step_candidates(r, n) for r, n in zip(raw, ns, strict=True)]
         groups = [(s.problem.question, tuple(s.steps), c) for s, c in zip(active, cands, strict=True) if len(c) > 1]
         tours = iter(run_tournaments(judge, groups, desc=f"iter {iteration}: judge round {rnd}"))

@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
@@ -23,6 +24,7 @@ from presrm.config import SearchConfig
 from presrm.data import load_task
 from presrm.evaluate import score_record, summarize
 from presrm.judge import Tournament
+from presrm.judges.common import ScoreJudgeBase
 from presrm.schema import Problem
 from presrm.search import search_stats, step_search
 
@@ -63,8 +65,8 @@ def _sampler(k: int):
     return sample
 
 
-class PointwiseFake:
-    """Scores a step with a deterministic pseudo-probability."""
+class PointwiseFake(ScoreJudgeBase):
+    """Scores a step with a deterministic pseudo-probability (tournaments: the ranking of every score judge)."""
 
     mode = "pointwise"
 
@@ -90,7 +92,7 @@ class PairwiseFake:
                     wins[i] += 1.0 if winner == "A" else 0.5 if winner == "tie" else 0.0
                     wins[j] += 1.0 if winner == "B" else 0.5 if winner == "tie" else 0.0
                     matches.append({"i": i, "j": j, "winner": winner, "p_a": p_a})
-            out.append(Tournament(wins=wins, matches=matches))
+            out.append(Tournament(wins=wins, matches=matches, scores=[w / (len(cands) - 1) for w in wins]))
         return out
 
 
@@ -100,7 +102,8 @@ def search_run(n: int, seed: int, pairwise: bool, k: int = 4, max_steps: int = 6
     cfg = SearchConfig(k=k, max_steps=max_steps)
     problems = [_problem("train", seed, i) for i in range(n)]
     judge = PairwiseFake() if pairwise else PointwiseFake()
-    return step_search(None, None, judge, task, problems, cfg, seed=seed, iteration=seed, sampler=_sampler(k))
+    no_model = SimpleNamespace(tok=None)  # no chat template (plain prompts); the script samples, not an engine
+    return step_search(no_model, judge, task, problems, cfg, seed=seed, iteration=seed, sampler=_sampler(k))
 
 
 def _completion(a: int, b: int, wrong: bool, steps: int) -> str:

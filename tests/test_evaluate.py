@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 
 from presrm.data import Extractor, Match, load_problems, load_shots, load_task
 from presrm.decoding import Decoding, majority_vote, vote_key
+from presrm.engine import HFEngine
 from presrm.errors import ConfigError
 from presrm.evaluate import build_prompt, evaluate, score_record, summarize, wilson_interval, write_eval
 from presrm.jsonio import read_json, read_jsonl
 from presrm.judge import PointwiseJudge
+from presrm.judges.common import ScoreJudgeBase
 from presrm.schema import Problem
 
 COT = load_task("gsm8k_cot_zeroshot")
@@ -213,7 +215,7 @@ def test_shots_are_deterministic_and_recorded(tiny, gsm8k_like, tmp_path):
         COT.with_shots(1)
 
 
-class LengthJudge:
+class LengthJudge(ScoreJudgeBase):
     """A fake pointwise judge: shorter steps score higher (deterministic, easy to check)."""
 
     mode = "pointwise"
@@ -240,12 +242,11 @@ def _recompute(task, samples):
 
 @pytest.mark.parametrize("task_name", ["gsm8k", "gsm8k_cot_zeroshot"])
 def test_greedy_accuracy_is_recomputable_from_samples(tiny, gsm8k_like, tmp_path, task_name):
-    model, tok = tiny
+    engine = HFEngine(*tiny)
     task = load_task(task_name)
     problems = load_problems(task, data_file=str(gsm8k_like))
     # Make one completion right by construction: recomputation must also count successes.
-    summary, records = evaluate(model, tok, task, problems, max_new_tokens=8, batch_size=4,
-                                judge=PointwiseJudge(model, tok))
+    summary, records = evaluate(engine, task, problems, max_new_tokens=8, batch_size=4, judge=PointwiseJudge(engine))
     records[0].completion = "Step 1: 3 + 4 = 7\nThe answer is 7."
     fixed = score_record(problems[0], records[0].completion, task)
     records[0] = fixed
@@ -264,10 +265,10 @@ def test_greedy_accuracy_is_recomputable_from_samples(tiny, gsm8k_like, tmp_path
 
 
 def test_maj_at_k_records_votes_and_recomputes(tiny, gsm8k_like, tmp_path):
-    model, tok = tiny
+    engine = HFEngine(*tiny)
     task = load_task("gsm8k")
     problems = load_problems(task, data_file=str(gsm8k_like), limit=3)
-    summary, records = evaluate(model, tok, task, problems, max_new_tokens=6, batch_size=8,
+    summary, records = evaluate(engine, task, problems, max_new_tokens=6, batch_size=8,
                                 decoding=Decoding.parse("maj@3", seed=1))
     write_eval(tmp_path, summary, records)
     samples = read_jsonl(tmp_path / "samples.jsonl")
@@ -283,11 +284,11 @@ def test_maj_at_k_records_votes_and_recomputes(tiny, gsm8k_like, tmp_path):
 
 
 def test_best_of_n_keeps_the_highest_process_reward(tiny, gsm8k_like):
-    model, tok = tiny
+    engine = HFEngine(*tiny)
     task = load_task("gsm8k")
     problems = load_problems(task, data_file=str(gsm8k_like), limit=3)
     dec = Decoding.parse("best-of-3", aggregate="mean")
-    summary, records = evaluate(model, tok, task, problems, max_new_tokens=8, batch_size=8, judge=LengthJudge(),
+    summary, records = evaluate(engine, task, problems, max_new_tokens=8, batch_size=8, judge=LengthJudge(),
                                 decoding=dec)
     for r in records:
         rewards = [c["process_reward"] for c in r.candidates]
@@ -297,15 +298,15 @@ def test_best_of_n_keeps_the_highest_process_reward(tiny, gsm8k_like):
         assert r.process_reward == pytest.approx(sum(r.step_scores) / len(r.step_scores))
     assert summary["protocol"]["judge"]["aggregate"] == "mean"
     with pytest.raises(ConfigError, match="needs a judge"):
-        evaluate(model, tok, task, problems, max_new_tokens=4, decoding=dec)
+        evaluate(engine, task, problems, max_new_tokens=4, decoding=dec)
 
 
 def test_beam_search_keeps_top_beams_by_process_reward(tiny, gsm8k_like, tmp_path):
-    model, tok = tiny
+    engine = HFEngine(*tiny)
     task = load_task("gsm8k")
     problems = load_problems(task, data_file=str(gsm8k_like), limit=2)
     dec = Decoding.parse("beam", beam_width=2, beam_expand=3, max_steps=3, max_step_tokens=6)
-    summary, records = evaluate(model, tok, task, problems, batch_size=16, judge=LengthJudge(), decoding=dec)
+    summary, records = evaluate(engine, task, problems, batch_size=16, judge=LengthJudge(), decoding=dec)
     write_eval(tmp_path, summary, records)
     for r in read_jsonl(tmp_path / "samples.jsonl"):
         assert 1 <= len(r["steps"]) <= 3 and len(r["step_scores"]) == len(r["steps"])

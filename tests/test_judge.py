@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from presrm.config import JudgeConfig, load_config
+from presrm.engine import HFEngine
 from presrm.errors import ConfigError
 from presrm.judge import (
     GenerativeJudge,
@@ -15,6 +16,7 @@ from presrm.judge import (
     PairToJudge,
     PairwiseJudge,
     PointwiseJudge,
+    SolutionToJudge,
     StepToJudge,
     combine_orders,
     make_judge,
@@ -66,8 +68,8 @@ def _count_tokens(model):
 
 def test_pointwise_scores_are_probabilities_and_batch_invariant(tiny):
     model, tok = tiny
-    one = PointwiseJudge(model, tok, batch_size=1).score(ITEMS)
-    many = PointwiseJudge(model, tok, batch_size=8).score(ITEMS)
+    one = PointwiseJudge(HFEngine(model, tok), batch_size=1).score(ITEMS)
+    many = PointwiseJudge(HFEngine(model, tok), batch_size=8).score(ITEMS)
     assert all(0.0 < s < 1.0 for s in one)
     assert one == pytest.approx(many, abs=1e-5)
     assert len(set(round(s, 6) for s in one)) > 1  # different contexts give different scores
@@ -78,10 +80,10 @@ def test_pointwise_prefix_cache_matches_plain_batches(tiny, batch_size):
     model, tok = tiny
     seen, handle = _count_tokens(model)
     try:
-        plain = PointwiseJudge(model, tok, batch_size=batch_size, prefix_cache=False).score(CHAIN_ITEMS)
+        plain = PointwiseJudge(HFEngine(model, tok), batch_size=batch_size, prefix_cache=False).score(CHAIN_ITEMS)
         plain_tokens = sum(seen)
         seen.clear()
-        cached = PointwiseJudge(model, tok, batch_size=batch_size, prefix_cache=True).score(CHAIN_ITEMS)
+        cached = PointwiseJudge(HFEngine(model, tok), batch_size=batch_size, prefix_cache=True).score(CHAIN_ITEMS)
         cached_tokens = sum(seen)
     finally:
         handle.remove()
@@ -92,7 +94,7 @@ def test_pointwise_prefix_cache_matches_plain_batches(tiny, batch_size):
 def test_root_prefix_is_encoded_once_and_matches_plain(tiny):
     """No groups: the start every prompt shares (chat turn + instruction) is encoded once for the call."""
     model, tok = tiny
-    judge = PointwiseJudge(model, tok)
+    judge = PointwiseJudge(HFEngine(model, tok))
     prompts = [judge.prompt(it) for it in ITEMS]
     ids = tok(prompts, add_special_tokens=False)["input_ids"]
     common = min(forward._lcp(ids[0], x) for x in ids)
@@ -172,15 +174,15 @@ def test_chains_put_the_longest_context_first():
 
 def test_prefix_cache_falls_back_for_unsupported_models(tiny, caplog, monkeypatch):
     model, tok = tiny
-    plain = PointwiseJudge(model, tok, prefix_cache=False).score(CHAIN_ITEMS)
+    plain = PointwiseJudge(HFEngine(model, tok), prefix_cache=False).score(CHAIN_ITEMS)
     monkeypatch.setattr(forward, "prefix_cache_supported", lambda m: False)
     with caplog.at_level("WARNING"):
-        again = PointwiseJudge(model, tok, prefix_cache=True).score(CHAIN_ITEMS)
+        again = PointwiseJudge(HFEngine(model, tok), prefix_cache=True).score(CHAIN_ITEMS)
     assert again == pytest.approx(plain, abs=1e-6) and "plain batches" in caplog.text
 
 
 def test_pointwise_prompt_contains_question_previous_and_step(tiny):
-    text = PointwiseJudge(*tiny).prompt(ITEMS[1])
+    text = PointwiseJudge(HFEngine(*tiny)).prompt(ITEMS[1])
     assert "Tom has 3 apples" in text and "Step 1: 3 + 4 = 7" in text and "Step 2: The answer is 7." in text
     assert text.index("Step 1: 3 + 4 = 7") < text.index("Step 2: The answer is 7.")
     assert text.endswith("<|im_start|>assistant\n")
@@ -189,7 +191,7 @@ def test_pointwise_prompt_contains_question_previous_and_step(tiny):
 def test_user_template_override(tiny, tmp_path):
     t = tmp_path / "judge.jinja"
     t.write_text("Q={{ question }} S={{ step }} Yes or No?")
-    judge = PointwiseJudge(*tiny, template=str(t))
+    judge = PointwiseJudge(HFEngine(*tiny), template=str(t))
     assert "Q=Tom has 3 apples and buys 4. How many? S=Step 1: 3 + 4 = 7 Yes or No?" in judge.prompt(ITEMS[0])
 
 
@@ -206,15 +208,15 @@ def test_bad_template_is_a_config_error(tiny, tmp_path, cls, content, match):
     if content is not None:
         t.write_text(content)
     with pytest.raises(ConfigError, match=match):
-        cls(*tiny, template=str(t))
+        cls(HFEngine(*tiny), template=str(t))
 
 
 # ---------------------------------------------------------------- pairwise (logit)
 
 
 def test_pairwise_prompt_is_paper_format_and_prefilled(tiny):
-    judge = PairwiseJudge(*tiny)
-    text = judge.prompt(Q1, ("Step 1: He has 3 apples.",), "Step 2: 3 + 4 = 7", "Step 2: 3 * 4 = 12")
+    judge = PairwiseJudge(HFEngine(*tiny))
+    text = judge.prompt(PairToJudge(Q1, ("Step 1: He has 3 apples.",), "Step 2: 3 + 4 = 7", "Step 2: 3 * 4 = 12"))
     assert text.index(Q1) < text.index("Step 1: He has 3 apples.")
     assert "[The Start of Step A]\nStep 2: 3 + 4 = 7\n[The End of Step A]" in text
     assert "[The Start of Step B]\nStep 2: 3 * 4 = 12\n[The End of Step B]" in text
@@ -223,7 +225,7 @@ def test_pairwise_prompt_is_paper_format_and_prefilled(tiny):
 
 
 def test_pairwise_both_orders_swapping_gives_one_minus_p(tiny):
-    judge = PairwiseJudge(*tiny, batch_size=3)
+    judge = PairwiseJudge(HFEngine(*tiny), batch_size=3)
     swapped = [PairToJudge(p.question, p.previous, p.b, p.a) for p in PAIRS]
     out, back = judge.compare(PAIRS), judge.compare(swapped)
     for v, w in zip(out, back, strict=True):
@@ -238,16 +240,16 @@ def test_pairwise_single_order_and_prefix_cache_match_plain(tiny):
     model, tok = tiny
     seen, handle = _count_tokens(model)
     try:
-        plain = PairwiseJudge(model, tok, prefix_cache=False, batch_size=4).compare(PAIRS * 2)
+        plain = PairwiseJudge(HFEngine(model, tok), prefix_cache=False, batch_size=4).compare(PAIRS * 2)
         plain_tokens = sum(seen)
         seen.clear()
-        cached = PairwiseJudge(model, tok, prefix_cache=True, batch_size=4).compare(PAIRS * 2)
+        cached = PairwiseJudge(HFEngine(model, tok), prefix_cache=True, batch_size=4).compare(PAIRS * 2)
         cached_tokens = sum(seen)
     finally:
         handle.remove()
     assert [v.p_a for v in cached] == pytest.approx([v.p_a for v in plain], abs=1e-4)
     assert cached_tokens < 0.5 * plain_tokens
-    one = PairwiseJudge(model, tok, both_orders=False).compare(PAIRS)
+    one = PairwiseJudge(HFEngine(model, tok), both_orders=False).compare(PAIRS)
     assert all(len(v.orders) == 1 for v in one)
     assert [v.p_a for v in one] == pytest.approx([v.orders[0]["p_a"] for v in plain[:4]], abs=1e-4)
 
@@ -274,13 +276,13 @@ def test_combine_orders_tie_rule(p_as, margin, expected):
 
 
 def test_tournament_win_counts_sum_to_number_of_matches(tiny):
-    judge = PairwiseJudge(*tiny)
+    judge = PairwiseJudge(HFEngine(*tiny))
     cands = ["Step 2: 3 + 4 = 7", "Step 2: 3 + 4 = 8", "Step 2: The answer is 7.", "Step 2: 4 + 3 = 7", "Step 2: 7"]
     t = judge.tournament(Q1, ("Step 1: He has 3 apples.",), cands)
     n = len(cands)
     assert sum(t.wins) == n * (n - 1) / 2
     assert [(m["i"], m["j"]) for m in t.matches] == [(i, j) for i in range(n) for j in range(i + 1, n)]
-    assert judge.tournaments([]) == [] and judge.compare([]) == [] and PointwiseJudge(*tiny).score([]) == []
+    assert judge.tournaments([]) == [] and judge.compare([]) == [] and PointwiseJudge(HFEngine(*tiny)).score([]) == []
     assert judge.tournament(Q1, (), cands[:1]).wins == [0.0]
     batched = judge.tournaments([(Q1, ("Step 1: He has 3 apples.",), cands), (Q2, (), cands[:3])])
     assert batched[0].wins == t.wins and sum(batched[1].wins) == 3
@@ -325,8 +327,8 @@ class ScriptedLM:
 ])
 def test_scripted_tournament(tiny, bias, both, expected):
     _, tok = tiny
-    judge = PairwiseJudge(*tiny, both_orders=both, prefix_cache=False)
-    judge.model = ScriptedLM(tok, judge, bias)
+    judge = PairwiseJudge(HFEngine(*tiny), both_orders=both, prefix_cache=False)
+    judge.engine.model = ScriptedLM(tok, judge, bias)
     cands = [f"Step 1: option q={q}" for q in (9, 7, 5, 3, 1)]
     t = judge.tournament(Q1, (), cands)
     assert t.wins == expected and sum(t.wins) == 10
@@ -340,14 +342,14 @@ def test_scripted_tournament(tiny, bias, both, expected):
 
 
 def test_make_judge_modes_and_errors(tiny):
-    assert isinstance(make_judge("pointwise", *tiny), PointwiseJudge)
-    judge = make_judge("pairwise", *tiny, both_orders=False, tie_margin=0.2, batch_size=4)
+    assert isinstance(make_judge("pointwise", HFEngine(*tiny)), PointwiseJudge)
+    judge = make_judge("pairwise", HFEngine(*tiny), both_orders=False, tie_margin=0.2, batch_size=4)
     assert isinstance(judge, PairwiseJudge) and judge.mode == "pairwise"
     assert (judge.both_orders, judge.tie_margin, judge.batch_size) == (False, 0.2, 4)
     with pytest.raises(ConfigError, match="not supported"):
-        make_judge("telepathy", *tiny)
+        make_judge("telepathy", HFEngine(*tiny))
     with pytest.raises(ConfigError, match="both_orders"):
-        make_judge("pointwise", *tiny, both_orders=True)
+        make_judge("pointwise", HFEngine(*tiny), both_orders=True)
 
 
 def test_make_judge_from_config(tiny, tmp_path):
@@ -355,10 +357,10 @@ def test_make_judge_from_config(tiny, tmp_path):
     t.write_text("{{ question }} | {{ a }} | {{ b }} | {% for s in previous %}{{ s }};{% endfor %}")
     cfg = JudgeConfig(mode="pairwise", pairwise_template=str(t), both_orders=False, tie_margin=0.3,
                       prefix_cache=False)
-    judge = make_judge_from_config(cfg, *tiny)
+    judge = make_judge_from_config(cfg, HFEngine(*tiny))
     assert isinstance(judge, PairwiseJudge) and not judge.both_orders and judge.tie_margin == 0.3
-    assert "Q | x | y | s1;" in judge.prompt("Q", ("s1",), "x", "y")
-    point = make_judge_from_config(cfg, *tiny, mode="pointwise")
+    assert "Q | x | y | s1;" in judge.prompt(PairToJudge("Q", ("s1",), "x", "y"))
+    point = make_judge_from_config(cfg, HFEngine(*tiny), mode="pointwise")
     assert isinstance(point, PointwiseJudge) and not point.prefix_cache
 
 
@@ -487,16 +489,16 @@ def _fair(text):
 ])
 def test_generative_tournament_scripted(tiny, script, both, wins, winners):
     _, tok = tiny
-    judge = GenerativeJudge(ScriptedGenerator(tok, script), tok, both_orders=both, max_new_tokens=64)
+    judge = GenerativeJudge(HFEngine(ScriptedGenerator(tok, script), tok), both_orders=both, max_new_tokens=64)
     t = judge.tournament(Q1, (), [f"Step 1: option q={q}" for q in (9, 7, 5, 3)])
     assert t.wins == wins and {m["winner"] for m in t.matches} == winners
-    assert len(judge.model.prompts) == 6 * (2 if both else 1)
-    assert all(p.endswith("<|im_start|>assistant\n") and "[[A]]" in p for p in judge.model.prompts)
+    assert len(judge.engine.model.prompts) == 6 * (2 if both else 1)
+    assert all(p.endswith("<|im_start|>assistant\n") and "[[A]]" in p for p in judge.engine.model.prompts)
 
 
 def test_generative_keeps_raw_text_and_unparseable_order_gives_none(tiny):
     _, tok = tiny
-    judge = GenerativeJudge(ScriptedGenerator(tok, _fair), tok)
+    judge = GenerativeJudge(HFEngine(ScriptedGenerator(tok, _fair), tok))
     v, half = judge.compare([PairToJudge(Q1, (), "Step 1: q=3", "Step 1: q=5"),
                              PairToJudge(Q1, (), "Step 1: q=3", "Step 1: q=0")])
     assert v.winner == "B" and v.p_a == 0.0
@@ -507,14 +509,14 @@ def test_generative_keeps_raw_text_and_unparseable_order_gives_none(tiny):
 
 
 def test_generative_on_tiny_model(tiny):
-    judge = GenerativeJudge(*tiny, max_new_tokens=6, batch_size=4)
+    judge = GenerativeJudge(HFEngine(*tiny), max_new_tokens=6, batch_size=4)
     out = judge.compare(PAIRS[:2])
     for v in out:
         assert v.winner in {"A", "B", "tie", None} and len(v.orders) == 2
         assert all(isinstance(o["raw"], str) for o in v.orders)
         if any(o["verdict"] is None for o in v.orders):
             assert v.winner is None
-    assert make_judge_from_config(JudgeConfig(mode="generative", max_new_tokens=5), *tiny).max_new_tokens == 5
+    assert make_judge_from_config(JudgeConfig(mode="generative", max_new_tokens=5), HFEngine(*tiny)).max_new_tokens == 5
 
 
 # ---------------------------------------------------------------- outcome
@@ -564,13 +566,13 @@ def test_outcome_judge_scripted(tiny):
         m = re.search(r"answer is (\d+)", text)
         return "No idea." if m is None else f"Correct final answer. Score: {min(int(m.group(1)), 5)}"
 
-    judge = OutcomeJudge(ScriptedGenerator(tok, rubric), tok)
+    judge = OutcomeJudge(HFEngine(ScriptedGenerator(tok, rubric), tok))
     scores = judge.score_solutions([Q1, Q1, Q2], ["Step 1: 3 + 4. The answer is 4.", "Step 1: dunno", "answer is 5"])
     assert scores == [0.8, None, 1.0]
     assert [v.points for v in judge.last_verdicts] == [4.0, None, 5.0] and judge.last_verdicts[1].raw == "No idea."
     shown = "[The Start of the Solution]\nStep 1: dunno\n[The End of the Solution]"
-    assert any(shown in p for p in judge.model.prompts)
-    assert all("Score: <total points>" in p for p in judge.model.prompts)
+    assert any(shown in p for p in judge.engine.model.prompts)
+    assert all("Score: <total points>" in p for p in judge.engine.model.prompts)
     with pytest.raises(ValueError, match="2 questions but 1 solutions"):
         judge.score_solutions([Q1, Q2], ["x"])
 
@@ -578,11 +580,11 @@ def test_outcome_judge_scripted(tiny):
 def test_outcome_judge_on_tiny_model_and_template_override(tiny, tmp_path):
     t = tmp_path / "rubric.jinja"
     t.write_text("Rate {{ solution }} for {{ question }}. Score: <0-5>")
-    judge = make_judge("outcome", *tiny, template=str(t), max_new_tokens=4)
-    assert "Rate Step 1: 7 for Q. Score: <0-5>" in judge.prompt("Q", "Step 1: 7")
+    judge = make_judge("outcome", HFEngine(*tiny), template=str(t), max_new_tokens=4)
+    assert "Rate Step 1: 7 for Q. Score: <0-5>" in judge.prompt(SolutionToJudge("Q", "Step 1: 7"))
     out = judge.score_solutions([Q1, Q2], ["Step 1: 3 + 4 = 7", "Step 1: 6 * 5 = 30"])
     assert len(out) == 2 and all(s is None or 0.0 <= s <= 1.0 for s in out)
     bad = tmp_path / "bad.jinja"
     bad.write_text("{{ question }}")
     with pytest.raises(ConfigError, match="never shows solution"):
-        make_judge("outcome", *tiny, template=str(bad))
+        make_judge("outcome", HFEngine(*tiny), template=str(bad))

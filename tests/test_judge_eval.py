@@ -219,14 +219,14 @@ def test_pairwise_accuracy_rejects_other_values():
 class OraclePointwise:
     """Scores a step with the verifier's verdict: a perfect judge."""
 
-    mode = "pointwise"
+    mode, unit = "pointwise", "step"
 
     def score(self, items, *, desc=None):
         return [0.1 if check_step(it.step).verdict == "incorrect" else 0.9 for it in items]
 
 
 class ConstantPointwise:
-    mode = "pointwise"
+    mode, unit = "pointwise", "step"
 
     def score(self, items, *, desc=None):
         return [0.7] * len(items)
@@ -235,7 +235,7 @@ class ConstantPointwise:
 class FakePairwise:
     """Always answers ``answer`` ("A", "B", "tie", or "oracle": the verifier's choice; None: unparseable)."""
 
-    mode = "pairwise"
+    mode, unit = "pairwise", "pair"
     both_orders = True
 
     def __init__(self, answer):
@@ -257,7 +257,7 @@ class FakePairwise:
 
 
 class FakeOutcome:
-    mode = "outcome"
+    mode, unit = "outcome", "solution"
 
     def score_solutions(self, questions, solutions, *, desc=None):
         assert len(questions) == len(solutions)
@@ -327,7 +327,7 @@ def test_outcome_judge_solution_auroc():
 
 
 def test_unknown_judge_kind():
-    with pytest.raises(ConfigError, match="none of score"):
+    with pytest.raises(ConfigError, match="not step, pair or solution"):
         evaluate_judge(object(), build_labelled_set(GOLD))
 
 

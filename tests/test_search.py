@@ -1,20 +1,20 @@
 """Step search: scripted sampler + scripted judges for the decision logic, the tiny model for the real path."""
 
 import re
-from types import SimpleNamespace
 
 import pytest
 
 from presrm.config import SearchConfig
 from presrm.data import load_problems, load_task
-from presrm.judge import PointwiseJudge
+from presrm.engine import HFEngine
+from presrm.judge import PointwiseJudge, Tournament, rank_tournament
+from presrm.judges.common import ScoreJudgeBase
 from presrm.schema import Problem
 from presrm.search import (
     ALL_TIE,
     ANSWER_WRONG,
     CHOSEN_WRONG,
     FLAG_REJECTED_RIGHT,
-    rank_tournament,
     search_stats,
     step_candidates,
     step_search,
@@ -43,11 +43,13 @@ class FakePairwiseJudge:
                     wins[i] += 1.0 if w == "A" else 0.5 if w == "tie" else 0.0
                     wins[j] += 1.0 if w == "B" else 0.5 if w == "tie" else 0.0
                     matches.append({"i": i, "j": j, "winner": w, "p_a": {"A": 0.9, "B": 0.1, "tie": 0.5}[w]})
-            out.append(SimpleNamespace(wins=wins, matches=matches))
+            out.append(Tournament(wins=wins, matches=matches, scores=[w / (len(cands) - 1) for w in wins]))
         return out
 
 
-class FakePointwiseJudge:
+class FakePointwiseJudge(ScoreJudgeBase):
+    """Scores from a table; its tournaments are the shared ranking ones of every score judge."""
+
     mode = "pointwise"
 
     def __init__(self, score):
@@ -85,7 +87,7 @@ def _problems(*answers):
 
 def _search(tiny, sampler, judge, cfg=None, problems=None):
     cfg = cfg or SearchConfig(k=3, max_steps=6)
-    return step_search(None, tiny[1], judge, TASK, problems or _problems("7"), cfg, sampler=sampler)
+    return step_search(HFEngine(*tiny), judge, TASK, problems or _problems("7"), cfg, sampler=sampler)
 
 
 @pytest.mark.parametrize(("raw", "n", "expected"), [
@@ -94,6 +96,7 @@ def _search(tiny, sampler, judge, cfg=None, problems=None):
     ([" x Step 2: y"], 2, ["Step 2: x Step 2: y"]),  # only the *next* step's marker cuts
     ([" Step 2: only a marker"], 1, []),
     ([], 1, []),
+    ([" So x = 4 ", "So x = 4", " Step 3: y"], None, ["So x = 4", "Step 3: y"]),  # no step number: plain lines
 ])
 def test_candidates(raw, n, expected):
     assert step_candidates(raw, n) == expected
@@ -106,9 +109,9 @@ def test_candidates(raw, n, expected):
 ])
 def test_rank_tournament(scores, wins, winners):
     t = rank_tournament(scores)
-    assert t["wins"] == wins and [m["winner"] for m in t["matches"]] == winners
-    assert [(m["i"], m["j"]) for m in t["matches"]] == [(i, j) for i in range(len(scores))
-                                                          for j in range(i + 1, len(scores))]
+    assert t.wins == wins and [m["winner"] for m in t.matches] == winners and t.scores == scores
+    assert [(m["i"], m["j"]) for m in t.matches] == [(i, j) for i in range(len(scores))
+                                                      for j in range(i + 1, len(scores))]
 
 
 def test_most_wins_chosen_fewest_rejected_and_everything_recorded(tiny):
@@ -246,7 +249,8 @@ def _run_tiny(tiny, gsm8k_like, seed=0, judge=None):
     model, tok = tiny
     problems = load_problems(TASK, limit=3, data_file=str(gsm8k_like))
     cfg = SearchConfig(k=3, max_steps=2, max_step_tokens=8, temperature=1.0, batch_size=8)
-    return step_search(model, tok, judge or PointwiseJudge(model, tok), TASK, problems, cfg, seed=seed)
+    engine = HFEngine(model, tok)
+    return step_search(engine, judge or PointwiseJudge(engine), TASK, problems, cfg, seed=seed)
 
 
 def test_step_search_on_tiny_model_builds_consistent_pairs(tiny, gsm8k_like):
@@ -274,7 +278,8 @@ def test_step_search_on_tiny_model_builds_consistent_pairs(tiny, gsm8k_like):
 def test_real_pairwise_judge_on_tiny_model(tiny, gsm8k_like):
     from presrm.judge import PairwiseJudge
 
-    records, pairs = _run_tiny(tiny, gsm8k_like, judge=PairwiseJudge(*tiny, both_orders=False, tie_margin=0))
+    records, pairs = _run_tiny(tiny, gsm8k_like, judge=PairwiseJudge(HFEngine(*tiny), both_orders=False,
+                                                                     tie_margin=0))
     entries = [e for r in records for e in r["search"] if len(e["candidates"]) > 1]
     assert entries and all(e["score_kind"] == "win_rate" for e in entries) and pairs
     for e in entries:

@@ -1,4 +1,10 @@
-"""Records, prompt templates and verdict rules shared by every judge.
+"""Records, prompt templates, verdict rules and the one interface shared by every judge.
+
+Every judge (:class:`Judge`) has a ``mode``, the ``unit`` it judges and its
+``item_type`` (``StepToJudge``, ``PairToJudge`` or ``SolutionToJudge``),
+``prompt(item)`` (the exact text its engine reads, ending in ``prefill``) and
+``tournaments(groups)``, which ranks candidate next steps: pairwise judges play
+every match, score judges rank the candidates by their scores.
 
 A pairwise judge answers, for one ``PairToJudge``, which of two candidate next
 steps is better. Judged in both orders (A first, then B first), the two
@@ -18,7 +24,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jinja2
 
@@ -46,6 +52,14 @@ class PairToJudge:
     previous: tuple[str, ...]
     a: str
     b: str
+
+
+@dataclass(frozen=True)
+class SolutionToJudge:
+    """A whole solution to a question (the outcome judge's item)."""
+
+    question: str
+    solution: str
 
 
 @dataclass
@@ -77,11 +91,15 @@ class Tournament:
     ``matches`` holds ``{"i", "j", "winner", "p_a"}`` for every i < j, with
     candidate i shown as A and candidate j as B. A match with ``winner`` None
     (an unparseable generative reply) gives no points, so the wins then sum to
-    less than n(n-1)/2.
+    less than n(n-1)/2. ``scores`` is each candidate's score of kind
+    ``score_kind``: its win rate for pairwise judges, its own score for score
+    judges ("pointwise", "outcome"; None where a reply was unparseable).
     """
 
     wins: list[float]
     matches: list[dict[str, Any]]
+    scores: list[float | None] = field(default_factory=list)
+    score_kind: str = "win_rate"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -186,20 +204,106 @@ def chains(keys: Sequence[tuple[str, tuple[str, ...]]]) -> list[list[int]]:
     return groups
 
 
-class PairJudgeBase:
+Group = tuple[str, tuple[str, ...], Sequence[str]]
+"""``(question, previous steps, candidate next steps)``: one tournament."""
+
+
+@runtime_checkable
+class Judge(Protocol):
+    """What every judge offers (see the module docstring); built by ``presrm.judge.make_judge``.
+
+    ``unit`` names the item its prompts and its own scoring method take (``item_type``): "step"
+    (``StepToJudge``; ``score``), "pair" (``PairToJudge``; ``compare``) or "solution"
+    (``SolutionToJudge``; ``score``).
+    """
+
+    mode: str
+    unit: str
+    item_type: type
+    prefill: str
+
+    def prompt(self, item: Any) -> str: ...
+
+    def tournaments(self, groups: Sequence[Group], *, desc: str | None = None) -> list[Tournament]: ...
+
+
+def rank_tournament(scores: Sequence[float | None], kind: str = "pointwise") -> Tournament:
+    """A round robin decided by scores: the higher score wins, equal scores tie, None ranks below any number.
+
+    >>> rank_tournament([0.2, 0.9, 0.2]).wins
+    [0.5, 2.0, 0.5]
+    """
+    n = len(scores)
+    key = [float("-inf") if s is None else s for s in scores]
+    wins = [0.0] * n
+    matches = []
+    for i in range(n):
+        for j in range(i + 1, n):
+            if key[i] > key[j]:
+                winner, wins[i] = "A", wins[i] + 1
+            elif key[i] < key[j]:
+                winner, wins[j] = "B", wins[j] + 1
+            else:
+                winner = "tie"
+                wins[i] += 0.5
+                wins[j] += 0.5
+            matches.append({"i": i, "j": j, "winner": winner, "p_a": None})
+    return Tournament(wins=wins, matches=matches, scores=list(scores), score_kind=kind)
+
+
+class JudgeBase:
+    """What every judge shares: ``tournament`` for one group on top of the batched ``tournaments``."""
+
+    mode = "base"
+    unit = "step"
+    item_type: type = StepToJudge
+    prefill = ""
+
+    def prompt(self, item: Any) -> str:
+        raise NotImplementedError
+
+    def tournaments(self, groups: Sequence[Group], *, desc: str | None = None) -> list[Tournament]:
+        raise NotImplementedError
+
+    def tournament(self, question: str, previous: Sequence[str], candidates: Sequence[str]) -> Tournament:
+        """One group's tournament (for pair judges: A = candidate i, B = candidate j for every i < j)."""
+        return self.tournaments([(question, tuple(previous), candidates)])[0]
+
+
+class ScoreJudgeBase(JudgeBase):
+    """Tournaments for judges that score one item at a time: each candidate is scored, the ranking decides."""
+
+    mode = "score"
+
+    def score(self, items: Sequence[Any], *, desc: str | None = None) -> list[float | None]:
+        raise NotImplementedError
+
+    def candidate_item(self, question: str, previous: tuple[str, ...], candidate: str) -> Any:
+        """The item that scores ``candidate`` as the next step after ``previous``."""
+        return StepToJudge(question, previous, candidate)
+
+    def tournaments(self, groups: Sequence[Group], *, desc: str | None = None) -> list[Tournament]:
+        """One ranking tournament per ``(question, previous, candidates)`` group; all scores in one call."""
+        items = [self.candidate_item(q, tuple(prev), c) for q, prev, cands in groups for c in cands]
+        flat = self.score(items, desc=desc) if items else []
+        out, pos = [], 0
+        for _, _, cands in groups:
+            out.append(rank_tournament(flat[pos:pos + len(cands)], self.mode))
+            pos += len(cands)
+        return out
+
+
+class PairJudgeBase(JudgeBase):
     """Round-robin tournaments on top of a ``compare`` that judges many pairs in one batched call."""
 
     mode = "pair"
+    unit = "pair"
+    item_type = PairToJudge
 
     def compare(self, items: Sequence[PairToJudge], *, desc: str | None = None) -> list[PairVerdict]:
         raise NotImplementedError
 
-    def tournament(self, question: str, previous: Sequence[str], candidates: Sequence[str]) -> Tournament:
-        """All i < j matches of ``candidates`` (A = candidate i, B = candidate j) and the win counts."""
-        return self.tournaments([(question, tuple(previous), candidates)])[0]
-
-    def tournaments(self, groups: Sequence[tuple[str, tuple[str, ...], Sequence[str]]], *,
-                    desc: str | None = None) -> list[Tournament]:
+    def tournaments(self, groups: Sequence[Group], *, desc: str | None = None) -> list[Tournament]:
         """One tournament per ``(question, previous, candidates)`` group; all matches in one batched call."""
         items: list[PairToJudge] = []
         spans: list[tuple[int, int, list[tuple[int, int]]]] = []
@@ -221,5 +325,5 @@ class PairJudgeBase:
                     wins[i] += 0.5
                     wins[j] += 0.5
                 matches.append({"i": i, "j": j, "winner": v.winner, "p_a": v.p_a})
-            out.append(Tournament(wins=wins, matches=matches))
+            out.append(Tournament(wins=wins, matches=matches, scores=[w / max(n - 1, 1) for w in wins]))
         return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from presrm.generate import generate, render_chat
+from presrm.generate import render_chat
 from presrm.judges.common import PairJudgeBase, PairToJudge, PairVerdict, combine_orders, load_template
 from presrm.judges.pairwise import PAIR_SAMPLE, orders_of
 
@@ -64,34 +64,34 @@ class GenerativeJudge(PairJudgeBase):
     per order, ``p_a`` is 1.0 or 0.0 (None when unparseable), so two orders
     that disagree give a tie.
 
-    >>> judge = GenerativeJudge(model, tok, max_new_tokens=128)  # doctest: +SKIP
+    >>> judge = GenerativeJudge(engine, max_new_tokens=128)  # doctest: +SKIP
     """
 
     mode = "generative"
     prefill = ""
 
-    def __init__(self, model, tok, *, template: str | None = None, batch_size: int = 8, both_orders: bool = True,
+    def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, both_orders: bool = True,
                  max_new_tokens: int = 128):
-        self.model, self.tok, self.batch_size = model, tok, batch_size
+        self.engine, self.tok, self.batch_size = engine, engine.tok, batch_size
         self.both_orders, self.max_new_tokens = both_orders, max_new_tokens
         self.template = load_template(template, "generative", **PAIR_SAMPLE)
 
-    def prompt(self, question: str, previous: Sequence[str], a: str, b: str) -> str:
-        """The exact text the model sees (the chat template's assistant turn, nothing prefilled)."""
-        user = self.template.render(question=question, previous=list(previous), a=a, b=b)
+    def prompt(self, item: PairToJudge) -> str:
+        """The exact text the model sees (A shown first; the chat template's assistant turn, nothing prefilled)."""
+        user = self.template.render(question=item.question, previous=list(item.previous), a=item.a, b=item.b)
         return render_chat(self.tok, user, self.prefill)
 
     def compare(self, items: Sequence[PairToJudge], *, desc: str | None = None) -> list[PairVerdict]:
-        """One verdict per pair; all orders of all pairs are generated in length-sorted batches."""
+        """One verdict per pair; all orders of all pairs are decoded greedily in one engine call."""
         prompts, owner = [], []
         for n, it in enumerate(items):
-            for order, first, second in orders_of(it, self.both_orders):
-                prompts.append(self.prompt(it.question, it.previous, first, second))
+            for order, shown in orders_of(it, self.both_orders):
+                prompts.append(self.prompt(shown))
                 owner.append((n, order))
-        replies = generate(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
-                           batch_size=self.batch_size, temperature=0.0, desc=desc) if prompts else []
+        replies = self.engine.greedy(prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                                     desc=desc) if prompts else []
         per_item: list[list[dict]] = [[] for _ in items]
-        for (n, order), (reply,) in zip(owner, replies, strict=True):
+        for (n, order), reply in zip(owner, replies, strict=True):
             shown = parse_verdict(reply)
             verdict = shown if order == "AB" or shown is None else {"A": "B", "B": "A"}[shown]
             p_a = None if verdict is None else float(verdict == "A")

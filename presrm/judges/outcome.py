@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from presrm.generate import generate, render_chat
-from presrm.judges.common import load_template
+from presrm.generate import render_chat
+from presrm.judges.common import ScoreJudgeBase, SolutionToJudge, load_template
 from presrm.verify import NUMBER, parse_number
 
 MAX_POINTS = 5
@@ -56,40 +56,51 @@ class OutcomeVerdict:
         return asdict(self)
 
 
-class OutcomeJudge:
-    """Scores whole solutions with the additive 5-point rubric; ``score_solutions`` gives points / 5.
+class OutcomeJudge(ScoreJudgeBase):
+    """Scores whole solutions with the additive 5-point rubric; ``score`` gives points / 5.
 
-    >>> judge = OutcomeJudge(model, tok)  # doctest: +SKIP
-    >>> judge.score_solutions(["1+1?"], ["Step 1: 1 + 1 = 2. The answer is 2."])  # doctest: +SKIP
+    In a tournament each candidate next step is scored as the end of the solution so far.
+
+    >>> judge = OutcomeJudge(engine)  # doctest: +SKIP
+    >>> judge.score([SolutionToJudge("1+1?", "Step 1: 1 + 1 = 2. The answer is 2.")])  # doctest: +SKIP
     [0.8]
     """
 
     mode = "outcome"
+    unit = "solution"
+    item_type = SolutionToJudge
+    prefill = ""
 
-    def __init__(self, model, tok, *, template: str | None = None, batch_size: int = 8, max_new_tokens: int = 192):
-        self.model, self.tok, self.batch_size, self.max_new_tokens = model, tok, batch_size, max_new_tokens
+    def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, max_new_tokens: int = 192):
+        self.engine, self.tok, self.batch_size, self.max_new_tokens = engine, engine.tok, batch_size, max_new_tokens
         self.template = load_template(template, "outcome", question="<QUESTION>", solution="<SOLUTION>")
         self.last_verdicts: list[OutcomeVerdict] = []
 
-    def prompt(self, question: str, solution: str) -> str:
-        return render_chat(self.tok, self.template.render(question=question, solution=solution))
+    def prompt(self, item: SolutionToJudge) -> str:
+        return render_chat(self.tok, self.template.render(question=item.question, solution=item.solution),
+                           self.prefill)
 
-    def judge_solutions(self, questions: Sequence[str], solutions: Sequence[str], *,
-                        desc: str | None = None) -> list[OutcomeVerdict]:
-        """One verdict (score, points, raw reply) per solution, greedy, in length-sorted batches."""
-        if len(questions) != len(solutions):
-            raise ValueError(f"{len(questions)} questions but {len(solutions)} solutions")
-        prompts = [self.prompt(q, s) for q, s in zip(questions, solutions, strict=True)]
-        replies = generate(self.model, self.tok, prompts, max_new_tokens=self.max_new_tokens,
-                           batch_size=self.batch_size, temperature=0.0, desc=desc) if prompts else []
+    def candidate_item(self, question: str, previous: tuple[str, ...], candidate: str) -> SolutionToJudge:
+        return SolutionToJudge(question, "\n".join((*previous, candidate)))
+
+    def verdicts(self, items: Sequence[SolutionToJudge], *, desc: str | None = None) -> list[OutcomeVerdict]:
+        """One verdict (score, points, raw reply) per solution, decoded greedily in one engine call."""
+        replies = self.engine.greedy([self.prompt(it) for it in items], max_new_tokens=self.max_new_tokens,
+                                     batch_size=self.batch_size, desc=desc) if items else []
         out = []
-        for (reply,) in replies:
+        for reply in replies:
             points = parse_score(reply)
             out.append(OutcomeVerdict(score=None if points is None else points / MAX_POINTS, points=points, raw=reply))
         self.last_verdicts = out
         return out
 
+    def score(self, items: Sequence[SolutionToJudge], *, desc: str | None = None) -> list[float | None]:
+        """points / 5 per solution, None when the reply has no readable score (raw replies: ``last_verdicts``)."""
+        return [v.score for v in self.verdicts(items, desc=desc)]
+
     def score_solutions(self, questions: Sequence[str], solutions: Sequence[str], *,
                         desc: str | None = None) -> list[float | None]:
-        """points / 5 per solution, None when the reply has no readable score (raw replies: ``last_verdicts``)."""
-        return [v.score for v in self.judge_solutions(questions, solutions, desc=desc)]
+        """``score`` on ``(question, solution)`` couples given as two lists."""
+        if len(questions) != len(solutions):
+            raise ValueError(f"{len(questions)} questions but {len(solutions)} solutions")
+        return self.score([SolutionToJudge(q, s) for q, s in zip(questions, solutions, strict=True)], desc=desc)

@@ -26,25 +26,24 @@ from presrm.judges.common import (
     load_template,
     order_verdict,
 )
-from presrm.judges.forward import answer_logprobs
 
 _A = ("A", " A")
 _B = ("B", " B")
 PAIR_SAMPLE = {"question": "<QUESTION>", "previous": ["<PREVIOUS>"], "a": "<STEP A>", "b": "<STEP B>"}
 
 
-def orders_of(item: PairToJudge, both_orders: bool) -> list[tuple[str, str, str]]:
-    """``(order, shown as A, shown as B)`` for each order judged."""
-    pairs = [("AB", item.a, item.b)]
+def orders_of(item: PairToJudge, both_orders: bool) -> list[tuple[str, PairToJudge]]:
+    """``(order, the pair as shown)`` for each order judged: ``AB`` as it is, ``BA`` with A and B swapped."""
+    pairs = [("AB", item)]
     if both_orders:
-        pairs.append(("BA", item.b, item.a))
+        pairs.append(("BA", PairToJudge(item.question, item.previous, item.b, item.a)))
     return pairs
 
 
 class PairwiseJudge(PairJudgeBase):
     """Pairwise verdicts from next-token probabilities, both orders by default; ties on disagreement.
 
-    >>> judge = PairwiseJudge(model, tok)  # doctest: +SKIP
+    >>> judge = PairwiseJudge(engine)  # doctest: +SKIP
     >>> judge.compare([PairToJudge("1+1?", (), "Step 1: 1 + 1 = 2", "Step 1: 1 + 1 = 3")])  # doctest: +SKIP
     [PairVerdict(winner='A', p_a=0.71, orders=[...], raw=None)]
     """
@@ -52,29 +51,31 @@ class PairwiseJudge(PairJudgeBase):
     mode = "pairwise"
     prefill = "[["
 
-    def __init__(self, model, tok, *, template: str | None = None, batch_size: int = 16, both_orders: bool = True,
+    def __init__(self, engine, *, template: str | None = None, batch_size: int = 16, both_orders: bool = True,
                  tie_margin: float = 0.1, prefix_cache: bool = True):
-        self.model, self.tok, self.batch_size = model, tok, batch_size
+        self.engine, self.tok, self.batch_size = engine, engine.tok, batch_size
         self.both_orders, self.tie_margin, self.prefix_cache = both_orders, tie_margin, prefix_cache
         self.template = load_template(template, "pairwise", **PAIR_SAMPLE)
-        self.a_ids, self.b_ids = disjoint_ids(tok, _A, _B, "pairwise")
+        self.a_ids, self.b_ids = disjoint_ids(self.tok, _A, _B, "pairwise")
 
-    def prompt(self, question: str, previous: Sequence[str], a: str, b: str) -> str:
-        """The exact text the model sees, ending in the prefilled ``[[``."""
-        user = self.template.render(question=question, previous=list(previous), a=a, b=b)
+    def prompt(self, item: PairToJudge) -> str:
+        """The exact text the model sees (A shown first), ending in the prefilled ``[[``."""
+        user = self.template.render(question=item.question, previous=list(item.previous), a=item.a, b=item.b)
         return render_chat(self.tok, user, self.prefill)
 
-    @torch.inference_mode()
     def compare(self, items: Sequence[PairToJudge], *, desc: str | None = None) -> list[PairVerdict]:
-        """One verdict per pair; all orders of all pairs go through one batched pass."""
+        """One verdict per pair; all orders of all pairs go through one batched call."""
+        if not items:
+            return []
         prompts, keys, owner = [], [], []
         for n, it in enumerate(items):
-            for order, first, second in orders_of(it, self.both_orders):
-                prompts.append(self.prompt(it.question, it.previous, first, second))
+            for order, shown in orders_of(it, self.both_orders):
+                prompts.append(self.prompt(shown))
                 keys.append((it.question, it.previous))
                 owner.append((n, order))
-        lp = answer_logprobs(self.model, self.tok, prompts, [self.a_ids, self.b_ids], batch_size=self.batch_size,
-                             groups=chains(keys), prefix_cache=self.prefix_cache, desc=desc, unit="prompt")
+        lp = self.engine.choice_logprobs(prompts, [self.a_ids, self.b_ids], groups=chains(keys),
+                                         batch_size=self.batch_size, prefix_cache=self.prefix_cache, desc=desc,
+                                         unit="prompt")
         p_first = torch.sigmoid(lp[:, 0] - lp[:, 1]).tolist()
         per_item: list[list[dict]] = [[] for _ in items]
         for (n, order), p in zip(owner, p_first, strict=True):

