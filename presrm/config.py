@@ -336,6 +336,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except OSError as e:
             raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from e
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
         if loaded is not None and not isinstance(loaded, dict):

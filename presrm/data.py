@@ -288,6 +288,8 @@ def load_task(name_or_path: str, tasks_dir_override: str | None = None) -> Task:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except OSError as e:
         raise ConfigError(f"{p}: cannot read task ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
     if not isinstance(raw, dict):

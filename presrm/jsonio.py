@@ -103,16 +103,21 @@ def iter_jsonl(path: str | os.PathLike, *, required: Iterable[str] = (),
     """Yield ``(line_number, record)`` from a JSONL file, skipping blank lines.
 
     Raises ``error`` (DataError or a subclass) naming the file and line for an
-    unreadable file, invalid JSON, a non-object line, or a missing required key.
+    unreadable file, a line that is not UTF-8, invalid JSON, a non-object line,
+    or a missing required key.
     """
     required = tuple(required)
     p = Path(path)
     try:
-        f = p.open(encoding="utf-8")
+        f = p.open("rb")  # decoded line by line, so that a bad byte is reported at its own line
     except OSError as e:
         raise error(f"{p}: cannot read ({e.strerror or e})") from e
     with f:
-        for n, line in enumerate(f, start=1):
+        for n, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise error(f"{p}:{n}: not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1})") from e
             if not line.strip():
                 continue
             try:
@@ -138,5 +143,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(p.read_text(encoding="utf-8"))
     except OSError as e:
         raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from e

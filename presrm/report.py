@@ -29,7 +29,7 @@ import jinja2
 from markupsafe import Markup, escape
 
 from presrm import plots
-from presrm.errors import DataError
+from presrm.errors import DataError, yaml_line, yaml_problem
 from presrm.jsonio import read_json, read_jsonl, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -78,15 +78,24 @@ def _init_section(d: Path) -> dict[str, Any] | None:
             "train": {k: v for k, v in train.items() if k != "log_history"} if train else None}
 
 
+def _read_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from e
+    except yaml.YAMLError as e:
+        raise DataError(f"{path}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
+
+
 def collect(run_dir: str | Path) -> dict[str, Any]:
     """Gather everything the report shows from a run directory or an eval output directory."""
     root = Path(run_dir)
     data: dict[str, Any] = {"run_dir": str(root), "kind": None, "config": None, "evals": [], "init": None,
                             "iterations": []}
     if (root / "config.yaml").exists():
-        import yaml
-
-        data["config"] = yaml.safe_load((root / "config.yaml").read_text(encoding="utf-8"))
+        data["config"] = _read_yaml(root / "config.yaml")
     single = _eval_section("Evaluation", "eval", 0, root / "results.json", root / "samples.jsonl")
     if single:
         single["label"] = Path(str(single["summary"].get("model") or "eval")).name or "eval"

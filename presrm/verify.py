@@ -42,7 +42,7 @@ from presrm._numbers import (
     SIGNED_NUMBER,
     parse_number,
 )
-from presrm.errors import DataError
+from presrm.errors import DataError, WriteError
 from presrm.jsonio import iter_jsonl
 from presrm.schema import Claim, EvalRecord, Step, StepCheck
 
@@ -426,6 +426,8 @@ def verify_file(input_path: str | os.PathLike, output_path: str | os.PathLike, *
                     counts["steps"] += 1
                     counts["steps_" + check["verdict"]] += 1
         os.replace(tmp, dst)
+    except OSError as e:  # reading errors are VerifyInputErrors already; this is the output side
+        raise WriteError(f"{dst}: cannot write ({e.strerror or e}); any previous version is unchanged") from e
     finally:
         tmp.unlink(missing_ok=True)
     n = counts["records"]

@@ -79,6 +79,9 @@ def ctx(tmp_path, tiny_model_dir) -> Ctx:
     _jsonl(t / "no_answer.jsonl", [{"question": "q?"}])
     _jsonl(t / "no_hashes.jsonl", [{"question": "q?", "answer": "5"}])
     (t / "empty.jsonl").write_text("")
+    (t / "latin1.jsonl").write_bytes(json.dumps(good[0]).encode() + b"\n" + b'{"question": "caf\xe9?"}\n')
+    (t / "latin1.yaml").write_bytes(b"name: caf\xe9\n")
+    (t / "verify_latin1.jsonl").write_bytes(b'{"completion": "7", "answer": "7"}\n{"completion": "caf\xe9"}\n')
     (t / "recipe.yaml").write_text("search:\n  k: 2\n")
     (t / "bad_yaml.yaml").write_text("search: [k: 2\n")
     (t / "list.yaml").write_text("- 1\n- 2\n")
@@ -96,6 +99,7 @@ def ctx(tmp_path, tiny_model_dir) -> Ctx:
     (t / "no_config").mkdir()
     (t / "no_adapter").mkdir()
     make_run_dir(t / "run", problems=4, searched=2, iterations=1)
+    (make_run_dir(t / "bad_config_run", problems=2, searched=1, iterations=1) / "config.yaml").write_text("a: [\n")
     make_eval_dir(t / "eval_a", problems=4)
     make_eval_dir(t / "eval_b", problems=3)
     partial = make_run_dir(t / "partial", problems=4, searched=2, iterations=1)
@@ -137,6 +141,8 @@ CASES = [
      lambda c: "wrong_type.yaml: key 'search.k'"),
     ("config: no float in file", lambda c: ["config", "--config", c.p("float.yaml")],
      lambda c: "float.yaml: key 'train.beta'"),
+    ("config: recipe not UTF-8", lambda c: ["config", "--config", c.p("latin1.yaml")],
+     lambda c: "latin1.yaml: not UTF-8 text"),
     ("config: override without =", lambda c: ["config", "search.k"], lambda c: "override 'search.k'"),
     ("config: unknown override", lambda c: ["config", "search.kk=2"], lambda c: "key 'search.kk'"),
     ("config: override of wrong type", lambda c: ["config", "train.beta=abc"], lambda c: "key 'train.beta'"),
@@ -207,6 +213,9 @@ CASES = [
      lambda c: "no_answer.jsonl:1: missing key 'answer'"),
     ("eval: gold without ####", lambda c: c.eval("--data-file", c.p("no_hashes.jsonl")),
      lambda c: "no_hashes.jsonl:1: gold answer has no '#### N'"),
+    ("eval: data file not UTF-8", lambda c: c.eval("--data-file", c.p("latin1.jsonl")),
+     lambda c: "latin1.jsonl:2: not UTF-8 text (byte 0xe9"),
+    ("eval: task not UTF-8", lambda c: c.eval("--task", c.p("latin1.yaml")), lambda c: "latin1.yaml: not UTF-8"),
     ("eval: empty data file", lambda c: c.eval("--data-file", c.p("empty.jsonl")),
      lambda c: "no problems to evaluate"),
     ("eval: data file is a folder", lambda c: c.eval("--data-file", c.p("no_config")),
@@ -233,6 +242,8 @@ CASES = [
     ("report: folder missing", lambda c: ["report", c.p("nope_run")], lambda c: "nope_run: not a presrm run"),
     ("report: partial run, a cut line", lambda c: ["report", c.p("partial")],
      lambda c: f"{c.p('partial/iter_0/samples.jsonl')}:"),
+    ("report: config.yaml not YAML", lambda c: ["report", c.p("bad_config_run")],
+     lambda c: "bad_config_run/config.yaml:2: invalid YAML"),
     ("report: results.json cut off", lambda c: ["report", c.p("bad_results")],
      lambda c: "bad_results/results.json:1: invalid JSON"),
     ("report: report.html is a folder", lambda c: ["report", c.p("report_blocked")],
@@ -252,6 +263,8 @@ CASES = [
      lambda c: "nope.jsonl: cannot read"),
     ("verify: invalid JSON line", lambda c: ["verify", c.p("verify_bad.jsonl"), "--output", c.p("v.jsonl")],
      lambda c: "verify_bad.jsonl:2: invalid JSON"),
+    ("verify: input not UTF-8", lambda c: ["verify", c.p("verify_latin1.jsonl"), "--output", c.p("v.jsonl")],
+     lambda c: "verify_latin1.jsonl:2: not UTF-8 text"),
     ("verify: missing key", lambda c: ["verify", c.p("verify_no_key.jsonl"), "--output", c.p("v.jsonl")],
      lambda c: "verify_no_key.jsonl:1: missing key 'completion'"),
     ("verify: completion not text", lambda c: ["verify", c.p("verify_not_str.jsonl"), "--output", c.p("v.jsonl")],
