@@ -48,6 +48,9 @@ class SearchConfig:
     max_step_tokens: int = _f(96, "Cap on new tokens per candidate step.")
     batch_size: int = _f(32, "Sequences generated per forward batch.")
     min_margin: float = _f(0.0, "Keep a pair only if chosen wins - rejected wins exceeds this.")
+    rollback_pairs: str = _f("keep", "When every candidate ties and the previous step is rolled back, the pair that "
+                                     "chose that step: 'keep' (the paper: a pair is made at each step and never "
+                                     "withdrawn) or 'drop' (the rollback counts against it). docs/pipeline.md")
     grounding: bool = _f(True, "Verifier grounding: drop pairs whose chosen step is verifiably wrong and flag pairs "
                                "whose rejected step is verifiably right; false reproduces the paper (no checks).")
     require_correct_answer: bool = _f(False, "With grounding: keep a problem's pairs only if its answer is right.")
@@ -366,6 +369,8 @@ def validate(cfg: RunConfig) -> None:
         (all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in _as_list(cfg.search.num_problems))
          and _as_list(cfg.search.num_problems) != [], "search.num_problems must be an int >= 1 or a list of them"),
         (cfg.search.max_steps >= 1, "search.max_steps must be >= 1"),
+        (cfg.search.rollback_pairs in {"keep", "drop"},
+         f"search.rollback_pairs must be keep or drop, got {cfg.search.rollback_pairs!r}"),
         (cfg.search.grounding or not cfg.search.require_correct_answer,
          "search.require_correct_answer needs search.grounding: true (it is a verifier check)"),
         (cfg.init.ift_problems >= 1 and cfg.init.eft_problems >= 1, "init.ift_problems/eft_problems must be >= 1"),

@@ -5,9 +5,12 @@ policy (prompt = question + chosen steps so far, generation stops at the next
 ``Step n+1:``), judge them in a tournament (pairwise round-robin, or ranked by
 pointwise score), append the candidate with the most wins to the prefix and
 pair it (chosen) with the one with the fewest wins (rejected). When every
-candidate ties, the previous step is rolled back and re-sampled. A problem
-ends at a final-answer step, when the model stops writing, or after
-``max_steps`` rounds (steps + rollbacks).
+candidate ties, the previous step is rolled back and re-sampled; the pair that
+chose it stays (``search.rollback_pairs: keep``, the paper) or is withdrawn
+(``drop``). A lone distinct candidate is appended unjudged: its score is None
+and the process reward aggregates judged steps only. A problem ends at a
+final-answer step, when the model stops writing, or after ``max_steps`` rounds
+(steps + rollbacks).
 
 Verifier grounding (``search.grounding``, on by default) changes which pairs
 are kept, never the search path itself: a pair whose chosen step is verifiably
@@ -45,6 +48,7 @@ ALL_TIE = "all candidates tie (rolled back)"
 CHOSEN_WRONG = "chosen step has verifiably wrong arithmetic"
 FLAG_REJECTED_RIGHT = "rejected step verifiably right, chosen step unverifiable"
 ANSWER_WRONG = "final answer wrong (require_correct_answer)"
+ROLLED_BACK = "chosen step rolled back later (search.rollback_pairs: drop)"
 
 Sampler = Callable[[Sequence[str], int], list[list[str]]]
 Group = tuple[str, tuple[str, ...], Sequence[str]]
@@ -52,11 +56,17 @@ Group = tuple[str, tuple[str, ...], Sequence[str]]
 
 @dataclass
 class ProblemState:
-    """A problem's search in progress: the chosen steps, its pairs and a record of every decision."""
+    """A problem's search in progress: the chosen steps, its pairs and a record of every decision.
+
+    ``scores[i]`` is the judge's score of step i (a pointwise score or a win
+    rate), None for a step appended unjudged (the only distinct candidate);
+    ``origins[i]`` is the trace entry that appended step i and the pair it made.
+    """
 
     problem: Problem
     steps: list[str] = field(default_factory=list)
-    scores: list[float] = field(default_factory=list)
+    scores: list[float | None] = field(default_factory=list)
+    origins: list[tuple[dict[str, Any], StepPair | None]] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
     pairs: list[StepPair] = field(default_factory=list)
     rounds: int = 0
@@ -70,16 +80,37 @@ class ProblemState:
     def prefix(self) -> str:
         return "".join(s + "\n" for s in self.steps)
 
+    def append(self, text: str, score: float | None, entry: dict[str, Any], pair: StepPair | None) -> None:
+        self.steps.append(text)
+        self.scores.append(score)
+        self.origins.append((entry, pair))
+        if pair is not None:
+            self.pairs.append(pair)
+        if is_final_answer(text):
+            self.end = "final answer"
+
+    def roll_back(self, cfg: SearchConfig) -> bool:
+        """Remove the last step; with ``rollback_pairs: drop`` withdraw the pair that chose it (True if so)."""
+        self.steps.pop()
+        self.scores.pop()
+        entry, pair = self.origins.pop()
+        if pair is None or cfg.rollback_pairs != "drop":
+            return False
+        self.pairs = [p for p in self.pairs if p is not pair]
+        entry.update(pair=False, dropped=ROLLED_BACK)
+        return True
+
     def record(self, aggregate_how: str) -> dict[str, Any]:
         solution = "\n".join(self.steps)
         pred = extract_answer(solution, "strict") if self.steps else None
+        judged = [s for s in self.scores if s is not None]  # unjudged steps have no score to aggregate
         return {
             "id": self.problem.id,
             "question": self.problem.question,
             "gold": self.problem.answer,
             "steps": self.steps,
             "step_scores": self.scores,
-            "process_reward": aggregate(self.scores, aggregate_how) if self.scores else None,
+            "process_reward": aggregate(judged, aggregate_how) if judged else None,
             "finished": self.end == "final answer",
             "end": self.end,
             "rounds": self.rounds,
@@ -126,49 +157,48 @@ def _decide(state: ProblemState, n: int, cands: list[str], tour: dict[str, Any],
     if max(wins) == min(wins):
         entry.update(action="rollback", dropped=ALL_TIE, popped=state.steps[-1] if state.steps else None)
         if state.steps:
-            state.steps.pop()
-            state.scores.pop()
+            entry["withdrawn_pair"] = state.roll_back(cfg)
         state.rollbacks += 1
         return
     best = max(range(len(cands)), key=lambda i: (wins[i], -i))
     worst = min(range(len(cands)), key=lambda i: (wins[i], i))
     entry.update(action="append", chosen=best, rejected=worst)
     reason = _drop_reason(cfg, wins, best, worst, verdicts)
+    pair = None
     if reason:
         entry["dropped"] = reason
     else:
         flag = (FLAG_REJECTED_RIGHT if cfg.grounding and verdicts[worst] == "correct"
                 and verdicts[best] == "unverifiable" else None)
         entry.update(pair=True, flag=flag)
-        state.pairs.append(StepPair(
+        pair = StepPair(
             prompt=prompt, chosen=cands[best] + "\n", rejected=cands[worst] + "\n",
             meta={"problem_id": state.problem.id, "step": n, "round": state.rounds, "iteration": iteration,
                   "chosen_wins": wins[best], "rejected_wins": wins[worst],
                   "chosen_score": scores[best], "rejected_score": scores[worst],
                   "chosen_verdict": verdicts[best], "rejected_verdict": verdicts[worst], "flag": flag,
                   "previous_steps": list(state.steps)},
-        ))
-    state.steps.append(cands[best])
-    state.scores.append(scores[best])
-    if is_final_answer(cands[best]):
-        state.end = "final answer"
+        )
+    state.append(cands[best], scores[best], entry, pair)
 
 
 def _single(state: ProblemState, n: int, cands: list[str]) -> None:
-    """Zero or one distinct candidate: the model stopped, or there is nothing to compare."""
+    """Zero or one distinct candidate: the model stopped, or there is nothing to compare.
+
+    A lone candidate is appended unjudged: its score is None (no invented
+    score), and the process reward aggregates the judged steps only.
+    """
     if not cands:
         state.trace.append({"round": state.rounds, "step": n, "action": "end", "candidates": [], "matches": [],
                             "pair": False, "dropped": "no candidate"})
         state.end = "model stopped"
         return
     verdict = check_step(cands[0]).verdict
-    state.trace.append({"round": state.rounds, "step": n, "action": "append", "chosen": 0, "rejected": 0,
-                        "candidates": [{"text": cands[0], "wins": 0.0, "score": None, "verdict": verdict}],
-                        "matches": [], "pair": False, "dropped": "fewer than two distinct candidates"})
-    state.steps.append(cands[0])
-    state.scores.append(state.scores[-1] if state.scores else 1.0)
-    if is_final_answer(cands[0]):
-        state.end = "final answer"
+    entry = {"round": state.rounds, "step": n, "action": "append", "chosen": 0, "rejected": 0,
+             "candidates": [{"text": cands[0], "wins": None, "score": None, "verdict": verdict}],
+             "matches": [], "pair": False, "dropped": "fewer than two distinct candidates"}
+    state.trace.append(entry)
+    state.append(cands[0], None, entry, None)
 
 
 def step_sampler(engine, cfg: SearchConfig, stop: Sequence[str] = (STEP_STOP,)) -> Sampler:

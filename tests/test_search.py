@@ -15,6 +15,7 @@ from presrm.search import (
     ANSWER_WRONG,
     CHOSEN_WRONG,
     FLAG_REJECTED_RIGHT,
+    ROLLED_BACK,
     search_stats,
     step_candidates,
     step_search,
@@ -134,21 +135,38 @@ def test_most_wins_chosen_fewest_rejected_and_everything_recorded(tiny):
     assert second.prompt.endswith("Step 1: rankd 3 + 4 = 7\n") and second.prompt.startswith(pairs[0].prompt)
 
 
-def test_all_tie_rolls_back_one_step_and_resamples(tiny):
+@pytest.mark.parametrize(("rollback_pairs", "pair_steps", "reasons"), [
+    ("keep", [1, 1, 2], {ALL_TIE: 1}),             # its tournament still said rankc > rankb: the pair stays
+    ("drop", [1, 2], {ALL_TIE: 1, ROLLED_BACK: 1}),  # the rollback withdraws the pair that chose rankc
+])
+def test_all_tie_rolls_back_one_step_and_resamples(tiny, rollback_pairs, pair_steps, reasons):
     script = {1: [" rankc a", " rankb b"],
               (2, 1): [" rankb tie", " rankb tie too"],       # all tie: roll step 1 back
               (1, 2): [" ranke c", " ranka d", " rankb e"],    # step 1 re-sampled
               2: [" rankj The answer is 7.", " ranka The answer is 8."]}
-    records, pairs = _search(tiny, ScriptedSampler(script), FakePairwiseJudge(_digits))
+    cfg = SearchConfig(k=3, max_steps=6, rollback_pairs=rollback_pairs)
+    records, pairs = _search(tiny, ScriptedSampler(script), FakePairwiseJudge(_digits), cfg)
     rec = records[0]
     assert [e["action"] for e in rec["search"]] == ["append", "rollback", "append", "append"]
     rb = rec["search"][1]
     assert rb["dropped"] == ALL_TIE and rb["popped"] == "Step 1: rankc a" and rb["step"] == 2
+    assert rb["withdrawn_pair"] is (rollback_pairs == "drop")
+    assert rec["search"][0]["pair"] is (rollback_pairs == "keep")
     assert rec["steps"] == ["Step 1: ranke c", "Step 2: rankj The answer is 7."]
     assert rec["rollbacks"] == 1 and rec["rounds"] == 4
-    # the rolled-back step's own pair stays (its tournament still said rankc > rankb), plus one per later step
-    assert [p.meta["step"] for p in pairs] == [1, 1, 2]
-    assert search_stats(records, pairs)["no_pair_reasons"] == {ALL_TIE: 1}
+    assert [p.meta["step"] for p in pairs] == pair_steps
+    assert any(p.chosen.startswith("Step 1: rankc") for p in pairs) is (rollback_pairs == "keep")
+    stats = search_stats(records, pairs)
+    assert stats["no_pair_reasons"] == reasons and stats["pairs"] == len(pair_steps)
+
+
+def test_rollback_pairs_setting_is_checked():
+    from presrm.config import load_config
+    from presrm.errors import ConfigError
+
+    assert load_config(None).search.rollback_pairs == "keep"
+    with pytest.raises(ConfigError, match="search.rollback_pairs must be keep or drop"):
+        load_config(None, ["search.rollback_pairs=maybe"])
 
 
 def test_all_tie_at_first_step_and_cap_counts_rounds(tiny):
@@ -167,6 +185,21 @@ def test_single_or_no_candidate(tiny):
     assert rec["steps"] == ["Step 1: same"] and rec["end"] == "model stopped" and not rec["finished"]
     assert [e["dropped"] for e in rec["search"]] == ["fewer than two distinct candidates", "no candidate"]
     assert pairs == []
+    # nothing judged the lone candidate: no invented score, and no process reward from nothing
+    assert rec["step_scores"] == [None] and rec["process_reward"] is None
+    assert rec["search"][0]["candidates"][0]["score"] is None
+
+
+@pytest.mark.parametrize(("judge_scores", "step_scores", "reward"), [
+    ({"Step 1: 3 + 4 = 7": 0.9, "Step 1: 3 + 4 = 8": 0.2}, [0.9, None, 0.4], 0.4),  # min over judged steps
+    ({"Step 1: 3 + 4 = 7": 0.3, "Step 1: 3 + 4 = 8": 0.2}, [0.3, None, 0.4], 0.3),
+])
+def test_unjudged_steps_score_none_and_rewards_aggregate_judged_steps(tiny, judge_scores, step_scores, reward):
+    script = {1: [" 3 + 4 = 7", " 3 + 4 = 8"], 2: [" only one way on"],
+              3: [" The answer is 7.", " The answer is 8."]}
+    scores = {**judge_scores, "Step 3: The answer is 7.": 0.4, "Step 3: The answer is 8.": 0.1}
+    records, _ = _search(tiny, ScriptedSampler(script), FakePointwiseJudge(scores.get))
+    assert records[0]["step_scores"] == step_scores and records[0]["process_reward"] == reward
 
 
 @pytest.mark.parametrize(("grounding", "kept", "flags"), [(True, 1, [FLAG_REJECTED_RIGHT]), (False, 2, [None, None])])
