@@ -166,23 +166,25 @@ def trie_tokens(tok, prompts: list[str]) -> int:
 
 
 def run_speed(args: argparse.Namespace) -> dict:
+    from presrm.engine import HFEngine
     from presrm.judge import PairToJudge, StepToJudge, make_judge
     from presrm.judges.pairwise import orders_of
     from presrm.models import load_model
 
     model, tok = load_model(args.model, device=args.device, precision=args.precision)
+    engine = HFEngine(model, tok)  # the HF engine: its token counts are what this benchmark reads
     pairs = step_pairs(args.pairs)
     steps = [StepToJudge(q, prev, s) for q, prev, good, bad in pairs for s in (good, bad)]
     compare = [PairToJudge(q, prev, good, bad) for q, prev, good, bad in pairs]
     judges = {
-        "pointwise": make_judge("pointwise", model, tok, batch_size=args.batch_size),
-        "pairwise": make_judge("pairwise", model, tok, batch_size=args.batch_size),
-        "generative": make_judge("generative", model, tok, batch_size=args.gen_batch_size, max_new_tokens=128),
+        "pointwise": make_judge("pointwise", engine, batch_size=args.batch_size),
+        "pairwise": make_judge("pairwise", engine, batch_size=args.batch_size),
+        "generative": make_judge("generative", engine, batch_size=args.gen_batch_size, max_new_tokens=128),
     }
     if args.no_reuse_rows:
-        judges["pointwise, no prefix reuse"] = make_judge("pointwise", model, tok, batch_size=args.batch_size,
+        judges["pointwise, no prefix reuse"] = make_judge("pointwise", engine, batch_size=args.batch_size,
                                                           prefix_cache=False)
-        judges["pairwise, no prefix reuse"] = make_judge("pairwise", model, tok, batch_size=args.batch_size,
+        judges["pairwise, no prefix reuse"] = make_judge("pairwise", engine, batch_size=args.batch_size,
                                                          prefix_cache=False)
 
     def call(mode: str, judge, n: int):
@@ -199,8 +201,7 @@ def run_speed(args: argparse.Namespace) -> dict:
         if not mode.startswith("pointwise"):
             r["unparseable"] = sum(v.winner is None for v in out)
         rows[mode] = r
-    pair_prompts = [judges["pairwise"].prompt(it.question, it.previous, a, b)
-                    for it in compare for _, a, b in orders_of(it, True)]
+    pair_prompts = [judges["pairwise"].prompt(shown) for it in compare for _, shown in orders_of(it, True)]
     rows["pointwise"]["trie_tokens"] = trie_tokens(tok, [judges["pointwise"].prompt(it) for it in steps])
     rows["pairwise"]["trie_tokens"] = trie_tokens(tok, pair_prompts)
     n_params = matmul_params(model)

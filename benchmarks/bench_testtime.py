@@ -66,6 +66,7 @@ def _greedy(args, model, tok, task, problems) -> dict[str, dict[str, bool]]:
 
 def run(args) -> dict:
     from presrm.data import load_problems, load_task
+    from presrm.engine import HFEngine
     from presrm.evaluate import build_prompt, load_shots
     from presrm.generate import generate
     from presrm.judge import make_judge
@@ -85,11 +86,11 @@ def run(args) -> dict:
     groups = [[score_record(p, task.response_prefix + c, task) for c in o] for p, o in zip(problems, outs, strict=True)]
     flat = [c for g in groups for c in g]
     t_sample = time.time() - t0
-    judge_steps(make_judge("pointwise", model, tok, batch_size=args.judge_batch_size), flat, desc="own judge")
+    judge_steps(make_judge("pointwise", HFEngine(model, tok), batch_size=args.judge_batch_size), flat, desc="own judge")
     own = [[list(c.step_scores or []) for c in g] for g in groups]
     del model
     base, btok = load_model(args.base, precision=args.precision)
-    judge_steps(make_judge("pointwise", base, btok, batch_size=args.judge_batch_size), flat, desc="M0 judge")
+    judge_steps(make_judge("pointwise", HFEngine(base, btok), batch_size=args.judge_batch_size), flat, desc="M0 judge")
     m0 = [[list(c.step_scores or []) for c in g] for g in groups]
     outcome: dict[str, dict[str, list[bool]]] = {m: {k: [] for k in KINDS} for m in
                                                  ("greedy", "maj", "best_own", "best_m0", "pass")}

@@ -31,8 +31,11 @@ SYNTHETIC = [
 ]
 
 
-def build_tiny_model(folder: Path) -> Path:
-    """A 2-layer Llama with a 400-token byte-level BPE tokenizer and a ChatML template."""
+def build_tiny_model(folder: Path, *, hidden_size: int = 32) -> Path:
+    """A 2-layer Llama (2 heads of ``hidden_size / 2``) with a 400-token byte-level BPE tokenizer and ChatML.
+
+    vLLM's CPU attention needs a head size of at least 32 (``hidden_size=64``); the default is smaller still.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -48,7 +51,8 @@ def build_tiny_model(folder: Path) -> Path:
                                   bos_token=None, additional_special_tokens=specials[1:])
     tok.chat_template = CHATML
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                      num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
                       eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
                       tie_word_embeddings=True)

