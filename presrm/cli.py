@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from presrm.errors import PresrmError
+from presrm.layout import EvalLayout
 
 log = logging.getLogger("presrm")
 
@@ -165,7 +166,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = write_report(args.output_dir)
     print(f"Accuracy on {summary['n']} {task.name} problems ({decoding.label}, {task.num_fewshot}-shot): "
           f"{_acc_line(summary)} in {summary['seconds']:.1f} s")
-    print(f"Results: {Path(args.output_dir) / 'results.json'}  Report: {report}")
+    print(f"Results: {EvalLayout(Path(args.output_dir)).results}  Report: {report}")
     return 0
 
 
@@ -198,7 +199,7 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         natural=args.natural, natural_model=args.natural_model, natural_k=args.natural_k,
         natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature, engine=args.engine))
     print("\n".join(summary_lines(results)))
-    print(f"Results: {Path(args.output_dir) / 'results.json'}")
+    print(f"Results: {EvalLayout(Path(args.output_dir)).results}")
     return 0
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from presrm.errors import DataError
 from presrm.jsonio import read_json, read_jsonl
+from presrm.layout import EvalLayout, samples_for
 
 EXTRACTORS = ("strict", "flexible")
 
@@ -50,13 +51,11 @@ def mcnemar(b: int, c: int) -> dict[str, Any]:
 
 def _locate(path: str | Path) -> tuple[Path, Path]:
     """A results file (or a folder holding results.json) and the samples file next to it."""
-    from presrm.evaluate import samples_path
-
     p = Path(path)
-    results = p / "results.json" if p.is_dir() else p
+    results = EvalLayout(p).results if p.is_dir() else p
     if not results.is_file():
         raise DataError(f"{results}: no such results file (pass a results.json or the folder holding it)")
-    samples = samples_path(results)
+    samples = samples_for(results)
     if not samples.is_file():
         raise DataError(f"{samples}: missing; a paired comparison needs the per-problem samples next to {results}")
     return results, samples

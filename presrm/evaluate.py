@@ -32,6 +32,7 @@ from presrm.data import Task, load_shots
 from presrm.decoding import Decoding, decode
 from presrm.grading import EvalSample, build_prompt, grade, judge_steps, score_record
 from presrm.jsonio import write_json, write_jsonl
+from presrm.layout import RESULTS, samples_for
 from presrm.schema import SCHEMA_VERSION, EvalRecord, Problem
 
 log = logging.getLogger(__name__)
@@ -107,14 +108,14 @@ def evaluate(engine, task: Task, problems: Sequence[Problem], *, max_new_tokens:
 
 
 def samples_path(results: str | Path) -> Path:
-    """The samples file next to a summary: ``results.json`` -> ``samples.jsonl``, ``X.json`` -> ``X_samples.jsonl``."""
-    p = Path(results)
-    return p.with_name("samples.jsonl" if p.name == "results.json" else f"{p.stem}_samples.jsonl")
+    """The samples file next to a summary: ``results.json`` -> ``samples.jsonl``, ``X.json`` -> ``X_samples.jsonl``
+    (:func:`presrm.layout.samples_for`)."""
+    return samples_for(Path(results))
 
 
 def write_eval(out_dir: str | Path, summary: dict[str, Any], records: Sequence[EvalRecord], *,
-               name: str = "results.json", samples: str = "samples.jsonl") -> None:
-    """Write ``samples`` first, then the summary, so a present summary means a complete evaluation."""
-    out = Path(out_dir)
-    write_jsonl(out / samples, records)
-    write_json(out / name, summary)
+               name: str = RESULTS) -> None:
+    """Write the samples first, then the summary ``name``, so a present summary means a complete evaluation."""
+    summary_file = Path(out_dir) / name
+    write_jsonl(samples_for(summary_file), records)
+    write_json(summary_file, summary)

@@ -12,15 +12,12 @@ from typing import Any
 
 from presrm.config import RunConfig, dump_config
 from presrm.errors import ConfigError, HubError
+from presrm.layout import RunLayout
 
 
 def final_model_dir(cfg: RunConfig, root: Path) -> Path | None:
     """The folder of the last model the run trains (None when it trains none)."""
-    if cfg.iterations:
-        return root / f"iter_{cfg.iterations - 1}" / "model"
-    if cfg.init.ift or cfg.init.eft:
-        return root / "init" / "model"
-    return None
+    return RunLayout(root).final_model(cfg.iterations, init=cfg.init.ift or cfg.init.eft)
 
 
 def check_push(cfg: RunConfig) -> None:
@@ -101,7 +98,7 @@ def push(cfg: RunConfig, root: Path, summary: dict[str, Any]) -> str:
     check_push(cfg)  # again: the network or the token may have gone while the run trained
     folder = final_model_dir(cfg, root)
     card = model_card(cfg, summary)
-    write_text_atomic(root / "model_card.md", card)
+    write_text_atomic(RunLayout(root).model_card, card)
     api = HfApi()
     repo = cfg.train.hub_model_id
     try:

@@ -1,22 +1,9 @@
 """One self-rewarding run: M0 -> M1 -> ... over a run directory.
 
-Layout (every file and model folder written atomically; a stage whose last
-output exists is skipped, so ``--resume`` after a crash, even ``kill -9``,
-continues where the run stopped and rebuilds exactly what was lost)::
-
-    runs/<name>/config.yaml                 resolved config, versions, seed, git hash
-    runs/<name>/iter_0/eval_before.json     M0 on the eval problems (+ eval_before_samples.jsonl)
-    runs/<name>/init/{ift,eft}.jsonl        IFT/EFT examples (when init.ift / init.eft)
-    runs/<name>/init/model/, train.json     M0 after SFT, the policy and judge of iteration 0; eval.json
-    runs/<name>/iter_k/samples.jsonl        step search: candidates, scores, verdicts, decisions
-    runs/<name>/iter_k/search.json          outcomes, no-pair reasons, judge-verifier agreement
-    runs/<name>/iter_k/pairs.jsonl          step-level preference pairs
-    runs/<name>/iter_k/adapter/             LoRA adapter (peft format); train.json has the metrics
-    runs/<name>/iter_k/model/               merged M_{k+1}, the next iteration's policy and judge
-    runs/<name>/iter_k/eval.json            M_{k+1} on the same problems (+ eval_samples.jsonl)
-    runs/<name>/natural.jsonl               with eval.judge_eval: M0's own steps on eval problems, labelled
-    runs/<name>/*/judge_eval*/results.json  with eval.judge_eval: each model as a judge (synthetic + natural)
-    runs/<name>/report.html, report.json
+The run directory's layout is :mod:`presrm.layout` (described there once). Every
+file and model folder is written atomically and a stage whose last output exists
+is skipped, so ``--resume`` after a crash, even ``kill -9``, continues where the
+run stopped and rebuilds exactly what was lost.
 """
 
 from __future__ import annotations
@@ -30,7 +17,6 @@ import platform
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -40,8 +26,9 @@ import yaml
 from presrm import dist
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
-from presrm.errors import DataError, RunStateError
+from presrm.errors import DataError, RunStateError, yaml_line, yaml_problem
 from presrm.jsonio import read_json, read_jsonl, writable_dir, write_json, write_jsonl, write_text_atomic
+from presrm.layout import RunLayout, StageDir
 from presrm.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -68,21 +55,6 @@ def git_hash() -> str | None:
         return None
 
 
-@dataclass
-class RunDir:
-    root: Path
-    init: bool = False
-
-    def iter_dir(self, k: int) -> Path:
-        return self.root / f"iter_{k}"
-
-    def policy(self, k: int, base: str) -> str:
-        """The model spec used by iteration k: M0 (or M0 after IFT/EFT) for k == 0, else iteration k-1's model."""
-        if k == 0:
-            return str(self.root / "init" / "model") if self.init else base
-        return str(self.iter_dir(k - 1) / "model")
-
-
 def save_model_atomic(model, tok, target: Path) -> None:
     """Save a model and tokenizer into a temporary folder, then move it to ``target`` in one rename."""
     tmp = target.with_name(f".{target.name}.tmp")
@@ -97,17 +69,28 @@ def save_model_atomic(model, tok, target: Path) -> None:
     os.replace(tmp, target)
 
 
-def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
+def _saved_config(cfg_file: Path) -> Any:
+    """The config a run directory was started with (``config.yaml``'s ``config``)."""
+    try:
+        saved = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunStateError(f"{cfg_file}: cannot read ({getattr(e, 'strerror', None) or e})") from e
+    except yaml.YAMLError as e:
+        raise RunStateError(f"{cfg_file}:{yaml_line(e)} invalid YAML ({yaml_problem(e)}); the run directory is "
+                            "damaged, start a new run name") from e
+    return saved.get("config") if isinstance(saved, dict) else None
+
+
+def _prepare(cfg: RunConfig, resume: bool) -> RunLayout:
     writable_dir(cfg.output_dir, "output_dir")  # a file in the way or a read-only disk fails now, not after hours
-    root = Path(cfg.output_dir) / cfg.name
-    cfg_file = root / "config.yaml"
+    run = RunLayout(Path(cfg.output_dir) / cfg.name)
+    root, cfg_file = run.root, run.config
     text = dump_config(cfg)
     if cfg_file.exists():
         if not resume:
             raise RunStateError(f"run directory {root} already exists; pass --resume to continue it, "
                                 "or choose another name=... / output_dir=...")
-        old = (yaml.safe_load(cfg_file.read_text()) or {}).get("config")
-        if old != cfg.to_dict():
+        if _saved_config(cfg_file) != cfg.to_dict():
             raise RunStateError(f"{cfg_file} holds a different config than this run; resume with the same "
                                 "recipe and overrides, or start a new run name")
     dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
@@ -117,7 +100,7 @@ def _prepare(cfg: RunConfig, resume: bool) -> RunDir:
         if not cfg_file.exists():
             write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))
     dist.barrier()
-    return RunDir(root, init=cfg.init.ift or cfg.init.eft)
+    return run
 
 
 def _free(*objs: Any) -> None:
@@ -139,14 +122,14 @@ def _rank0_first(fn):
     return wrapper
 
 
-def _save_trained(trained, tok, out: Path, metrics: dict[str, Any], *, lora: bool) -> None:
+def _save_trained(trained, tok, out: StageDir, metrics: dict[str, Any], *, lora: bool) -> None:
     """Rank 0 merges the adapter into the fp32 weights, saves ``out/model`` and then ``out/train.json`` (which
     marks the stage complete); the other ranks wait. The model is saved in fp32, the master copy, so the
     next iteration trains from exact weights; inference loads cast it to bf16 where that is native."""
     if dist.is_main():
         final = trained.merge_and_unload() if lora else trained
-        save_model_atomic(final, tok, out / "model")
-        write_json(out / "train.json", metrics)  # last: marks the stage complete
+        save_model_atomic(final, tok, out.model)
+        write_json(out.train, metrics)  # last: marks the stage complete
     dist.barrier()
 
 
@@ -237,12 +220,14 @@ def _stage_labels(cfg: RunConfig) -> list[str]:
     return labels
 
 
-def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task) -> tuple[dict[str, Any], bool]:
+def _eval_stage(cfg: RunConfig, spec: str, out: StageDir, name: str, problems,
+                task) -> tuple[dict[str, Any], bool]:
     from presrm.decoding import Decoding
     from presrm.evaluate import evaluate, summarize, write_eval
 
-    if (out / f"{name}.json").exists():
-        return read_json(out / f"{name}.json"), True
+    summary_file, _ = out.eval_files(name)
+    if out.evaluated(name):
+        return read_json(summary_file), True
     decoding = Decoding.from_config(cfg)
     with open_run_engine(cfg, spec) as engine:
         # Step scores in eval records are per-step, so they come from the pointwise judge whatever judge.mode is.
@@ -255,21 +240,20 @@ def _eval_stage(cfg: RunConfig, spec: str, out: Path, name: str, problems, task)
     summary.update(summarize(records))
     summary["protocol"]["processes"] = dist.world_size()
     summary["model"] = spec
-    samples = "eval_samples.jsonl" if name == "eval" else f"{name}_samples.jsonl"
     if dist.is_main():
-        write_eval(out, summary, records, name=f"{name}.json", samples=samples)
+        write_eval(out.path, summary, records, name=summary_file.name)
     dist.barrier()
     return summary, False
 
 
 @_rank0_first
-def _on_policy_steps(cfg: RunConfig, task, problems, out: Path):
+def _on_policy_steps(cfg: RunConfig, task, problems, out: StageDir):
     """M0's own candidate steps on the init problems, labelled by the verifier (``init/on_policy.jsonl``)."""
     from presrm.generate import STEP_STOP, step_prompt
     from presrm.labelled import build_natural_set, read_natural_set, write_natural_set
     from presrm.search import step_sampler
 
-    path = out / "on_policy.jsonl"
+    path = out.on_policy
     if path.exists():
         return read_natural_set(path)
     search = dataclasses.replace(cfg.search, k=cfg.init.on_policy_k)
@@ -301,22 +285,19 @@ def _apart_from_eval(cfg: RunConfig, problems: list) -> tuple[list, int]:
     return kept, len(problems) - len(kept)
 
 
-def natural_set_path(root: Path) -> Path:
-    """Where a run keeps its natural-error set (M0's own steps on eval problems, verifier-labelled)."""
-    return root / "natural.jsonl"
-
-
 @_rank0_first
-def _judge_eval_stage(cfg: RunConfig, root: Path, spec: str, out: Path, name: str) -> tuple[dict[str, Any], bool]:
+def _judge_eval_stage(cfg: RunConfig, run: RunLayout, spec: str, out: StageDir,
+                      name: str) -> tuple[dict[str, Any], bool]:
     """The model ``spec`` as a judge (judge.mode) on the synthetic set and on the run's natural set."""
     from presrm.judge_eval import JudgeEvalArgs, run_judge_eval
 
-    if (out / name / "results.json").exists():
-        return read_json(out / name / "results.json"), True
-    args = JudgeEvalArgs(model=spec, mode=cfg.judge.mode, limit=cfg.eval.judge_eval_limit, output_dir=str(out / name),
+    folder = out.judge_eval(name)
+    if folder.results.exists():
+        return read_json(folder.results), True
+    args = JudgeEvalArgs(model=spec, mode=cfg.judge.mode, limit=cfg.eval.judge_eval_limit, output_dir=str(folder.root),
                          seed=cfg.seed, task=cfg.eval.task, tasks_dir=cfg.tasks_dir, data_file=cfg.eval.data_file,
                          template=_judge_template(cfg), batch_size=cfg.judge.batch_size, device=cfg.device,
-                         precision=inference_precision(cfg), natural=str(natural_set_path(root)),
+                         precision=inference_precision(cfg), natural=str(run.natural),
                          natural_model=cfg.model, natural_k=cfg.eval.judge_eval_k,
                          natural_max_steps=cfg.eval.judge_eval_max_steps, natural_temperature=cfg.search.temperature,
                          engine=cfg.engine, vllm=cfg.vllm)
@@ -328,14 +309,14 @@ def _judge_template(cfg: RunConfig) -> str | None:
             "generative": cfg.judge.generative_template}.get(cfg.judge.mode)
 
 
-def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
+def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     """IFT/EFT: supervised fine-tuning of M0 on step-format gold solutions and judge examples."""
     from presrm.init_data import eft_examples, ift_examples, on_policy_examples
     from presrm.models import load_model
     from presrm.train import train_sft
 
-    if (out / "train.json").exists():
-        return read_json(out / "train.json"), True
+    if out.trained():
+        return read_json(out.train), True
     task = load_task(cfg.init.task, cfg.tasks_dir)
     n = max(cfg.init.ift_problems if cfg.init.ift else 0, cfg.init.eft_problems if cfg.init.eft else 0,
             cfg.init.on_policy_problems if cfg.init.eft and "on_policy" in cfg.init.eft_sources else 0)
@@ -350,7 +331,7 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
         ift = ift_examples(problems[:cfg.init.ift_problems], lambda q: policy_prompt(tok, task, q, prefix=""),
                            response_prefix=task.response_prefix)
         if dist.is_main():
-            write_jsonl(out / "ift.jsonl", ift)
+            write_jsonl(out.ift, ift)
         examples += ift
     if cfg.init.eft:
         render, prefill = judge_prompt_renderer(cfg, model, tok)
@@ -361,13 +342,13 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
         if nat is not None:
             eft += on_policy_examples(nat.steps, render, mode=cfg.judge.mode, seed=cfg.seed, prefill=prefill)
         if dist.is_main():
-            write_jsonl(out / "eft.jsonl", eft)
+            write_jsonl(out.eft, eft)
         examples += eft
     if not examples:
         raise RunStateError(f"init produced no SFT examples from {len(problems)} problems of task {task.name} "
                             "(no gold solutions?); check init.task / init.data_file")
     train_cfg = dataclasses.replace(cfg.train, lora=cfg.train.lora if cfg.init.lora is None else cfg.init.lora)
-    metrics, trained = train_sft(model, tok, examples, cfg.init, train_cfg, out / "adapter", seed=cfg.seed,
+    metrics, trained = train_sft(model, tok, examples, cfg.init, train_cfg, out.adapter, seed=cfg.seed,
                                  device=cfg.device)
     metrics.update(ift_examples=sum(e["kind"] == "ift" for e in examples),
                    eft_examples=sum(e["kind"] == "eft" for e in examples),
@@ -380,11 +361,11 @@ def _init_stage(cfg: RunConfig, out: Path) -> tuple[dict[str, Any], bool]:
     return metrics, False
 
 
-def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> tuple[list[dict[str, Any]], bool]:
+def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[list[dict[str, Any]], bool]:
     from presrm.search import search_stats, step_search
 
-    if (out / "pairs.jsonl").exists() and (out / "samples.jsonl").exists() and (out / "search.json").exists():
-        return read_jsonl(out / "pairs.jsonl"), True
+    if out.searched():
+        return read_jsonl(out.pairs), True
     task = load_task(cfg.search.task, cfg.tasks_dir)
     offset, count = cfg.search.problems_at(k)
     problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
@@ -396,26 +377,26 @@ def _search_stage(cfg: RunConfig, spec: str, out: Path, k: int) -> tuple[list[di
                                      iteration=k, aggregate_how=cfg.judge.aggregate)
     records, pairs = dist.gather(records), dist.gather(pairs)
     if dist.is_main():
-        write_jsonl(out / "samples.jsonl", records)
-        write_json(out / "search.json", search_stats(records, pairs))
-        write_jsonl(out / "pairs.jsonl", pairs)  # last: its presence marks the stage complete
+        write_jsonl(out.samples, records)
+        write_json(out.search, search_stats(records, pairs))
+        write_jsonl(out.pairs, pairs)  # last: its presence marks the stage complete
     dist.barrier()
     # Read back, so that a fresh run and a resumed one train on byte-identical input.
-    return read_jsonl(out / "pairs.jsonl"), False
+    return read_jsonl(out.pairs), False
 
 
-def _train_stage(cfg: RunConfig, spec: str, out: Path, pairs: list[dict[str, Any]],
+def _train_stage(cfg: RunConfig, spec: str, out: StageDir, pairs: list[dict[str, Any]],
                  k: int) -> tuple[dict[str, Any], bool]:
     from presrm.models import load_model
     from presrm.train import train_step_dpo
 
-    if (out / "model" / "config.json").exists() and (out / "train.json").exists():
-        return read_json(out / "train.json"), True
+    if out.trained():
+        return read_json(out.train), True
     if not pairs:
-        raise RunStateError(f"iteration {k} produced no preference pairs ({out / 'samples.jsonl'} says why "
+        raise RunStateError(f"iteration {k} produced no preference pairs ({out.samples} says why "
                             "each step was dropped); raise search.num_problems or search.k")
     model, tok = load_model(spec, device=cfg.device, training=True, precision=cfg.train.precision)
-    metrics, trained = train_step_dpo(model, tok, pairs, cfg.train, out / "adapter", seed=cfg.seed + k,
+    metrics, trained = train_step_dpo(model, tok, pairs, cfg.train, out.adapter, seed=cfg.seed + k,
                                       device=cfg.device)
     _save_trained(trained, tok, out, metrics, lora=cfg.train.lora)
     _free(model, trained)
@@ -438,6 +419,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     dist.init()
     check_push(cfg)
     rd = _prepare(cfg, resume)
+    has_init = cfg.init.ift or cfg.init.eft
     tracker = RunTracker.for_run(cfg.train.report_to, rd.root, cfg.name)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
     eval_problems = load_problems(eval_task, limit=cfg.eval.limit, data_file=cfg.eval.data_file)
@@ -448,42 +430,42 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     progress = Progress(_stage_labels(cfg), cfg.name)
     try:
         if cfg.eval.before:
-            summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iter_dir(0),
+            summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iteration(0),
                                         "eval_before", eval_problems, eval_task)
             tracker.update(summary)
             if cfg.eval.judge_eval:
-                summary["judge_before"] = _staged(progress, "M0 judge eval", _judge_eval_stage, cfg, rd.root,
-                                                  cfg.model, rd.iter_dir(0), "judge_eval_before")
-        if rd.init:
-            init = rd.root / "init"
+                summary["judge_before"] = _staged(progress, "M0 judge eval", _judge_eval_stage, cfg, rd,
+                                                  cfg.model, rd.iteration(0), "judge_eval_before")
+        if has_init:
+            init = rd.init
             metrics = _staged(progress, "init SFT", _init_stage, cfg, init)
             summary["init"] = {"train": {key: v for key, v in metrics.items() if key != "log_history"}}
             if cfg.eval.after and cfg.init.evaluate:
-                summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init / "model"),
+                summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init.model),
                                                   init, "eval", eval_problems, eval_task)
                 tracker.update(summary)
                 if cfg.eval.judge_eval:
-                    summary["init"]["judge"] = _staged(progress, "init judge eval", _judge_eval_stage, cfg, rd.root,
-                                                       str(init / "model"), init, "judge_eval")
+                    summary["init"]["judge"] = _staged(progress, "init judge eval", _judge_eval_stage, cfg, rd,
+                                                       str(init.model), init, "judge_eval")
         for k in range(cfg.iterations):
-            out, spec, tag = rd.iter_dir(k), rd.policy(k, cfg.model), f"iter {k}/{cfg.iterations}"
+            out, spec, tag = rd.iteration(k), rd.policy(k, cfg.model, init=has_init), f"iter {k}/{cfg.iterations}"
             log.info("iteration %d: policy and judge = %s", k, spec)
             pairs = _staged(progress, f"{tag} search", _search_stage, cfg, spec, out, k)
             metrics = _staged(progress, f"{tag} train", _train_stage, cfg, spec, out, pairs, k)
-            it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out / "search.json"),
+            it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out.search),
                                   "train": {key: v for key, v in metrics.items() if key != "log_history"}}
             if cfg.eval.after:
-                it["eval"] = _staged(progress, f"{tag} eval", _eval_stage, cfg, str(out / "model"), out, "eval",
+                it["eval"] = _staged(progress, f"{tag} eval", _eval_stage, cfg, str(out.model), out, "eval",
                                      eval_problems, eval_task)
                 if cfg.eval.judge_eval:
-                    it["judge"] = _staged(progress, f"{tag} judge eval", _judge_eval_stage, cfg, rd.root,
-                                          str(out / "model"), out, "judge_eval")
+                    it["judge"] = _staged(progress, f"{tag} judge eval", _judge_eval_stage, cfg, rd,
+                                          str(out.model), out, "judge_eval")
             summary["iterations"].append(it)
             tracker.update(summary)
     finally:
         progress.close()
         tracker.finish()
-    summary["report"] = str(rd.root / "report.html")
+    summary["report"] = str(rd.report_html)
     if dist.is_main():
         write_report(rd.root)
         if cfg.train.push_to_hub:

@@ -31,6 +31,7 @@ from markupsafe import Markup, escape
 from presrm import plots
 from presrm.errors import DataError, yaml_line, yaml_problem
 from presrm.jsonio import read_json, read_jsonl, write_text_atomic
+from presrm.layout import EvalLayout, RunLayout, StageDir
 
 log = logging.getLogger(__name__)
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -47,15 +48,9 @@ _ENTRY_KEYS = {"step", "round", "candidates", "chosen", "rejected", "pair", "dro
 _CAND_KEYS = {"text", "score", "wins", "verdict", "check", "claims"}
 
 
-def _it_num(p: Path) -> int:
-    try:
-        return int(p.name.split("_", 1)[1])
-    except ValueError:
-        return -1
-
-
-def _eval_section(title: str, label: str, model_index: int, summary_file: Path,
-                  samples_file: Path) -> dict[str, Any] | None:
+def _eval_section(title: str, label: str, model_index: int,
+                  files: tuple[Path, Path]) -> dict[str, Any] | None:
+    summary_file, samples_file = files
     if not summary_file.exists() or not samples_file.exists():
         return None
     return {"title": title, "label": label, "model_index": model_index, "summary": read_json(summary_file),
@@ -69,13 +64,17 @@ def _count_lines(path: Path) -> int | None:
         return sum(1 for line in f if line.strip())
 
 
-def _init_section(d: Path) -> dict[str, Any] | None:
-    """The IFT/EFT initialisation: example counts and the SFT metrics."""
-    if not d.is_dir():
+def _train_metrics(d: StageDir) -> dict[str, Any] | None:
+    if not d.train.exists():
         return None
-    train = read_json(d / "train.json") if (d / "train.json").exists() else None
-    return {"ift_examples": _count_lines(d / "ift.jsonl"), "eft_examples": _count_lines(d / "eft.jsonl"),
-            "train": {k: v for k, v in train.items() if k != "log_history"} if train else None}
+    return {k: v for k, v in read_json(d.train).items() if k != "log_history"}
+
+
+def _init_section(d: StageDir) -> dict[str, Any] | None:
+    """The IFT/EFT initialisation: example counts and the SFT metrics."""
+    if not d.path.is_dir():
+        return None
+    return {"ift_examples": _count_lines(d.ift), "eft_examples": _count_lines(d.eft), "train": _train_metrics(d)}
 
 
 def _read_yaml(path: Path) -> Any:
@@ -92,11 +91,12 @@ def _read_yaml(path: Path) -> Any:
 def collect(run_dir: str | Path) -> dict[str, Any]:
     """Gather everything the report shows from a run directory or an eval output directory."""
     root = Path(run_dir)
+    run, folder = RunLayout(root), EvalLayout(root)  # a train run directory or an evaluation folder
     data: dict[str, Any] = {"run_dir": str(root), "kind": None, "config": None, "evals": [], "init": None,
                             "iterations": []}
-    if (root / "config.yaml").exists():
-        data["config"] = _read_yaml(root / "config.yaml")
-    single = _eval_section("Evaluation", "eval", 0, root / "results.json", root / "samples.jsonl")
+    if run.config.exists():
+        data["config"] = _read_yaml(run.config)
+    single = _eval_section("Evaluation", "eval", 0, (folder.results, folder.samples))
     if single:
         single["label"] = Path(str(single["summary"].get("model") or "eval")).name or "eval"
         data["evals"].append(single)
@@ -104,27 +104,22 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     # and iteration k trains M_{k+shift} into M_{k+shift+1}. ``model_index`` stays k for the model that
     # judges iteration k (the base model gets -1 when an initialisation comes first): it is the key that
     # links a model's evaluation to the search it judged, and the x position in the dashboard.
-    init = _eval_section("M1 (after IFT/EFT initialisation)", "M1", 0, root / "init" / "eval.json",
-                         root / "init" / "eval_samples.jsonl")
-    data["init"] = _init_section(root / "init")
+    init = _eval_section("M1 (after IFT/EFT initialisation)", "M1", 0, run.init.eval_files("eval"))
+    data["init"] = _init_section(run.init)
     shift = data["model_shift"] = 1 if data["init"] else 0
-    before = _eval_section("M0 (base model, before training)", "M0", -shift, root / "iter_0" / "eval_before.json",
-                           root / "iter_0" / "eval_before_samples.jsonl")
+    before = _eval_section("M0 (base model, before training)", "M0", -shift, run.iteration(0).eval_files("eval_before"))
     data["evals"] += [ev for ev in (before, init) if ev]
-    for it_dir in sorted((p for p in root.glob("iter_*") if _it_num(p) >= 0), key=_it_num):
-        k = _it_num(it_dir)
-        it: dict[str, Any] = {"iteration": k, "search": [], "pairs": None, "train": None, "stats": None}
-        if (it_dir / "search.json").exists():
-            it["stats"] = read_json(it_dir / "search.json")
-        if (it_dir / "samples.jsonl").exists():
-            it["search"] = read_jsonl(it_dir / "samples.jsonl")
-        if (it_dir / "pairs.jsonl").exists():
-            it["pairs"] = len(read_jsonl(it_dir / "pairs.jsonl"))
-        if (it_dir / "train.json").exists():
-            it["train"] = {k2: v for k2, v in read_json(it_dir / "train.json").items() if k2 != "log_history"}
+    for k in run.iterations():
+        d = run.iteration(k)
+        it: dict[str, Any] = {"iteration": k, "search": [], "pairs": None, "train": _train_metrics(d),
+                              "stats": read_json(d.search) if d.search.exists() else None}
+        if d.samples.exists():
+            it["search"] = read_jsonl(d.samples)
+        if d.pairs.exists():
+            it["pairs"] = len(read_jsonl(d.pairs))
         data["iterations"].append(it)
         after = _eval_section(f"M{k + 1 + shift} (after iteration {k})", f"M{k + 1 + shift}", k + 1,
-                              it_dir / "eval.json", it_dir / "eval_samples.jsonl")
+                              d.eval_files("eval"))
         if after:
             data["evals"].append(after)
     if not data["evals"] and not data["iterations"] and data["config"] is None:
@@ -362,11 +357,11 @@ def render(data: dict[str, Any], caps: dict[str, int] | None = None) -> str:
 
 def write_report(run_dir: str | Path, *, caps: dict[str, int] | None = None) -> Path:
     """Write ``report.json`` and ``report.html`` into ``run_dir``; return the HTML path."""
-    root = Path(run_dir)
-    data = collect(root)
+    run = RunLayout(Path(run_dir))  # an evaluation folder keeps its report under the same names
+    data = collect(run.root)
     # Compact: at GSM8K scale indenting doubles the time to write it; it is read by programs.
-    write_text_atomic(root / "report.json", json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str))
-    out = root / "report.html"
+    write_text_atomic(run.report_json, json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str))
+    out = run.report_html
     write_text_atomic(out, render(data, caps))
     log.info("report: %s", out)
     return out

@@ -19,6 +19,7 @@ from typing import Any
 
 from presrm import dist
 from presrm.errors import ConfigError
+from presrm.layout import RunLayout
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class RunTracker:
                 log.warning("train.report_to: %s gets the trainers' logs only (accelerate has no %s tracker for "
                             "the loop's figures)", name, name)
                 continue
-            tracker = kind("loop", str(root / "logs")) if kind.requires_logging_directory else kind(run_name)
+            tracker = kind("loop", str(RunLayout(root).logs)) if kind.requires_logging_directory else kind(run_name)
             tracker.start()
             trackers.append(tracker)
         return cls(trackers)

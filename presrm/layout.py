@@ -1,0 +1,145 @@
+"""Where every file of a run directory and of an evaluation folder lives: the layout, described once.
+
+``presrm.loop`` writes through :class:`RunLayout`, ``presrm.report`` reads
+through it, and ``--resume`` asks it which stages are complete; ``presrm eval``
+and ``presrm compare`` use :class:`EvalLayout`. No other module spells these
+names. A run directory (every file written atomically, every model folder saved
+aside and renamed into place)::
+
+    <output_dir>/<name>/            RunLayout(root)
+        config.yaml                 resolved config, library versions, seed, git hash         .config
+        natural.jsonl               with eval.judge_eval: M0's own steps on eval problems      .natural
+        logs/                       with train.report_to: the loop's per-iteration figures    .logs
+        model_card.md               with train.push_to_hub                                    .model_card
+        report.html, report.json                                                              .report_html/_json
+        init/                       StageDir: M0 -> M1 by IFT/EFT (init.ift / init.eft)       .init
+            ift.jsonl, eft.jsonl, on_policy.jsonl       SFT examples; M0's own labelled steps
+            adapter/, model/, train.json                the SFT; model/ is M1, iteration 0's policy and judge
+            eval.json, eval_samples.jsonl, judge_eval/  M1 evaluated; M1 as a judge
+        iter_k/                     StageDir: iteration k                                     .iteration(k)
+            eval_before.json, eval_before_samples.jsonl, judge_eval_before/   (k = 0 only) M0 evaluated
+            samples.jsonl, search.json, pairs.jsonl     step search: every decision, figures, the pairs
+            adapter/, model/, train.json                step-DPO; model/ is the next policy and judge
+            eval.json, eval_samples.jsonl, judge_eval/  that model evaluated, and as a judge
+
+A stage is complete when the file it writes last exists (:meth:`StageDir.searched`,
+:meth:`StageDir.trained`, :meth:`StageDir.evaluated`); ``--resume`` skips complete
+stages and redoes the others. An evaluation folder (``presrm eval``,
+``judge-eval``) holds ``results.json``, ``samples.jsonl`` and the report.
+
+>>> run = RunLayout(Path("runs/quickstart"))
+>>> run.iteration(0).pairs.as_posix(), run.policy(1, "embedded")
+('runs/quickstart/iter_0/pairs.jsonl', 'runs/quickstart/iter_0/model')
+>>> [p.name for p in run.iteration(0).eval_files("eval_before")]
+['eval_before.json', 'eval_before_samples.jsonl']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RESULTS = "results.json"
+SAMPLES = "samples.jsonl"
+
+
+def samples_for(summary: Path) -> Path:
+    """The per-problem samples written next to an evaluation summary.
+
+    >>> samples_for(Path("out/results.json")).name, samples_for(Path("iter_0/eval.json")).name
+    ('samples.jsonl', 'eval_samples.jsonl')
+    """
+    return summary.with_name(SAMPLES if summary.name == RESULTS else f"{summary.stem}_samples.jsonl")
+
+
+@dataclass(frozen=True)
+class EvalLayout:
+    """An evaluation folder: ``results.json`` (the summary), ``samples.jsonl`` (one record per problem)."""
+
+    root: Path
+
+    @property
+    def results(self) -> Path:
+        return self.root / RESULTS
+
+    @property
+    def samples(self) -> Path:
+        return samples_for(self.results)
+
+
+@dataclass(frozen=True)
+class StageDir:
+    """``init/`` or ``iter_k/``: the files of one model's stages (see the module docstring)."""
+
+    path: Path
+
+    samples = property(lambda self: self.path / "samples.jsonl", doc="step search: every candidate and decision")
+    search = property(lambda self: self.path / "search.json", doc="step search: outcomes and agreement figures")
+    pairs = property(lambda self: self.path / "pairs.jsonl", doc="step search: the preference pairs (written last)")
+    adapter = property(lambda self: self.path / "adapter", doc="the trained LoRA adapter (peft format)")
+    model = property(lambda self: self.path / "model", doc="the trained model, merged: the next policy and judge")
+    train = property(lambda self: self.path / "train.json", doc="training metrics (written last)")
+    ift = property(lambda self: self.path / "ift.jsonl", doc="init: IFT examples")
+    eft = property(lambda self: self.path / "eft.jsonl", doc="init: EFT examples")
+    on_policy = property(lambda self: self.path / "on_policy.jsonl", doc="init: M0's own verifier-labelled steps")
+
+    def eval_files(self, name: str = "eval") -> tuple[Path, Path]:
+        """The summary and the samples of evaluation ``name`` (``eval``, or ``eval_before`` for M0)."""
+        summary = self.path / f"{name}.json"
+        return summary, samples_for(summary)
+
+    def judge_eval(self, name: str = "judge_eval") -> EvalLayout:
+        """The folder of judge evaluation ``name`` (``judge_eval``, or ``judge_eval_before`` for M0)."""
+        return EvalLayout(self.path / name)
+
+    def searched(self) -> bool:
+        return self.pairs.exists() and self.samples.exists() and self.search.exists()
+
+    def trained(self) -> bool:
+        return (self.model / "config.json").exists() and self.train.exists()
+
+    def evaluated(self, name: str = "eval") -> bool:
+        return self.eval_files(name)[0].exists()
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """A run directory (see the module docstring)."""
+
+    root: Path
+
+    config = property(lambda self: self.root / "config.yaml")
+    natural = property(lambda self: self.root / "natural.jsonl")
+    logs = property(lambda self: self.root / "logs")
+    model_card = property(lambda self: self.root / "model_card.md")
+    report_html = property(lambda self: self.root / "report.html")
+    report_json = property(lambda self: self.root / "report.json")
+
+    @property
+    def init(self) -> StageDir:
+        return StageDir(self.root / "init")
+
+    def iteration(self, k: int) -> StageDir:
+        return StageDir(self.root / f"iter_{k}")
+
+    def iterations(self) -> list[int]:
+        """The iterations that have a folder, in order."""
+        found = []
+        for p in self.root.glob("iter_*"):
+            suffix = p.name.removeprefix("iter_")
+            if p.is_dir() and suffix.isdigit():
+                found.append(int(suffix))
+        return sorted(found)
+
+    def policy(self, k: int, base: str, *, init: bool = False) -> str:
+        """The model spec iteration ``k`` searches and judges with: M0 (``base``) or M1 (``init``) for k = 0,
+        else iteration k-1's model."""
+        if k == 0:
+            return str(self.init.model) if init else base
+        return str(self.iteration(k - 1).model)
+
+    def final_model(self, iterations: int, *, init: bool = False) -> Path | None:
+        """The last model a run of ``iterations`` trains (None when it trains none)."""
+        if iterations:
+            return self.iteration(iterations - 1).model
+        return self.init.model if init else None
