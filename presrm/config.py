@@ -23,7 +23,8 @@ from typing import Any
 
 import yaml
 
-from presrm.errors import ConfigError, yaml_line, yaml_problem
+from presrm.errors import ConfigError
+from presrm.jsonio import read_yaml, yaml_problem
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -335,14 +336,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         p = Path(path)
         source = str(p)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read config ({e.strerror or e})") from e
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
+        loaded = read_yaml(p, error=ConfigError)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{p}: expected a mapping of settings at the top level")
         data = loaded or {}

@@ -25,10 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from presrm.errors import ConfigError, DataError, yaml_line, yaml_problem
-from presrm.jsonio import iter_jsonl
+from presrm.errors import ConfigError, DataError
+from presrm.jsonio import iter_jsonl, read_yaml
 from presrm.schema import Problem
 
 log = logging.getLogger(__name__)
@@ -284,14 +282,7 @@ def load_task(name_or_path: str, tasks_dir_override: str | None = None) -> Task:
     if not p.is_file():
         known = sorted(q.stem for q in tasks_dir(tasks_dir_override).glob("*.yaml"))
         raise ConfigError(f"task {name_or_path!r} not found (looked for {p}; known tasks: {known})")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read task ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
+    raw = read_yaml(p, error=ConfigError) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of task settings at the top level")
     for key in raw:

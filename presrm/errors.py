@@ -29,15 +29,3 @@ class WriteError(PresrmError, OSError):
 
 class HubError(PresrmError):
     """The Hugging Face hub cannot take an upload (offline, no token, refused); the message says what to do."""
-
-
-def yaml_line(err: Exception) -> str:
-    """The 1-based line of a YAML parse error as ``"N:"`` to follow ``file:`` in a message, else ``""``."""
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    return f"{mark.line + 1}:" if mark is not None else ""
-
-
-def yaml_problem(err: Exception) -> str:
-    """What a YAML parser found wrong, on one line (PyYAML's own message spans several, with a caret)."""
-    what = getattr(err, "problem", None) or str(err)
-    return " ".join(str(what).split())

@@ -1,4 +1,4 @@
-"""Atomic JSON/JSONL writing and strict JSONL reading.
+"""Atomic JSON/JSONL writing; strict JSONL, JSON and YAML reading with one-line errors naming file:line.
 
 Every file a run writes goes through ``write_json``/``write_jsonl``: the data
 lands in a temporary file in the same folder and is renamed into place, so a
@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from presrm.errors import DataError, WriteError
+from presrm.errors import DataError, PresrmError, WriteError
 
 
 def _open_temp(path: Path) -> tuple[int, Path]:
@@ -135,6 +135,29 @@ def iter_jsonl(path: str | os.PathLike, *, required: Iterable[str] = (),
 def read_jsonl(path: str | os.PathLike, *, required: Iterable[str] = ()) -> list[dict]:
     """Read a whole JSONL file (see ``iter_jsonl``)."""
     return [rec for _, rec in iter_jsonl(path, required=required)]
+
+
+def yaml_problem(err: Exception) -> str:
+    """What a YAML parser found wrong, on one line (PyYAML's own message spans several, with a caret)."""
+    return " ".join(str(getattr(err, "problem", None) or err).split())
+
+
+def read_yaml(path: str | os.PathLike, *, error: type[PresrmError] = DataError) -> Any:
+    """Parse a YAML file; raise ``error`` naming the file (and line) when it cannot be read, is not UTF-8,
+    or is not YAML."""
+    import yaml
+
+    p = Path(path)
+    try:
+        return yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise error(f"{p}: cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise error(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = f"{mark.line + 1}:" if mark is not None else ""
+        raise error(f"{p}:{line} invalid YAML ({yaml_problem(e)})") from e
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -26,8 +26,8 @@ import yaml
 from presrm import dist
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
-from presrm.errors import DataError, RunStateError, yaml_line, yaml_problem
-from presrm.jsonio import read_json, read_jsonl, writable_dir, write_json, write_jsonl, write_text_atomic
+from presrm.errors import DataError, RunStateError
+from presrm.jsonio import read_json, read_jsonl, read_yaml, writable_dir, write_json, write_jsonl, write_text_atomic
 from presrm.layout import RunLayout, StageDir
 from presrm.progress import bar as progress_bar
 
@@ -71,13 +71,7 @@ def save_model_atomic(model, tok, target: Path) -> None:
 
 def _saved_config(cfg_file: Path) -> Any:
     """The config a run directory was started with (``config.yaml``'s ``config``)."""
-    try:
-        saved = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError) as e:
-        raise RunStateError(f"{cfg_file}: cannot read ({getattr(e, 'strerror', None) or e})") from e
-    except yaml.YAMLError as e:
-        raise RunStateError(f"{cfg_file}:{yaml_line(e)} invalid YAML ({yaml_problem(e)}); the run directory is "
-                            "damaged, start a new run name") from e
+    saved = read_yaml(cfg_file, error=RunStateError) or {}
     return saved.get("config") if isinstance(saved, dict) else None
 
 

@@ -29,8 +29,8 @@ import jinja2
 from markupsafe import Markup, escape
 
 from presrm import plots
-from presrm.errors import DataError, yaml_line, yaml_problem
-from presrm.jsonio import read_json, read_jsonl, write_text_atomic
+from presrm.errors import DataError
+from presrm.jsonio import read_json, read_jsonl, read_yaml, write_text_atomic
 from presrm.layout import EvalLayout, RunLayout, StageDir
 
 log = logging.getLogger(__name__)
@@ -77,17 +77,6 @@ def _init_section(d: StageDir) -> dict[str, Any] | None:
     return {"ift_examples": _count_lines(d.ift), "eft_examples": _count_lines(d.eft), "train": _train_metrics(d)}
 
 
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from e
-    except yaml.YAMLError as e:
-        raise DataError(f"{path}:{yaml_line(e)} invalid YAML ({yaml_problem(e)})") from e
-
-
 def collect(run_dir: str | Path) -> dict[str, Any]:
     """Gather everything the report shows from a run directory or an eval output directory."""
     root = Path(run_dir)
@@ -95,7 +84,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     data: dict[str, Any] = {"run_dir": str(root), "kind": None, "config": None, "evals": [], "init": None,
                             "iterations": []}
     if run.config.exists():
-        data["config"] = _read_yaml(run.config)
+        data["config"] = read_yaml(run.config)
     single = _eval_section("Evaluation", "eval", 0, (folder.results, folder.samples))
     if single:
         single["label"] = Path(str(single["summary"].get("model") or "eval")).name or "eval"

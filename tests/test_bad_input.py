@@ -116,6 +116,8 @@ def ctx(tmp_path, tiny_model_dir) -> Ctx:
     existing = t / "runs" / "t"
     existing.mkdir(parents=True)
     (existing / "config.yaml").write_text("config: {name: t, search: {k: 3}}\n")
+    (t / "runs" / "damaged").mkdir()
+    (t / "runs" / "damaged" / "config.yaml").write_text("config: {name: [\n")
     _jsonl(t / "verify_bad.jsonl", [{"completion": "3 + 4 = 7", "answer": "7"}, "{oops"])
     _jsonl(t / "verify_no_key.jsonl", [{"answer": "7"}])
     _jsonl(t / "verify_not_str.jsonl", [{"completion": 7, "answer": "7"}])
@@ -159,6 +161,8 @@ CASES = [
     ("train: run exists, no --resume", lambda c: c.train(), lambda c: "pass --resume"),
     ("train: --resume from another config", lambda c: [*c.train(), "--resume"],
      lambda c: f"{c.p('runs/t/config.yaml')} holds a different config"),
+    ("train: --resume of a damaged run", lambda c: [*c.train("name=damaged"), "--resume"],
+     lambda c: f"{c.p('runs/damaged/config.yaml')}:2: invalid YAML"),
     ("train: output_dir is a file", lambda c: c.train(f"output_dir={c.p('a_file')}"),
      lambda c: f"output_dir {c.p('a_file')}: is a file"),
     ("train: output_dir under a file", lambda c: c.train(f"output_dir={c.p('a_file')}/runs"),
