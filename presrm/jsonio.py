@@ -142,18 +142,24 @@ def yaml_problem(err: Exception) -> str:
     return " ".join(str(getattr(err, "problem", None) or err).split())
 
 
+def _read_text(p: Path, error: type[PresrmError]) -> str:
+    try:
+        return p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise error(f"{p}: cannot read ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise error(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
 def read_yaml(path: str | os.PathLike, *, error: type[PresrmError] = DataError) -> Any:
     """Parse a YAML file; raise ``error`` naming the file (and line) when it cannot be read, is not UTF-8,
     or is not YAML."""
     import yaml
 
     p = Path(path)
+    text = _read_text(p, error)
     try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise error(f"{p}: cannot read ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise error(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = f"{mark.line + 1}:" if mark is not None else ""
@@ -162,11 +168,8 @@ def read_yaml(path: str | os.PathLike, *, error: type[PresrmError] = DataError) 
 
 def read_json(path: str | os.PathLike) -> Any:
     p = Path(path)
+    text = _read_text(p, DataError)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise DataError(f"{p}: cannot read ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise DataError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from e
