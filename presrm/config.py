@@ -217,26 +217,20 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_FLOAT_TEXT = re.compile(r"[-+]?(?:[0-9](?:_?[0-9])*(?:\.(?:[0-9](?:_?[0-9])*)?)?|\.[0-9](?:_?[0-9])*)"
-                         r"(?:[eE][-+]?[0-9](?:_?[0-9])*)?")
-
-
 def _float_value(value: Any) -> float | None:
     """A finite float from a number or from its usual spellings (``2e-5``, ``2E-5``, ``.5``, ``1_000``).
 
     YAML 1.1 reads ``2e-5`` (no dot, or no exponent sign) as a string, on the command line and in files
-    alike; like TRL's parser, a float key takes it anyway.
+    alike; like TRL's parser, a float key takes what Python's ``float`` reads, but not ``nan`` or ``inf``.
 
-    >>> [_float_value(v) for v in ("2e-5", "2E-5", ".5", "1_000", 3, "e5", True)]
-    [2e-05, 2e-05, 0.5, 1000.0, 3.0, None, None]
+    >>> [_float_value(v) for v in ("2e-5", "2E-5", ".5", "1_000", 3, "e5", "nan", True)]
+    [2e-05, 2e-05, 0.5, 1000.0, 3.0, None, None, None]
     """
-    if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-        value = value.strip()
-    elif isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
     try:
         number = float(value)
-    except OverflowError:
+    except (ValueError, OverflowError):
         return None
     return number if math.isfinite(number) else None
 
