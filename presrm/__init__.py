@@ -2,7 +2,9 @@
 
 The public API, one module per pipeline stage:
 
-- ``presrm.verify``: ``extract_answer``, ``answers_match``, ``check_step``, ``check_solution``
+- ``presrm.verify``: ``extract_answer``, ``answers_match``, ``check_step``, ``check_solution``, and the one
+  number reader ``parse_number`` / ``NUMBER`` / ``NUMBER_RE`` every module uses
+- ``presrm.layout``: ``RunLayout``, ``EvalLayout``: where every file of a run or an evaluation lives
 - ``presrm.steps``: ``segment``, ``step_body``, ``format_steps``, ``gold_to_steps``
 - ``presrm.rewards``: ``aggregate`` and the aggregators
 - ``presrm.judge``, ``presrm.search``, ``presrm.train``, ``presrm.evaluate``, ``presrm.loop``
