@@ -65,6 +65,7 @@ def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: s
     """
     from tqdm.auto import tqdm
 
+    disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true"}  # ranks > 0 of a launch
     if not interactive(file):
         disable = disable or any(not b.disable for b in _live)
         kwargs.update(mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ascii=True, dynamic_ncols=False)

@@ -48,6 +48,16 @@ def _trainer_cls():
     class StepDPOTrainer(DPOTrainer):
         """DPOTrainer whose completions end with EOS only when they end the solution."""
 
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            # Under ZeRO-3 TRL keeps the DeepSpeed engine it precomputed the reference log-probs with. Its hooks on
+            # the same module break the training engine's parameter-prefetch trace when the precompute took one
+            # batch (DeepSpeed: "pop from an empty deque" in the first training forward); nothing needs it now.
+            engine = getattr(self, "_precompute_engine", None)
+            if engine is not None:
+                engine.destroy()
+                self._precompute_engine = None
+
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
             return dataset.map(strip_step_eos, fn_kwargs={"eos_id": self._tokenizer.eos_token_id},

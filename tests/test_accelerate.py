@@ -1,0 +1,182 @@
+"""`accelerate launch` with two CPU processes (gloo) runs the whole loop on the tiny model.
+
+configs/accelerate/ddp.yaml on a machine without GPUs starts CPU processes over gloo. Checked: the run
+(IFT, its eval, search, step-DPO, eval) completes; rank 0 writes every run file once and rank 1 none; the
+pairs equal those of single-process runs from the same M1 on each rank's block of problems (the documented
+difference: a rank's batches are seeded like a single process's first batches); eval (batch size 1)
+equals a single process's; SFT and the adapter train; ``--resume`` redoes exactly the missing stage.
+DeepSpeed ZeRO-3 runs too where deepspeed is installed.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from presrm.config import load_config
+from presrm.jsonio import read_json, read_jsonl
+from presrm.loop import run
+
+ROOT = Path(__file__).resolve().parents[1]
+ACCELERATE = ROOT / "configs" / "accelerate"
+SMOKE = ROOT / "configs" / "smoke.yaml"
+ACCELERATE_BIN = Path(sys.executable).with_name("accelerate")
+
+# Every os.replace (jsonio's atomic writes, model folders moved into place) logged per rank.
+SITECUSTOMIZE = '''
+import os
+_replace = os.replace
+def replace(src, dst, *args, **kwargs):
+    _replace(src, dst, *args, **kwargs)
+    with open(os.environ["PRESRM_TEST_WRITES"] + "." + os.environ.get("RANK", "launcher"), "a") as f:
+        f.write(os.path.abspath(os.fspath(dst)) + "\\n")
+os.replace = replace
+'''
+
+
+def _overrides(model_dir, data, out, *extra):
+    return [f"model={model_dir}", f"output_dir={out}", "name=t", "device=cpu", f"search.data_file={data}",
+            f"eval.data_file={data}", "search.num_problems=2", "search.k=3", "search.max_steps=2",
+            "search.max_step_tokens=8", "search.temperature=1.0", "search.deterministic=true",
+            "judge.mode=pairwise", "judge.both_orders=false", "judge.tie_margin=0", "train.max_steps=1",
+            "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4", "eval.limit=3", "eval.max_new_tokens=8",
+            "eval.batch_size=1", *extra]
+
+
+# IFT (SFT under DDP) on problems 3-4 (0-2 are eval problems) makes M1; M0 is not evaluated, M1 is.
+IFT = ["init.ift=true", "init.offset=3", "init.ift_problems=2", "init.max_steps=1", "init.batch_size=2",
+       "init.max_length=512", "eval.before=false"]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(config: Path, overrides: list[str], tmp_path: Path, tag: str, *flags: str) -> dict[str, list[str]]:
+    """``accelerate launch --num_processes 2 -m presrm train``; return each rank's replaced paths."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir(exist_ok=True)
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    log = tmp_path / f"writes-{tag}"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PRESRM_TEST_WRITES": str(log),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)}
+    cmd = [str(ACCELERATE_BIN), "launch", "--config_file", str(config), "--num_processes", "2",
+           "--main_process_port", str(_port()), "-m", "presrm", "train", "--config", str(SMOKE), *flags, *overrides]
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-6000:]
+    assert r.stdout.count("Run directory:") == 1  # rank 0 prints the summary, rank 1 nothing
+    return {rank: Path(f"{log}.{rank}").read_text().split() if Path(f"{log}.{rank}").exists() else []
+            for rank in ("0", "1")}
+
+
+def _under(paths: list[str], root: Path) -> list[str]:
+    """Run files among ``paths``: under ``root``, outside the trainers' scratch folders."""
+    return [p for p in paths if p.startswith(str(root)) and "/.trainer/" not in p]
+
+
+@pytest.mark.slow
+def test_two_processes_run_the_loop(tiny_model_dir, gsm8k_like, tmp_path):
+    out = tmp_path / "runs"
+    overrides = _overrides(tiny_model_dir, gsm8k_like, out, *IFT, f"init.data_file={gsm8k_like}")
+    writes = _launch(ACCELERATE / "ddp.yaml", overrides, tmp_path, "first")
+    root = out / "t"
+    it = root / "iter_0"
+    assert (root / "report.html").exists() and (it / "model" / "config.json").exists()
+    assert _under(writes["1"], root) == []
+    counts = Counter(_under(writes["0"], root))
+    assert counts and max(counts.values()) == 1, counts
+    for f in ("config.yaml", "init/ift.jsonl", "init/model", "init/train.json", "init/eval.json",
+              "iter_0/samples.jsonl", "iter_0/search.json", "iter_0/pairs.jsonl", "iter_0/model",
+              "iter_0/train.json", "iter_0/eval.json", "report.json"):
+        assert str(root / f) in counts, f
+    sft = read_json(root / "init" / "train.json")
+    assert sft["distributed"]["processes"] == 2 and sft["optimizer_steps"] == 1 and sft["lora_b_norm"] > 0
+
+    train = read_json(it / "train.json")
+    assert train["distributed"] == {"processes": 2, "type": "MULTI_CPU"}
+    assert train["optimizer_steps"] == 1 and train["lora_b_norm"] > 0 and train["master_weights_dtype"] == "float32"
+    assert (it / "adapter" / "adapter_config.json").exists()
+    assert read_json(it / "eval.json")["protocol"]["processes"] == 2
+
+    # Each rank searched one problem with M1; a single process searching that problem alone with M1 gives the
+    # same pairs.
+    alone = []
+    for r in range(2):
+        cfg = load_config(SMOKE, _overrides(root / "init" / "model", gsm8k_like, tmp_path / f"alone{r}",
+                                            f"search.offset={r}", "search.num_problems=1",
+                                            f"eval.before={'true' if r == 0 else 'false'}", "eval.after=false"))
+        run(cfg)
+        alone.append(tmp_path / f"alone{r}" / "t")
+    assert read_jsonl(it / "pairs.jsonl") == read_jsonl(alone[0] / "iter_0" / "pairs.jsonl") + read_jsonl(
+        alone[1] / "iter_0" / "pairs.jsonl")
+    assert [r["id"] for r in read_jsonl(it / "samples.jsonl")] == [
+        r["id"] for a in alone for r in read_jsonl(a / "iter_0" / "samples.jsonl")]
+    # Greedy eval one problem at a time: sharding changes nothing (M1 evaluated by both).
+    two = read_jsonl(root / "init" / "eval_samples.jsonl")
+    one = read_jsonl(alone[0] / "iter_0" / "eval_before_samples.jsonl")
+    assert [(r["id"], r["completion"]) for r in two] == [(r["id"], r["completion"]) for r in one] and len(two) == 3
+
+    # --resume after losing the last eval: only that stage runs again (plus the report).
+    eval_before = read_json(it / "eval.json")
+    (it / "eval.json").unlink()
+    writes = _launch(ACCELERATE / "ddp.yaml", overrides, tmp_path, "resume", "--resume")
+    assert _under(writes["1"], root) == []
+    assert sorted(_under(writes["0"], root)) == sorted(str(root / f) for f in (
+        "iter_0/eval_samples.jsonl", "iter_0/eval.json", "report.json", "report.html"))
+    again = read_json(it / "eval.json")
+    assert again["strict"] == eval_before["strict"] and again["n"] == 3
+
+
+def test_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {p.stem: load_config_from_file(str(p)) for p in sorted(ACCELERATE.glob("*.yaml"))}
+    assert set(kinds) == {"single_gpu", "ddp", "zero3", "fsdp2"}
+    assert {k: str(c.distributed_type.value) for k, c in kinds.items()} == {
+        "single_gpu": "NO", "ddp": "MULTI_GPU", "zero3": "DEEPSPEED", "fsdp2": "FSDP"}
+    ds = kinds["zero3"].deepspeed_config
+    assert ds["zero_stage"] == 3 and ds["zero3_init_flag"] is False  # whole fp32 weights, then sharded
+    fsdp = kinds["fsdp2"].fsdp_config
+    assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_cpu_ram_efficient_loading"] is False
+    for path in ACCELERATE.glob("*.yaml"):  # each header shows the command that uses it
+        assert "accelerate launch --config_file configs/accelerate/" + path.name in path.read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_deepspeed_zero3_trains_fp32_master_weights(tiny_model_dir, gsm8k_like, tmp_path, lora):
+    """ZeRO-3 over two CPU processes: full fine-tuning at lr 5e-7 moves every weight (bf16 via torch autocast
+    over fp32 weights; the fp32 master values gathered into the saved model); LoRA SFT and DPO train and merge."""
+    pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")
+    from safetensors.torch import load_file
+
+    lr = 5e-7 if not lora else 1e-2
+    extra = ["eval.before=false", "eval.after=false", f"train.lora={str(lora).lower()}",
+             f"train.learning_rate={lr}"] + ([*IFT, f"init.data_file={gsm8k_like}"] if lora else [])
+    _launch(ACCELERATE / "zero3.yaml", _overrides(tiny_model_dir, gsm8k_like, tmp_path / "runs", *extra), tmp_path,
+            "zero3")
+    it = tmp_path / "runs" / "t" / "iter_0"
+    train = read_json(it / "train.json")
+    assert train["distributed"]["type"] == "DEEPSPEED" and train["master_weights_dtype"] == "float32"
+    before, after = load_file(tiny_model_dir / "model.safetensors"), load_file(it / "model" / "model.safetensors")
+    change = {n: float((after[n].float() - before[n].float()).abs().max()) for n in before}
+    if lora:
+        sft = read_json(it.parent / "init" / "train.json")
+        assert sft["distributed"]["type"] == "DEEPSPEED" and sft["lora_b_norm"] > 0
+        assert train["lora_b_norm"] > 0 and (it / "adapter" / "adapter_config.json").exists()
+        assert change["model.layers.0.self_attn.q_proj.weight"] > 0  # the merged adapter
+        assert change["model.layers.0.mlp.up_proj.weight"] == 0  # not adapted
+    else:
+        assert all(after[n].dtype == before[n].dtype for n in before)  # saved in fp32
+        assert all(0 < c <= 1.01 * lr for c in change.values()), change
+
+
+def test_fsdp2_needs_gpus():
+    pytest.skip("accelerate runs FSDP on GPUs only (on CPU processes it falls back to DDP); "
+                "benchmarks/gpu_check.sh runs configs/accelerate/fsdp2.yaml where GPUs are present")
