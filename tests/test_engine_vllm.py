@@ -75,6 +75,7 @@ def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
     from presrm.config import load_config
     from presrm.jsonio import read_json, read_jsonl
     from presrm.loop import run
+    from presrm.models import compute_dtype
 
     cfg = load_config(None, [
         f"model={vllm_model_dir}", f"output_dir={tmp_path}", "name=v", "device=cpu", "engine=vllm",
@@ -88,5 +89,6 @@ def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
     pairs = read_jsonl(it / "pairs.jsonl")
     assert summary["iterations"][0]["pairs"] == len(pairs) > 0
     protocol = read_json(it / "eval.json")["protocol"]
-    assert protocol["engine"] == "vllm" and protocol["vllm"] and protocol["dtype"] == "float32"
+    auto = {torch.float32: "float32", torch.bfloat16: "bfloat16"}[compute_dtype(torch.device("cpu"), "auto")]
+    assert protocol["engine"] == "vllm" and protocol["vllm"] and protocol["dtype"] == auto  # eval: precision auto
     assert (it / "model" / "config.json").exists() and (tmp_path / "v" / "report.html").exists()
