@@ -112,19 +112,22 @@ def check(label: str, train: dict, rows: list[dict], *, lr: float) -> list[str]:
 
 
 def recipe_overrides(model: str, device: str, out: Path, name: str) -> list[str]:
+    """The smoke recipe with full fine-tuning at lr 5e-7 in bf16 autocast, one DPO step; 4 problems searched
+    (the recipe's 2 can leave no pair to train on)."""
     return [f"model={model}", f"device={device}", f"output_dir={out}", f"name={name}", "train.lora=false",
-            f"train.learning_rate={LR}", "train.precision=bf16", "train.max_steps=1"]
+            f"train.learning_rate={LR}", "train.precision=bf16", "train.max_steps=1", "search.num_problems=4"]
 
 
-def launch(config: str, processes: int, overrides: list[str]) -> None:
+def launch(config: str, processes: int, overrides: list[str]) -> int:
+    """``accelerate launch`` of the smoke recipe; its exit status."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file",
            str(ROOT / "configs" / "accelerate" / config), "--num_processes", str(processes), "--main_process_port",
-           str(port), "-m", "presrm", "train", "--config", str(ROOT / "configs" / "smoke.yaml"), *overrides]
+           str(port), "-m", "presrm", "train", "--resume", "--config", str(ROOT / "configs" / "smoke.yaml"), *overrides]
     print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    return subprocess.run(cmd, cwd=ROOT).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
     name = f"one_{args.device}"
     cfg = load_config(ROOT / "configs" / "smoke.yaml", recipe_overrides(args.model, args.device, out, name) + extra)
-    run(cfg, resume=(out / name / "config.yaml").exists())
+    run(cfg, resume=True)  # a rerun continues its earlier runs
     record("one process", out / name)
 
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
@@ -174,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         configs = ["ddp.yaml", "fsdp2.yaml"] + (["zero3.yaml"] if importlib.util.find_spec("deepspeed") else [])
         for config in configs:
             name = config.removesuffix(".yaml")
-            launch(config, gpus, recipe_overrides(args.model, args.device, out, name) + ["eval.before=false",
-                                                                                         "eval.after=false"] + extra)
-            record(f"{name} x{gpus}", out / name)
+            code = launch(config, gpus, recipe_overrides(args.model, args.device, out, name)
+                          + ["eval.before=false", "eval.after=false"] + extra)
+            if code:
+                problems.append(f"{name} x{gpus}: accelerate launch failed (exit {code})")
+            else:
+                record(f"{name} x{gpus}", out / name)
     else:
         print(f"gpu_check: {gpus} GPU(s): the DDP / ZeRO-3 / FSDP2 checks need 2 or more (not run)")
     result["problems"] = problems

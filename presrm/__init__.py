@@ -12,6 +12,8 @@ The public API, one module per pipeline stage:
 - ``presrm.judge``: ``Judge`` (``prompt(item)``, ``tournaments``), ``make_judge(mode, engine)``
 - ``presrm.search``, ``presrm.train``, ``presrm.evaluate``, ``presrm.loop``
   (these and the two above import torch; import them explicitly)
+- ``presrm.dist`` (ranks, shards and gathers under ``accelerate launch``), ``presrm.tracking``
+  (``train.report_to``), ``presrm.hub`` (``train.push_to_hub`` and the model card)
 """
 
 from presrm.rewards import aggregate
