@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from presrm.perturb import KINDS, perturb_value
 from tests.gsm8k_data import GSM8K_DIR
 
 DATA = GSM8K_DIR
@@ -62,7 +63,7 @@ def test_answers_match_gives_intended_verdicts(records):
 def test_perturbation_changes_the_value():
     rng = random.Random(1)
     for result in ["0", "7", "24", "0.5", "18.00", "1000", "-3"]:
-        for kind in bench.PERTURBATIONS:
-            new = bench._perturbed_value(result, kind, rng)
+        for kind in KINDS:
+            new = perturb_value(result, kind, rng)
             assert float(new) != float(result), (result, kind, new)
             assert not (len(new.lstrip("-").split(".")[0]) > 1 and new.lstrip("-")[0] == "0"), new
