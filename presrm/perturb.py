@@ -24,7 +24,7 @@ import re
 from decimal import Decimal
 from typing import Any
 
-from presrm.verify import check_step
+from presrm.verify import NUMBER, check_step
 
 KINDS = ("delta", "plus_one", "minus_one", "times_ten", "digit")
 """How a number changes: by a random delta from :data:`DELTAS`, by +1, by -1, times ten, or one digit."""
@@ -34,7 +34,7 @@ MAX_TRIES = 8
 
 # A number right after "=" (an optional "$"), that is not itself the start of more arithmetic.
 _RESULT = re.compile(
-    r"=[ \t]*\$?[ \t]*(?P<num>-?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?))"
+    rf"=[ \t]*\$?[ \t]*(?P<num>-?{NUMBER})"
     r"(?![\d.,]*\d)(?![ \t]*(?:[-+*/×÷^(]|x[ \t]*\d))"
 )
 
