@@ -57,6 +57,24 @@ def _eval_section(title: str, label: str, model_index: int,
             "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name]}
 
 
+def _judge_quality(folder: EvalLayout) -> dict[str, Any] | None:
+    """A model's figures as a judge (``judge_eval*/results.json``): the synthetic and the natural set."""
+    if not folder.results.exists():
+        return None
+    r = read_json(folder.results)
+    nat = r.get("natural") or {}
+    return {"mode": (r.get("protocol") or {}).get("mode"), "synthetic_auroc": (r.get("step_auroc") or {}).get("value"),
+            "synthetic_pairwise": (r.get("pairwise") or {}).get("accuracy"),
+            "processbench_f1": (r.get("processbench") or {}).get("f1"),
+            "natural_auroc": (nat.get("step_auroc") or {}).get("value"),
+            "natural_auroc_ci": (nat.get("step_auroc") or {}).get("ci95"),
+            "natural_pairwise": (nat.get("pairwise") or {}).get("accuracy"),
+            "natural_pairwise_ci": (nat.get("pairwise") or {}).get("ci95"),
+            "natural_n": [(nat.get("step_auroc") or {}).get("n_correct"),
+                          (nat.get("step_auroc") or {}).get("n_incorrect"),
+                          (nat.get("pairwise") or {}).get("n")] if nat else None}
+
+
 def _count_lines(path: Path) -> int | None:
     if not path.exists():
         return None
@@ -97,6 +115,9 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     data["init"] = _init_section(run.init)
     shift = data["model_shift"] = 1 if data["init"] else 0
     before = _eval_section("M0 (base model, before training)", "M0", -shift, run.iteration(0).eval_files("eval_before"))
+    for ev, stage, name in ((before, run.iteration(0), "judge_eval_before"), (init, run.init, "judge_eval")):
+        if ev:
+            ev["judge_quality"] = _judge_quality(stage.judge_eval(name))
     data["evals"] += [ev for ev in (before, init) if ev]
     for k in run.iterations():
         d = run.iteration(k)
@@ -110,6 +131,7 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
         after = _eval_section(f"M{k + 1 + shift} (after iteration {k})", f"M{k + 1 + shift}", k + 1,
                               d.eval_files("eval"))
         if after:
+            after["judge_quality"] = _judge_quality(d.judge_eval("judge_eval"))
             data["evals"].append(after)
     if not data["evals"] and not data["iterations"] and data["config"] is None:
         raise DataError(f"{root}: not a presrm run or eval directory (no results.json, config.yaml or iter_*/)")

@@ -174,6 +174,11 @@ def test_init_leaves_out_eval_problems_and_adds_on_policy_examples(tiny_model_di
         res = read_json(root / where / "results.json")
         assert res["natural"]["set"]["generator"] == str(tiny_model_dir)  # M0 wrote the set; both models judge it
         assert res["natural"]["set"]["steps"] == len(natural) and res["protocol"]["mode"] == "pointwise"
+    report = read_json(root / "report.json")
+    judged = [ev for ev in report["evals"] if ev.get("judge_quality")]
+    assert [ev["label"] for ev in judged] == ["M0", "M1"]
+    assert judged[1]["judge_quality"]["natural_n"][0] + judged[1]["judge_quality"]["natural_n"][1] <= len(natural)
+    assert "The model as a judge" in (root / "report.html").read_text()
 
 
 def test_zero_iterations_only_initialise(tiny_model_dir, gsm8k_like, tmp_path):
