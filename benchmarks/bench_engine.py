@@ -25,6 +25,7 @@ Run: ``OMP_NUM_THREADS=1 VLLM_CPU_OMP_THREADS_BIND=0 .venv-vllm/bin/python bench
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -40,6 +41,7 @@ from _report import command_line, publish  # noqa: E402 - after the path set-up
 
 log = logging.getLogger("bench_engine")
 STEP_TOKENS = 96
+SPEED_JSON = ROOT / ".benchcache" / "engine_speed.json"
 
 
 def workloads(tok, args):
@@ -72,18 +74,28 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
+def cold(llm) -> None:
+    """Empty vLLM's prefix cache, so that no workload reuses the prompts another one (or run) left there."""
+    if llm is not None:
+        llm.reset_prefix_cache()
+
+
 def measure_presrm(engine, tok, args, task, greedy, sample, stop, steps) -> dict:
     """The three workloads through presrm's engine interface (what search, judges and eval call)."""
     from presrm.config import SearchConfig
     from presrm.judge import PointwiseJudge
     from presrm.search import step_sampler
 
+    llm = getattr(engine, "llm", None)
     engine.greedy(greedy[:2], max_new_tokens=8)  # warm-up: first-call allocations
+    cold(llm)
     g_out, g_s = timed(lambda: engine.greedy(greedy, max_new_tokens=args.max_new_tokens, stop=task.stop,
                                              batch_size=args.batch_size))
     cfg = SearchConfig(k=args.k, temperature=0.7, top_p=0.95, max_step_tokens=STEP_TOKENS, batch_size=32)
+    cold(llm)
     s_out, s_s = timed(lambda: step_sampler(engine, cfg, stop)(sample, 0))
     judge = PointwiseJudge(engine, batch_size=16)
+    cold(llm)
     scores, j_s = timed(lambda: judge.score(steps))
     return {"greedy": (n_tokens(tok, [[t] for t in g_out]), g_s), "sampling": (n_tokens(tok, s_out), s_s),
             "judging": (len(steps), j_s), "greedy_text": g_out, "scores": scores}
@@ -96,13 +108,16 @@ def measure_raw(llm, tok, args, task, greedy, sample, stop, steps) -> dict:
     from presrm.judge import PointwiseJudge
     from presrm.vllm_engine import VLLMEngine
 
+    cold(llm)
     g, g_s = timed(lambda: llm.generate(greedy, SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens,
                                                                stop=list(task.stop)), use_tqdm=False))
     params = SamplingParams(n=args.k, temperature=0.7, top_p=0.95, max_tokens=STEP_TOKENS, stop=stop)
+    cold(llm)
     s, s_s = timed(lambda: llm.generate(sample, params, use_tqdm=False))
     judge = PointwiseJudge(VLLMEngine(llm, tok))  # only for its prompts and answer token ids
     prompts = [judge.prompt(it) for it in steps]
     union = judge.yes_ids + judge.no_ids
+    cold(llm)
     j, j_s = timed(lambda: llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=1,
                                                                 logprob_token_ids=union), use_tqdm=False))
 
@@ -131,6 +146,7 @@ def run(args) -> dict:
     with hf:
         rows["presrm, engine hf"] = measure_presrm(hf, tok, args, task, greedy, sample, stop, steps)
         hw = hf.describe()["hardware"]
+    log.info("HF engine measured: %s", {w: rows["presrm, engine hf"][w] for w in ("greedy", "sampling", "judging")})
     vcfg = VLLMConfig(max_model_len=args.max_model_len, cpu_kv_cache_gb=args.kv_cache_gb)
     vl, load["presrm, engine vllm"] = timed(lambda: open_engine(args.model, EngineOptions(
         name="vllm", device=args.device, precision=args.precision, vllm=vcfg)))
@@ -182,8 +198,9 @@ def render(res: dict) -> str:
     lines += ["", f"Tokens: greedy {hf['greedy'][0]:,} (HF) and {vl['greedy'][0]:,} (vLLM); sampling "
               f"{hf['sampling'][0]:,} and {vl['sampling'][0]:,} (samples differ: each engine draws its own). "
               f"Loading: HF {res['load_s']['presrm, engine hf']:.0f} s, vLLM "
-              f"{res['load_s']['presrm, engine vllm']:.0f} s (its torch.compile cache already filled; a first "
-              "load compiles for minutes).",
+              f"{res['load_s']['presrm, engine vllm']:.0f} s (a model's first vLLM load on a machine includes "
+              "torch.compile; later loads reuse ~/.cache/vllm). vLLM's prefix cache is emptied before every "
+              "workload, so no row reuses another's prompts.",
               f"presrm's layer over raw vLLM: {100 * gap['greedy']:+.0f}% greedy, {100 * gap['sampling']:+.0f}% "
               f"sampling, {100 * gap['judging']:+.0f}% judging (positive: presrm slower). Agreement, HF vs vLLM "
               f"in {a['precision']}: {ag['greedy_same_text']}/{res['prompts']} greedy texts identical, pointwise "
@@ -206,17 +223,26 @@ def main() -> None:
     p.add_argument("--max-model-len", type=int, default=2048)
     p.add_argument("--kv-cache-gb", type=float, default=2.0)
     p.add_argument("--no-write", action="store_true", help="print the section without writing BENCHMARKS.md")
+    p.add_argument("--from-json", help=f"re-render a saved measurement (runs that write the section save one to "
+                                       f"{SPEED_JSON.name})")
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from presrm.vllm_engine import vllm_available
+    if args.from_json:
+        res = json.loads(Path(args.from_json).read_text())
+    else:
+        from presrm.vllm_engine import vllm_available
 
-    why = vllm_available()
-    if why:
-        raise SystemExit(f"bench_engine: {why}")
-    bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
-    command = (f"VLLM_CPU_OMP_THREADS_BIND={bind} " if bind else "") + command_line()
-    publish("engine-speed", "## Inference engines: HF vs vLLM\n\n" + render(run(args)), write=not args.no_write,
-            command=command)
+        why = vllm_available()
+        if why:
+            raise SystemExit(f"bench_engine: {why}")
+        bind = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+        res = run(args)
+        res["command"] = (f"VLLM_CPU_OMP_THREADS_BIND={bind} " if bind else "") + command_line()
+        if not args.no_write:
+            SPEED_JSON.parent.mkdir(exist_ok=True)
+            SPEED_JSON.write_text(json.dumps(res, indent=2))
+    publish("engine-speed", "## Inference engines: HF vs vLLM\n\n" + render(res), write=not args.no_write,
+            command=res["command"])
 
 
 if __name__ == "__main__":  # vLLM starts its workers with spawn, which re-imports this file
