@@ -298,7 +298,8 @@ def make_parser() -> argparse.ArgumentParser:
                                    "pairwise accuracy, speed) and samples.jsonl. --natural adds the model's own "
                                    "steps labelled by the verifier (AUROC and pairwise accuracy with 95% CIs).")
     j.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
-    j.add_argument("--judge", default="pointwise", choices=["pointwise", "pairwise", "generative", "outcome"],
+    j.add_argument("--judge", default="pointwise",
+                   choices=["pointwise", "pairwise", "generative", "outcome", "likelihood"],
                    help="judge mode")
     j.add_argument("--limit", type=int, default=50, help="first N problems (each gives a gold and a flawed solution)")
     j.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")

@@ -98,8 +98,9 @@ class JudgeConfig:
     """The self-judge: the policy model judges its own steps (see docs/judge.md)."""
 
     mode: str = _f("pairwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct), 'pairwise' (PReSRM: "
-                                "P([[A]]) vs P([[B]]) for two candidate steps), or 'generative' (an explanation, "
-                                "then [[A]]/[[B]]).")
+                                "P([[A]]) vs P([[B]]) for two candidate steps), 'generative' (an explanation, "
+                                "then [[A]]/[[B]]), or 'likelihood' (the model's own probability of the results "
+                                "the step states; hf engine).")
     template: str | None = _f(None, "Path to a Jinja template overriding the built-in pointwise prompt.")
     pairwise_template: str | None = _f(None, "Path to a Jinja template overriding the built-in pairwise prompt.")
     generative_template: str | None = _f(None, "Path to a Jinja template overriding the built-in generative prompt.")
@@ -373,8 +374,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.learning_rate > 0 and cfg.init.learning_rate > 0, "learning rates must be > 0"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
-        (cfg.judge.mode in {"pointwise", "pairwise", "generative"},
-         f"judge.mode {cfg.judge.mode!r} is not one of: pointwise, pairwise, generative"),
+        (not (cfg.init.eft and cfg.judge.mode == "likelihood"),
+         "init.eft trains a judge verdict, and judge.mode likelihood reads none: turn init.eft off or use "
+         "pointwise, pairwise or generative"),
+        (cfg.judge.mode in {"pointwise", "pairwise", "generative", "likelihood"},
+         f"judge.mode {cfg.judge.mode!r} is not one of: pointwise, pairwise, generative, likelihood"),
         (cfg.judge.batch_size >= 1, "judge.batch_size must be >= 1"),
         (0.0 <= cfg.judge.tie_margin < 1.0, "judge.tie_margin must be in [0, 1)"),
         (cfg.judge.max_new_tokens >= 1, "judge.max_new_tokens must be >= 1"),

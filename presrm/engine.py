@@ -152,6 +152,40 @@ class HFEngine(EngineBase):
                                  groups=groups, prefix_cache=prefix_cache, desc=desc, unit=unit)
         return normalise_choices(lp) if len(prompts) else lp
 
+    def span_logprobs(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                      batch_size: int | None = None, desc: str | None = None) -> list[list[float]]:
+        """Mean log-probability of the tokens of each character span of each text, given all before it.
+
+        One forward pass per batch (right-padded, so positions are the unpadded ones); a token belongs
+        to a span when their characters overlap. A span no token covers gets ``nan``.
+        """
+        from presrm.progress import bar
+
+        out: list[list[float]] = [[] for _ in texts]
+        size = batch_size or self.batch_size
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        progress = bar(total=len(texts), desc=desc or "span log-probs", unit="step", disable=desc is None)
+        side = self.tok.padding_side
+        self.tok.padding_side = "right"
+        try:
+            for start in range(0, len(order), size):
+                idx = order[start:start + size]
+                enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
+                               return_offsets_mapping=True)
+                offsets = enc.pop("offset_mapping").tolist()
+                with torch.inference_mode():
+                    logits = self.model(**enc.to(self.model.device)).logits.float()
+                lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, enc["input_ids"][:, 1:, None])[..., 0].cpu()
+                for row, i in enumerate(idx):
+                    for a, b in spans[i]:
+                        toks = [t for t, (s, e) in enumerate(offsets[row]) if t > 0 and e > a and s < b and e > s]
+                        out[i].append(float(lp[row, [t - 1 for t in toks]].mean()) if toks else float("nan"))
+                progress.update(len(idx))
+        finally:
+            self.tok.padding_side = side
+            progress.close()
+        return out
+
     def describe(self) -> dict[str, Any]:
         from presrm.models import hardware
 

@@ -49,6 +49,7 @@ from presrm.judges.common import (
     rank_tournament,
 )
 from presrm.judges.generative import GenerativeJudge, parse_verdict
+from presrm.judges.likelihood import LikelihoodJudge
 from presrm.judges.outcome import OutcomeJudge, OutcomeVerdict, parse_score
 from presrm.judges.pairwise import PairwiseJudge
 from presrm.judges.pointwise import PointwiseJudge
@@ -60,6 +61,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "JUDGES",
+    "LikelihoodJudge",
     "PROMPTS",
     "GenerativeJudge",
     "Judge",
@@ -86,6 +88,7 @@ JUDGES: dict[str, type] = {
     "pairwise": PairwiseJudge,
     "generative": GenerativeJudge,
     "outcome": OutcomeJudge,
+    "likelihood": LikelihoodJudge,
 }
 
 

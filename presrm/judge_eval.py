@@ -52,7 +52,7 @@ from presrm.labelled import (
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-MODES = ("pointwise", "pairwise", "generative", "outcome")
+MODES = ("pointwise", "pairwise", "generative", "outcome", "likelihood")
 JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "prefix_cache")
 """Judge attributes recorded in the protocol when the judge has them."""
 
@@ -586,7 +586,9 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
     with open_engine(args.model, args.engine_options()) as engine:
         if args.natural and shared:
             nat = natural_set_for(args, task, engine)
-        judge = make_judge(args.mode, engine, template=args.template, **args.judge_kwargs())
+        options = {**args.judge_kwargs(), **({"template": args.template} if args.template else {}),
+                   **({"task": args.task} if args.mode == "likelihood" and not args.tasks_dir else {})}
+        judge = make_judge(args.mode, engine, **options)
         metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
         nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed) if nat is not None else (None, [])
         described = engine.describe()

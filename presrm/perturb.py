@@ -39,6 +39,15 @@ _RESULT = re.compile(
 )
 
 
+def result_spans(step: str) -> list[tuple[int, int]]:
+    """Character spans of the arithmetic results a step states (numbers right after ``=``).
+
+    >>> result_spans("Step 1: 48/2 = 24 clips, 24 + 48 = 72")
+    [(15, 17), (35, 37)]
+    """
+    return [m.span("num") for m in _RESULT.finditer(step)]
+
+
 def _format(value: Decimal, like: str) -> str:
     """``value`` written like ``like``: the same number of decimals, separators if ``like`` has them."""
     decimals = len(like.split(".", 1)[1]) if "." in like else 0

@@ -245,6 +245,7 @@ def test_recipes_exist():
     (["search.grounding=false", "search.require_correct_answer=true"], "require_correct_answer"),
     (["init.ift_problems=0"], "ift_problems"),
     (["iterations=-1"], "iterations must be >= 0"),
+    (["init.eft=true", "judge.mode=likelihood"], "judge.mode likelihood reads none"),
     (["iterations=0", "eval.before=false"], "iterations=0 runs only"),
 ])
 def test_bad_search_and_init_settings(overrides, match):
