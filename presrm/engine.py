@@ -173,18 +173,33 @@ class HFEngine(EngineBase):
                 enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
                                return_offsets_mapping=True)
                 offsets = enc.pop("offset_mapping").tolist()
-                with torch.inference_mode():
-                    logits = self.model(**enc.to(self.model.device)).logits.float()
-                lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, enc["input_ids"][:, 1:, None])[..., 0].cpu()
+                wanted = [[[t for t, (s, e) in enumerate(offsets[row]) if t > 0 and e > a and s < b and e > s]
+                           for a, b in spans[i]] for row, i in enumerate(idx)]
+                lp = self._token_logprobs(enc, sorted({t for row in wanted for toks in row for t in toks}))
                 for row, i in enumerate(idx):
-                    for a, b in spans[i]:
-                        toks = [t for t, (s, e) in enumerate(offsets[row]) if t > 0 and e > a and s < b and e > s]
-                        out[i].append(float(lp[row, [t - 1 for t in toks]].mean()) if toks else float("nan"))
+                    out[i] += [float(torch.stack([lp[row][t] for t in toks]).mean()) if toks else float("nan")
+                               for toks in wanted[row]]
                 progress.update(len(idx))
         finally:
             self.tok.padding_side = side
             progress.close()
         return out
+
+    def _token_logprobs(self, enc, positions: list[int]) -> list[dict[int, torch.Tensor]]:
+        """``log p(token t | tokens < t)`` for each row at the token ``positions`` (shared by all rows).
+
+        Only the logits before those positions go through the vocabulary projection
+        (``logits_to_keep``): a full [batch, length, vocabulary] log-softmax costs more than the
+        forward pass itself for a 49k-token vocabulary.
+        """
+        if not positions:
+            return [{} for _ in range(enc["input_ids"].shape[0])]
+        keep = torch.tensor([t - 1 for t in positions], device=self.model.device)
+        with torch.inference_mode():
+            logits = self.model(**enc.to(self.model.device), logits_to_keep=keep).logits.float()
+        ids = enc["input_ids"][:, [t for t in positions]].to(logits.device)
+        lp = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0].cpu()
+        return [{t: lp[row, j] for j, t in enumerate(positions)} for row in range(lp.shape[0])]
 
     def describe(self) -> dict[str, Any]:
         from presrm.models import hardware
