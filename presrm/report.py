@@ -54,7 +54,8 @@ def _eval_section(title: str, label: str, model_index: int,
     if not summary_file.exists() or not samples_file.exists():
         return None
     return {"title": title, "label": label, "model_index": model_index, "summary": read_json(summary_file),
-            "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name]}
+            "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name],
+            "judge_quality": None}
 
 
 def _judge_quality(folder: EvalLayout) -> dict[str, Any] | None:
