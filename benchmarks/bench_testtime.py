@@ -86,11 +86,11 @@ def run(args) -> dict:
     groups = [[score_record(p, task.response_prefix + c, task) for c in o] for p, o in zip(problems, outs, strict=True)]
     flat = [c for g in groups for c in g]
     t_sample = time.time() - t0
-    judge_steps(make_judge("pointwise", HFEngine(model, tok), batch_size=args.judge_batch_size), flat, desc="own judge")
+    judge_steps(make_judge(args.judge, HFEngine(model, tok), batch_size=args.judge_batch_size), flat, desc="own judge")
     own = [[list(c.step_scores or []) for c in g] for g in groups]
     del model
     base, btok = load_model(args.base, precision=args.precision)
-    judge_steps(make_judge("pointwise", HFEngine(base, btok), batch_size=args.judge_batch_size), flat, desc="M0 judge")
+    judge_steps(make_judge(args.judge, HFEngine(base, btok), batch_size=args.judge_batch_size), flat, desc="M0 judge")
     m0 = [[list(c.step_scores or []) for c in g] for g in groups]
     outcome: dict[str, dict[str, list[bool]]] = {m: {k: [] for k in KINDS} for m in
                                                  ("greedy", "maj", "best_own", "best_m0", "pass")}
@@ -114,6 +114,7 @@ def run(args) -> dict:
             tests[f"{a} vs {b} ({k})"] = {"diff": (sum(xa) - sum(xb)) / n, "only_a": only_a, "only_b": only_b,
                                           **mcnemar(only_a, only_b)}
     return {"n": n, "k": args.k, "policy": args.policy, "base": args.base, "aggregate": args.aggregate,
+            "judge": args.judge,
             "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed, "accuracy": acc,
             "paired": tests, "hardware": hw, "seconds": time.time() - t0, "sampling_seconds": t_sample}
 
@@ -139,7 +140,7 @@ def render(res: dict) -> str:
     return (f"## Test-time payoff of the judge (greedy, maj@{res['k']}, best-of-{res['k']})\n\n"
             f"Policy `{res['policy']}`, M0 `{res['base']}`; {res['n']} GSM8K test problems; {res['k']} samples per "
             f"problem at T={res['temperature']}, top_p={res['top_p']}, seed {res['seed']}, shared by maj@k and both "
-            f"rerankings (process reward = {res['aggregate']} of per-step P(Yes)). {hw['dtype']} on {hw['cpu']}; "
+            f"rerankings (process reward = {res['aggregate']} of the {res['judge']} judge's step scores). {hw['dtype']} on {hw['cpu']}; "
             f"{res['seconds'] / 60:.1f} min in all ({res['sampling_seconds'] / 60:.1f} min greedy + sampling).\n\n"
             + "\n".join(rows))
 
@@ -155,6 +156,7 @@ def main() -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aggregate", default="min")
+    p.add_argument("--judge", default="pointwise", choices=["pointwise", "likelihood"], help="the step judge mode")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--judge-batch-size", type=int, default=32)
