@@ -140,7 +140,8 @@ def render(res: dict) -> str:
     return (f"## Test-time payoff of the judge (greedy, maj@{res['k']}, best-of-{res['k']})\n\n"
             f"Policy `{res['policy']}`, M0 `{res['base']}`; {res['n']} GSM8K test problems; {res['k']} samples per "
             f"problem at T={res['temperature']}, top_p={res['top_p']}, seed {res['seed']}, shared by maj@k and both "
-            f"rerankings (process reward = {res['aggregate']} of the {res['judge']} judge's step scores). {hw['dtype']} on {hw['cpu']}; "
+            f"rerankings (process reward = {res['aggregate']} of the {res['judge']} judge's step scores). "
+            f"{hw['dtype']} on {hw['cpu']}; "
             f"{res['seconds'] / 60:.1f} min in all ({res['sampling_seconds'] / 60:.1f} min greedy + sampling).\n\n"
             + "\n".join(rows))
 
