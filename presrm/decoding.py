@@ -162,14 +162,12 @@ def decode(engine, task: Task, problems: Sequence[Problem], shots: Sequence[Prob
         bases = [build_prompt(engine.tok, task, p.question, shots, prefix=prefix) for p in problems]
         return beam_search(engine, task, problems, bases, decoding, judge=judge, batch_size=batch_size, label=label)
     if decoding.mode == "greedy":
-        outs = engine.generate(prompts, max_new_tokens=max_new_tokens, stop=task.stop, batch_size=batch_size,
-                               desc=f"{label}: generate")
-    else:
-        outs = engine.generate(prompts, max_new_tokens=max_new_tokens, n=decoding.k, temperature=decoding.temperature,
-                               top_p=decoding.top_p, stop=task.stop, seed=decoding.seed, batch_size=batch_size,
-                               desc=f"{label}: generate")
-    if decoding.mode == "greedy":
-        return [score_record(p, task.response_prefix + o[0], task) for p, o in zip(problems, outs, strict=True)]
+        texts = engine.greedy(prompts, max_new_tokens=max_new_tokens, stop=task.stop, batch_size=batch_size,
+                              desc=f"{label}: generate")
+        return [score_record(p, task.response_prefix + t, task) for p, t in zip(problems, texts, strict=True)]
+    outs = engine.generate(prompts, max_new_tokens=max_new_tokens, n=decoding.k, temperature=decoding.temperature,
+                           top_p=decoding.top_p, stop=task.stop, seed=decoding.seed, batch_size=batch_size,
+                           desc=f"{label}: generate")
     groups = [[score_record(p, task.response_prefix + c, task) for c in o] for p, o in zip(problems, outs, strict=True)]
     if decoding.mode == "maj":
         return [_majority_record(task, g) for g in groups]
