@@ -40,6 +40,9 @@ from presrm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ENGINES = ("hf", "vllm")
+LOGITS_BUDGET = 4096
+"""Most (row, position) pairs whose vocabulary logits one HF forward pass of ``span_logprobs`` keeps (fp32:
+4096 x a 49k vocabulary = 0.8 GB)."""
 
 
 @runtime_checkable
@@ -65,6 +68,10 @@ class Engine(Protocol):
                         groups: Sequence[Sequence[int]] | None = None, batch_size: int | None = None,
                         prefix_cache: bool = True, desc: str | None = None, unit: str = "prompt") -> torch.Tensor: ...
 
+    def span_logprobs(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                      batch_size: int | None = None, one_pass: bool = True,
+                      desc: str | None = None) -> list[list[float]]: ...
+
     def describe(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
@@ -88,6 +95,31 @@ class EngineBase:
                              batch_size=batch_size, desc=desc)
         return [o[0] for o in outs]
 
+    def span_logprobs(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+                      batch_size: int | None = None, one_pass: bool = True,
+                      desc: str | None = None) -> list[list[float]]:
+        """Mean log-probability of the tokens of each character span of each text, given all before it.
+
+        A token belongs to a span when their characters overlap; a span no token covers (or only the
+        first token, which has no context) gets ``nan``. With ``one_pass`` (the default), texts that
+        begin with the same tokens as a longer text, up to their last wanted token, are read from that
+        text's pass: the steps of one solution, each scored after the ones before it, cost one forward
+        pass over the whole solution instead of one per step. The log-probabilities are the same
+        (a causal model's token ``t`` sees only tokens ``< t``); ``span_tokens`` counts the tokens fed.
+        """
+        plan = SpanPlan.build(self.tok, texts, spans, one_pass=one_pass)
+        lps = self._prompt_logprobs(plan.ids, plan.positions, batch_size=batch_size, desc=desc)
+        self.span_tokens += sum(len(plan.ids[r]) for r in range(len(plan.ids)) if plan.positions[r])
+        return plan.read(lps)
+
+    span_tokens = 0
+    """Tokens fed to the model by ``span_logprobs`` over the engine's life (benchmarks read it)."""
+
+    def _prompt_logprobs(self, ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], *,
+                         batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:
+        """``{t: log p(ids[t] | ids[:t])}`` for the wanted token ``positions`` of each token sequence."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Release the model; the engine cannot be used afterwards."""
 
@@ -105,6 +137,76 @@ class EngineBase:
             raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature}, {top_p}")
         if n > 1 and temperature == 0:
             raise ValueError(f"{n} greedy samples per prompt would all be the same; sample with temperature > 0")
+
+
+@dataclass
+class SpanPlan:
+    """Which token sequences ``span_logprobs`` feeds the model, and where each text's spans are read.
+
+    ``ids``/``positions``: the sequences to run and the token positions wanted from each; ``items[i]``:
+    for text ``i``, the sequence it is read from and the token positions of each of its spans.
+    """
+
+    ids: list[list[int]]
+    positions: list[list[int]]
+    items: list[tuple[int, list[list[int]]]]
+
+    @classmethod
+    def build(cls, tok, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
+              one_pass: bool = True) -> SpanPlan:
+        if len(texts) != len(spans):
+            raise ValueError(f"{len(texts)} texts but {len(spans)} span lists")
+        if not texts:
+            return cls([], [], [])
+        enc = tok(list(texts), add_special_tokens=False, return_offsets_mapping=True)
+        all_ids = [list(x) for x in enc["input_ids"]]
+        wanted = [[[t for t, (s, e) in enumerate(offsets) if t > 0 and e > a and s < b and e > s] for a, b in spans_i]
+                  for offsets, spans_i in zip(enc["offset_mapping"], spans, strict=True)]
+        need = [max((t for toks in w for t in toks), default=-1) + 1 for w in wanted]
+        root_of = list(range(len(texts)))
+        if one_pass:
+            index: dict[int, int] = {}  # rolling hash of a root's first L tokens -> that root
+            for i in sorted(range(len(texts)), key=lambda i: -len(all_ids[i])):
+                if need[i] == 0:
+                    continue
+                host = index.get(_prefix_hash(all_ids[i], need[i]))
+                if host is not None and all_ids[host][:need[i]] == all_ids[i][:need[i]]:
+                    root_of[i] = host
+                    continue
+                for length, h in enumerate(_prefix_hashes(all_ids[i]), start=1):
+                    index.setdefault(h ^ length, i)
+        roots = sorted(set(root_of[i] for i in range(len(texts)) if need[i]))
+        slot = {r: n for n, r in enumerate(roots)}
+        positions: list[set[int]] = [set() for _ in roots]
+        for i, w in enumerate(wanted):
+            if need[i]:
+                positions[slot[root_of[i]]].update(t for toks in w for t in toks)
+        items = [(slot[root_of[i]] if need[i] else -1, w) for i, w in enumerate(wanted)]
+        # a sequence is fed up to its last wanted token: what follows cannot change the log-probs before it
+        return cls([all_ids[r][:max(p) + 1] for r, p in zip(roots, positions, strict=True)],
+                   [sorted(p) for p in positions], items)
+
+    def read(self, lps: Sequence[dict[int, float]]) -> list[list[float]]:
+        """Each text's span means from the per-sequence token log-probabilities."""
+        return [[sum(lps[r][t] for t in toks) / len(toks) if toks else float("nan") for toks in w]
+                for r, w in self.items]
+
+
+_HASH_MOD = (1 << 61) - 1
+
+
+def _prefix_hashes(ids: Sequence[int]):
+    h = 0
+    for t in ids:
+        h = (h * 1_000_003 + t + 1) % _HASH_MOD
+        yield h
+
+
+def _prefix_hash(ids: Sequence[int], length: int) -> int:
+    h = 0
+    for t in ids[:length]:
+        h = (h * 1_000_003 + t + 1) % _HASH_MOD
+    return h ^ length
 
 
 def normalise_choices(logprobs: torch.Tensor) -> torch.Tensor:
@@ -152,54 +254,54 @@ class HFEngine(EngineBase):
                                  groups=groups, prefix_cache=prefix_cache, desc=desc, unit=unit)
         return normalise_choices(lp) if len(prompts) else lp
 
-    def span_logprobs(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]], *,
-                      batch_size: int | None = None, desc: str | None = None) -> list[list[float]]:
-        """Mean log-probability of the tokens of each character span of each text, given all before it.
+    def _prompt_logprobs(self, ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], *,
+                         batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:
+        """``log p(ids[t] | ids[:t])`` at each of the token ``positions`` of each sequence, batched.
 
-        One forward pass per batch (right-padded, so positions are the unpadded ones); a token belongs
-        to a span when their characters overlap. A span no token covers gets ``nan``.
+        Right-padded batches (so positions are the unpadded ones), sized so that the logits kept
+        (rows x distinct positions x vocabulary) stay within :data:`LOGITS_BUDGET` rows; only the
+        logits before the wanted positions go through the vocabulary projection (``logits_to_keep``):
+        a full [batch, length, vocabulary] log-softmax costs more than the forward pass itself for a
+        49k-token vocabulary.
         """
         from presrm.progress import bar
 
-        out: list[list[float]] = [[] for _ in texts]
+        out: list[dict[int, float]] = [{} for _ in ids]
         size = batch_size or self.batch_size
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        progress = bar(total=len(texts), desc=desc or "span log-probs", unit="step", disable=desc is None)
-        side = self.tok.padding_side
-        self.tok.padding_side = "right"
+        order = sorted((i for i in range(len(ids)) if positions[i]), key=lambda i: -len(ids[i]))
+        progress = bar(total=len(order), desc=desc or "span log-probs", unit="text", disable=desc is None)
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         try:
-            for start in range(0, len(order), size):
-                idx = order[start:start + size]
-                enc = self.tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False,
-                               return_offsets_mapping=True)
-                offsets = enc.pop("offset_mapping").tolist()
-                wanted = [[[t for t, (s, e) in enumerate(offsets[row]) if t > 0 and e > a and s < b and e > s]
-                           for a, b in spans[i]] for row, i in enumerate(idx)]
-                lp = self._token_logprobs(enc, sorted({t for row in wanted for toks in row for t in toks}))
-                for row, i in enumerate(idx):
-                    out[i] += [float(torch.stack([lp[row][t] for t in toks]).mean()) if toks else float("nan")
-                               for toks in wanted[row]]
-                progress.update(len(idx))
+            start = 0
+            while start < len(order):
+                batch, union = [order[start]], set(positions[order[start]])
+                for i in order[start + 1:start + size]:
+                    grown = union | set(positions[i])
+                    if (len(batch) + 1) * len(grown) > LOGITS_BUDGET:
+                        break
+                    batch.append(i)
+                    union = grown
+                start += len(batch)
+                keep = sorted(union)
+                width = max(len(ids[i]) for i in batch)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for row, i in enumerate(batch):
+                    input_ids[row, :len(ids[i])] = torch.tensor(list(ids[i]), dtype=torch.long)
+                    mask[row, :len(ids[i])] = 1
+                device = self.model.device
+                with torch.inference_mode():
+                    logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
+                                        logits_to_keep=torch.tensor([t - 1 for t in keep], device=device)).logits
+                    target = input_ids[:, keep].clamp(min=0).to(logits.device)
+                    lp = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None])[..., 0].cpu()
+                column = {t: j for j, t in enumerate(keep)}
+                for row, i in enumerate(batch):
+                    out[i] = {t: float(lp[row, column[t]]) for t in positions[i]}
+                progress.update(len(batch))
         finally:
-            self.tok.padding_side = side
             progress.close()
         return out
-
-    def _token_logprobs(self, enc, positions: list[int]) -> list[dict[int, torch.Tensor]]:
-        """``log p(token t | tokens < t)`` for each row at the token ``positions`` (shared by all rows).
-
-        Only the logits before those positions go through the vocabulary projection
-        (``logits_to_keep``): a full [batch, length, vocabulary] log-softmax costs more than the
-        forward pass itself for a 49k-token vocabulary.
-        """
-        if not positions:
-            return [{} for _ in range(enc["input_ids"].shape[0])]
-        keep = torch.tensor([t - 1 for t in positions], device=self.model.device)
-        with torch.inference_mode():
-            logits = self.model(**enc.to(self.model.device), logits_to_keep=keep).logits.float()
-        ids = enc["input_ids"][:, [t for t in positions]].to(logits.device)
-        lp = torch.log_softmax(logits, -1).gather(-1, ids[..., None])[..., 0].cpu()
-        return [{t: lp[row, j] for j, t in enumerate(positions)} for row in range(lp.shape[0])]
 
     def describe(self) -> dict[str, Any]:
         from presrm.models import hardware

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
+from presrm._numbers import NUMBER_RE
 from presrm.schema import Step
 
 __all__ = [
@@ -226,6 +227,19 @@ def is_final_answer(step_text: str) -> bool:
     [True, True, False]
     """
     return _FINAL.search(step_text) is not None
+
+
+def final_answer_span(step_text: str) -> tuple[int, int] | None:
+    """Character span of the number a final-answer step states as its answer, or None.
+
+    >>> final_answer_span("Step 4: The answer is 18.")
+    (22, 24)
+    >>> final_answer_span("x = 18") is None
+    True
+    """
+    final = _FINAL.search(step_text)
+    number = NUMBER_RE.search(step_text, final.end()) if final else None
+    return number.span() if number else None
 
 
 def final_answer_index(steps: Sequence[Step]) -> int | None:

@@ -193,6 +193,30 @@ class VLLMEngine(EngineBase):
                 out[r, c] = _logsumexp(vals)
         return normalise_choices(out)
 
+    def _prompt_logprobs(self, ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], *,
+                         batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:
+        """Token log-probabilities from vLLM's prompt log-probs (``prompt_logprobs=0``: the prompt's own token).
+
+        vLLM reads no prefix cache for these requests (``skip_reading_prefix_cache`` defaults to on with
+        prompt log-probs), so every token is computed afresh: the scores do not depend on what was
+        cached, and ``span_logprobs`` keeps the tokens few by reading a whole solution in one request.
+        """
+        from vllm import SamplingParams
+
+        if self.llm is None:
+            raise RuntimeError("this vLLM engine was closed")
+        out: list[dict[int, float]] = [{} for _ in ids]
+        todo = [i for i in range(len(ids)) if positions[i]]
+        if not todo:
+            return out
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
+        results = self.llm.generate([{"prompt_token_ids": list(ids[i])} for i in todo], [params] * len(todo),
+                                    use_tqdm=desc is not None)
+        for i, res in zip(todo, results, strict=True):
+            steps = res.prompt_logprobs
+            out[i] = {t: steps[t][ids[i][t]].logprob for t in positions[i]}
+        return out
+
     def describe(self) -> dict[str, Any]:
         from presrm.models import hardware
 

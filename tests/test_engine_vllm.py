@@ -70,6 +70,27 @@ def test_choice_logprobs_and_judges_agree_with_hf(engines):
     assert [v.p_a for v in a] == pytest.approx([v.p_a for v in b], abs=1e-4)
 
 
+def test_span_logprobs_agree_with_hf_in_any_order(engines):
+    """vLLM's prompt log-probs give the HF engine's span log-probabilities (fp32: within 1e-3), one pass
+    per solution or one per text, whatever the order of the requests (no prefix cache is read for them)."""
+    from presrm.judge import LikelihoodJudge, StepToJudge
+
+    hf, vl = engines
+    texts = [PROMPTS[0] + " 3 + 4 = 7 apples", PROMPTS[0] + " 3 + 4 = 7 apples\nStep 2: The answer is 7.", PROMPTS[2]]
+    spans = [[(len(PROMPTS[0]) + 9, len(PROMPTS[0]) + 10), (len(PROMPTS[0]), len(texts[0]))],
+             [(len(texts[0]), len(texts[1]))], [(0, 10), (len(PROMPTS[2]) - 1, len(PROMPTS[2]))]]
+    want = hf.span_logprobs(texts, spans, one_pass=False)
+    for one_pass in (True, False):
+        assert [x for r in vl.span_logprobs(texts, spans, one_pass=one_pass) for x in r] == pytest.approx(
+            [x for r in want for x in r], abs=1e-3)
+        back = vl.span_logprobs(texts[::-1], spans[::-1], one_pass=one_pass)[::-1]
+        assert [x for r in back for x in r] == pytest.approx([x for r in want for x in r], abs=1e-3)
+    q = "Tom has 3 apples and buys 4. How many?"
+    steps = [StepToJudge(q, (), "Step 1: 3 + 4 = 7"), StepToJudge(q, ("Step 1: 3 + 4 = 7",), "Step 2: The answer is 7."),
+             StepToJudge(q, (), "Step 1: He buys 4 more.")]
+    assert LikelihoodJudge(vl).score(steps) == pytest.approx(LikelihoodJudge(hf).score(steps), rel=1e-3)
+
+
 def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
     """Search and evaluation on vLLM, training on transformers: the run's files are complete and say so."""
     from presrm.config import load_config

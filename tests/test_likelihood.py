@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from presrm.errors import ConfigError
 from presrm.generate import step_prompt
 from presrm.judge import LikelihoodJudge, StepToJudge, make_judge
 from presrm.perturb import result_spans
+from presrm.steps import final_answer_span
 
 ITEMS = [
     StepToJudge("Tom has 3 apples and buys 4. How many?", (), "Step 1: 3 + 4 = 7 apples"),
@@ -25,53 +25,109 @@ ITEMS = [
 ]
 
 
-def _reference(model, tok, item: StepToJudge) -> float | None:
-    """The same score from one unbatched forward pass, token by token."""
-    head = step_prompt(tok, load_task("gsm8k"), item.question, item.previous, len(item.previous) + 1)
-    body = item.step.partition(":")[2]
-    enc = tok(head + body, return_offsets_mapping=True, add_special_tokens=False, return_tensors="pt")
+def _span_means(model, tok, text: str, spans) -> list[float]:
+    """Mean token log-probability of each character span, from one unbatched forward pass."""
+    enc = tok(text, return_offsets_mapping=True, add_special_tokens=False, return_tensors="pt")
     offsets = enc.pop("offset_mapping")[0].tolist()
     with torch.inference_mode():
         lp = torch.log_softmax(model(**enc).logits[0].float(), -1)
     ids = enc["input_ids"][0]
     means = []
-    for a, b in result_spans(body):
-        a, b = a + len(head), b + len(head)
+    for a, b in spans:
         toks = [t for t, (s, e) in enumerate(offsets) if t > 0 and e > a and s < b and e > s]
         means.append(sum(lp[t - 1, ids[t]].item() for t in toks) / len(toks))
-    return math.exp(min(means)) if means else None
+    return means
+
+
+def _reference(model, tok, item: StepToJudge, body_weight: float = 0.05) -> float:
+    """The judge's score by hand: least likely claim (results, else the answer, else the body) + weighted body."""
+    head = step_prompt(tok, load_task("gsm8k"), item.question, item.previous, len(item.previous) + 1)
+    body = item.step.partition(":")[2]
+    claims = result_spans(body) or ([final_answer_span(body)] if final_answer_span(body) else [])
+    whole = (len(body) - len(body.lstrip()), len(body.rstrip()))
+    shift = [(a + len(head), b + len(head)) for a, b in [whole, *(claims or [whole])]]
+    body_lp, *claim_lps = _span_means(model, tok, head + body, shift)
+    return math.exp(min(claim_lps) + body_weight * body_lp)
 
 
 def test_scores_equal_a_plain_forward_pass_in_any_batch(tiny):
     model, tok = tiny
     for batch_size in (1, 2, 8):
-        judge = LikelihoodJudge(HFEngine(model, tok), batch_size=batch_size, no_claim_score=0.25)
-        scores = judge.score(ITEMS)
-        for item, score in zip(ITEMS[:2], scores, strict=False):
-            assert 0.0 < score <= 1.0 and score == pytest.approx(_reference(model, tok, item), rel=1e-4)
-        assert scores[2] == 0.25  # no result stated: the configured neutral score
+        for one_pass in (True, False):
+            judge = LikelihoodJudge(HFEngine(model, tok), batch_size=batch_size, one_pass=one_pass)
+            scores = judge.score(ITEMS)
+            for item, score in zip(ITEMS, scores, strict=True):
+                assert 0.0 < score <= 1.0 and score == pytest.approx(_reference(model, tok, item), rel=1e-4)
     assert judge.prompt(ITEMS[1]).endswith("Step 1: One box has 6 pens.\nStep 2:")
 
 
+def test_each_kind_of_step_reads_its_own_claim(tiny):
+    """Results decide a step with results, the answer a final-answer step, the text a step with neither;
+    body_weight=0 leaves the claim alone, and a step's score changes with its words, not only its numbers."""
+    model, tok = tiny
+    judge = LikelihoodJudge(HFEngine(model, tok), body_weight=0.0)
+    q = "Tom has 3 apples and buys 4. How many?"
+    items = [StepToJudge(q, (), "Step 1: 3 + 4 = 7 apples"), StepToJudge(q, (), "Step 1: The answer is 7."),
+             StepToJudge(q, (), "Step 1: He buys more apples.")]
+    head = step_prompt(tok, load_task("gsm8k"), q, (), 1)
+    got = judge.score(items)
+    for item, score, claim, text in zip(items, got, [(9, 10), (15, 16), (1, 21)],
+                                        ["7", "7", "He buys more apples."], strict=True):
+        body = item.step.partition(":")[2]
+        assert body[claim[0]:claim[1]] == text
+        (want,) = _span_means(model, tok, head + body, [(len(head) + claim[0], len(head) + claim[1])])
+        assert score == pytest.approx(math.exp(want), rel=1e-4)
+    # same result after the same words, different endings: equal with body_weight 0, apart with the default
+    same = [StepToJudge(q, (), "Step 1: 3 + 4 = 7 apples"), StepToJudge(q, (), "Step 1: 3 + 4 = 7 in all")]
+    a, b = judge.score(same)
+    assert a == pytest.approx(b, abs=1e-6)
+    a, b = LikelihoodJudge(HFEngine(model, tok)).score(same)
+    assert a != pytest.approx(b, abs=1e-6)
+
+
 def test_the_least_likely_result_decides(tiny):
-    """A step with two results scores as its worse one: adding a result never raises the score."""
-    judge = LikelihoodJudge(HFEngine(*tiny))
-    one = StepToJudge("q?", (), "Step 1: 6 * 5 = 30 pens")
-    two = StepToJudge("q?", (), "Step 1: 6 * 5 = 30 pens, and 30 + 2 = 32")
-    s_one, s_two = judge.score([one, two])
-    assert s_two <= s_one + 1e-6
+    """Of two results the least likely one decides, not their mean: checked against both results' own means."""
+    model, tok = tiny
+    judge = LikelihoodJudge(HFEngine(model, tok), body_weight=0.0)
+    step = StepToJudge("q?", (), "Step 1: 6 * 5 = 30 pens, and 30 + 2 = 32")
+    head = step_prompt(tok, load_task("gsm8k"), "q?", (), 1)
+    body = step.step.partition(":")[2]
+    means = _span_means(model, tok, head + body, [(len(head) + a, len(head) + b) for a, b in result_spans(body)])
+    assert len(means) == 2 and abs(means[0] - means[1]) > 1e-3  # the two results differ, so min != mean
+    (score,) = judge.score([step])
+    assert score == pytest.approx(math.exp(min(means)), rel=1e-5)
+    assert score != pytest.approx(math.exp(sum(means) / 2), rel=1e-3)
 
 
-def test_made_by_name_ranked_tournaments_and_engine_check(tiny):
+def test_made_by_name_ranks_by_score(tiny):
+    """A tournament ranks the candidates by their scores: the higher score wins every match."""
     judge = make_judge("likelihood", HFEngine(*tiny), batch_size=4)
     assert judge.mode == "likelihood" and judge.unit == "step"
     question = "Tom has 3 apples and buys 4. How many?"
-    tour = judge.tournaments([(question, (), ["Step 1: 3 + 4 = 7", "Step 1: 3 + 4 = 9"])])
-    assert sorted(tour[0].wins) in ([0.0, 1.0], [0.5, 0.5])
-    with pytest.raises(ConfigError, match="needs the hf engine"):
-        LikelihoodJudge(SimpleNamespace(name="vllm", tok=tiny[1]))
-    with pytest.raises(ConfigError, match="no_claim_score"):
-        LikelihoodJudge(HFEngine(*tiny), no_claim_score=2.0)
+    cands = ["Step 1: 3 + 4 = 7", "Step 1: 3 + 4 = 9", "Step 1: 3 + 4 = 12 apples"]
+    scores = judge.score([StepToJudge(question, (), c) for c in cands])
+    assert len(set(scores)) == 3
+    (tour,) = judge.tournaments([(question, (), cands)])
+    rank = sorted(range(3), key=lambda i: scores[i])
+    assert [tour.wins[i] for i in rank] == [0.0, 1.0, 2.0] and tour.scores == scores
+    with pytest.raises(ConfigError, match="body_weight"):
+        LikelihoodJudge(HFEngine(*tiny), body_weight=2.0)
+
+
+def test_one_pass_reads_a_solution_once_with_the_same_scores(tiny):
+    """The steps of one solution, each after the ones before it, are read from one pass over the whole
+    solution: far fewer tokens through the model, the same scores as one pass per step."""
+    q = "A box holds 6 pens. How many pens are in 5 boxes, plus 2 loose pens?"
+    steps = ["Step 1: One box has 6 pens.", "Step 2: 6 * 5 = 30 pens.", "Step 3: 30 + 2 = 32",
+             "Step 4: The answer is 32."]
+    items = [StepToJudge(q, tuple(steps[:i]), s) for i, s in enumerate(steps)]
+    scores, tokens = {}, {}
+    for one_pass in (True, False):
+        engine = HFEngine(*tiny)
+        scores[one_pass] = LikelihoodJudge(engine, one_pass=one_pass).score(items)
+        tokens[one_pass] = engine.span_tokens
+    assert scores[True] == pytest.approx(scores[False], rel=1e-5)
+    assert tokens[True] * 2 < tokens[False]  # one pass over ~1 solution against ~4 nested prefixes
 
 
 def test_judge_eval_cli_likelihood_on_both_sets(tiny_model_dir, gsm8k_like, tmp_path):
