@@ -19,7 +19,7 @@ Metrics (pure functions, each with a table-driven test):
 * :func:`auroc` -- ranking quality with ties counted half (Mann-Whitney);
 * :func:`pairwise_accuracy` -- a correct step vs its perturbed twin; ties and
   unparseable verdicts count 0.5;
-* :func:`bootstrap_ci` -- a percentile interval, resampling whole problems.
+* :func:`bootstrap_ci` (from :mod:`presrm.stats`) -- a percentile interval, resampling whole problems.
 
 :func:`evaluate_judge` runs any judge of :mod:`presrm.judge` (pointwise,
 pairwise, generative, outcome) on the set; :func:`run_judge_eval` is the
@@ -32,7 +32,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -48,11 +48,12 @@ from presrm.labelled import (
     right_wrong_couples,
     synthetic_protocol,
 )
+from presrm.stats import bootstrap_ci
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-MODES = ("pointwise", "pairwise", "generative", "outcome", "likelihood")
+MODES = ("pointwise", "pairwise", "generative", "outcome", "likelihood", "random")
 JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "prefix_cache")
 """Judge attributes recorded in the protocol when the judge has them."""
 
@@ -156,38 +157,6 @@ def position_bias(orders: Sequence[dict[str, Any]]) -> float | None:
     """
     decided = [o for o in orders if o.get("verdict") in ("A", "B")]
     return _ratio(sum(o["verdict"] == o["order"][0] for o in decided), len(decided))
-
-
-def bootstrap_ci(clusters: Sequence[Any], items: Sequence[Any], stat: Callable[[list[Any]], float | None], *,
-                 resamples: int = 1000, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """A percentile bootstrap interval of ``stat(items)``, resampling whole clusters (problems).
-
-    ``clusters[i]`` names the problem of ``items[i]``; steps of one problem are not independent,
-    so problems, not steps, are drawn with replacement. Resamples where ``stat`` is None (a class
-    missing) are skipped; None when fewer than half of them give a value.
-
-    >>> bootstrap_ci(["a", "b", "c", "d"], [1, 1, 0, 1], lambda xs: sum(xs) / len(xs), resamples=200)
-    [0.25, 1.0]
-    """
-    by: dict[Any, list[Any]] = {}
-    for c, item in zip(clusters, items, strict=True):
-        by.setdefault(c, []).append(item)
-    keys = list(by)
-    if not keys:
-        return None
-    rng = random.Random(seed)
-    values = []
-    for _ in range(resamples):
-        drawn = [item for k in rng.choices(keys, k=len(keys)) for item in by[k]]
-        v = stat(drawn)
-        if v is not None:
-            values.append(v)
-    if len(values) < resamples / 2:
-        return None
-    values.sort()
-    lo = values[int((1 - level) / 2 * (len(values) - 1))]
-    hi = values[int((1 + level) / 2 * (len(values) - 1) + 0.5)]
-    return [lo, hi]
 
 
 def _auroc_of(pairs: list[tuple[float, bool]]) -> float | None:
@@ -565,7 +534,7 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
     """
     from presrm.data import load_problems, load_task
     from presrm.engine import open_engine
-    from presrm.judge import make_judge
+    from presrm.judge import context_options, make_judge
     from presrm.labelled import read_processbench
 
     args.validate()
@@ -587,7 +556,7 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
         if args.natural and shared:
             nat = natural_set_for(args, task, engine)
         options = {**args.judge_kwargs(), **({"template": args.template} if args.template else {}),
-                   **({"task": args.task} if args.mode == "likelihood" and not args.tasks_dir else {})}
+                   **context_options(args.mode, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed)}
         judge = make_judge(args.mode, engine, **options)
         metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
         nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed) if nat is not None else (None, [])
