@@ -8,6 +8,13 @@ Wilson interval, the protocol that produced it, wall time) plus one
 ``samples.jsonl`` alone: each line holds the extracted answers, the reference
 they were matched with, and the correctness under each extractor.
 
+Beside accuracy, a process metric: the **step error rate**, the share of the
+shown solutions' verifiable steps (those the verifier decided) whose arithmetic
+is wrong, pooled over problems (sum wrong / sum verifiable), with a 95%
+bootstrap interval over problems (:func:`presrm.grading.step_error_rate`), and the number of
+steps whose verifier check ran out of time (``verifier_timeouts``). Both come
+from per-problem counts in ``samples.jsonl`` too.
+
 Every model call goes through an inference engine (:mod:`presrm.engine`, HF or
 vLLM). The records and their grading live in :mod:`presrm.grading`, which
 ``decoding`` and this module both import (and which is re-exported here).
@@ -30,7 +37,15 @@ from typing import Any
 
 from presrm.data import Task, load_shots
 from presrm.decoding import Decoding, decode
-from presrm.grading import EvalSample, build_prompt, grade, judge_steps, score_record
+from presrm.grading import (
+    EvalSample,
+    build_prompt,
+    grade,
+    judge_steps,
+    record_step_counts,
+    score_record,
+    step_error_rate,
+)
 from presrm.jsonio import write_json, write_jsonl
 from presrm.layout import RESULTS, samples_for
 from presrm.schema import SCHEMA_VERSION, EvalRecord, Problem
@@ -38,7 +53,7 @@ from presrm.schema import SCHEMA_VERSION, EvalRecord, Problem
 log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 320
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "EvalSample", "build_prompt", "evaluate", "grade", "judge_steps",
-           "samples_path", "score_record", "summarize", "wilson_interval", "write_eval"]
+           "samples_path", "score_record", "step_error_rate", "summarize", "wilson_interval", "write_eval"]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -57,7 +72,11 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
 
 
 def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
-    """n, then per extractor: correct count, accuracy and its 95% Wilson interval."""
+    """n, then per extractor: correct count, accuracy and its 95% Wilson interval; the step error rate.
+
+    ``step_errors`` (:func:`step_error_rate`) and ``verifier_timeouts`` (steps whose check ran
+    out of time) are None when a record lacks its step counts (samples from before them).
+    """
     n = len(records)
     out: dict[str, Any] = {"n": n}
     for kind in ("strict", "flexible"):
@@ -65,6 +84,13 @@ def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
         lo, hi = wilson_interval(k, n)
         out[kind] = {"correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
     out["mean_steps"] = sum(len(r.steps) for r in records) / n if n else 0.0
+    counts = [record_step_counts(r) for r in records]
+    known = [c for c in counts if c is not None]
+    if len(known) < n:
+        out["step_errors"] = out["verifier_timeouts"] = None
+    else:
+        out["step_errors"] = step_error_rate([str(r.id) for r in records], [(w, v) for w, v, _ in known])
+        out["verifier_timeouts"] = sum(t for _, _, t in known)
     return out
 
 

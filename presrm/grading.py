@@ -6,7 +6,10 @@ summarises (both import this module; it imports neither):
 - ``build_prompt``: the exact text the model continues (shots, question, response prefix);
 - ``grade`` / ``score_record``: extract the answer under each of the task's extractors, match it
   against the reference, segment and verify the steps (an :class:`EvalSample`);
-- ``judge_steps``: the pointwise judge's score for every step of every record.
+- ``judge_steps``: the pointwise judge's score for every step of every record;
+- ``step_counts`` / ``record_step_counts``: how many steps the verifier decided, how many of
+  them have wrong arithmetic, how many checks ran out of time; ``step_error_rate``: the
+  pooled share of wrong verifiable steps over problems, with its bootstrap interval.
 
 >>> from presrm.schema import Problem
 >>> s = score_record(Problem(id="p", question="q", answer="7"), "Step 1: 3 + 4 = 7\\nThe answer is 7.")
@@ -24,8 +27,9 @@ import jinja2
 
 from presrm.data import DEFAULT_EXTRACTORS, Fewshot, Match, Task, shot_target
 from presrm.schema import EvalRecord, Problem, Step
+from presrm.stats import bootstrap_ci, pooled_ratio
 from presrm.steps import segment
-from presrm.verify import check_step
+from presrm.verify import check_step, is_timeout
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
@@ -40,6 +44,9 @@ class EvalSample(EvalRecord):
     best-of-N; with its step scores and process reward for best-of-N), ``chosen``
     the index of the one shown in ``completion``, ``votes`` the answer counts
     per extractor (maj@k), ``search`` the beam search's rounds (beam).
+    ``steps_verifiable``, ``steps_wrong`` and ``steps_timed_out`` count the shown
+    solution's steps that the verifier decided (correct or incorrect), found wrong, and
+    gave up on for time (:func:`step_counts`); None where they were not computed.
     """
 
     target: str = ""
@@ -48,6 +55,9 @@ class EvalSample(EvalRecord):
     votes: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     process_reward: float | None = None
     search: list[dict[str, Any]] = field(default_factory=list)
+    steps_verifiable: int | None = None
+    steps_wrong: int | None = None
+    steps_timed_out: int | None = None
 
 
 def build_prompt(tok, task: Task, question: str, shots: Sequence[Problem] = (), prefix: str | None = None) -> str:
@@ -97,11 +107,67 @@ def score_record(problem: Problem, completion: str, task: Task | None = None,
     match = task.match if task is not None else Match()
     reference = match.reference(problem)
     steps = list(steps) if steps is not None else segment(completion)
+    checks = [check_step(s.text).to_dict() for s in steps]
     return EvalSample(
         id=problem.id, question=problem.question, gold=problem.answer, completion=completion,
-        steps=[s.to_dict() for s in steps], step_checks=[check_step(s.text).to_dict() for s in steps],
-        target=reference, **grade(task, completion, reference),
+        steps=[s.to_dict() for s in steps], step_checks=checks,
+        target=reference, **grade(task, completion, reference), **step_counts(checks),
     )
+
+
+STEP_COUNT_FIELDS = ("steps_wrong", "steps_verifiable", "steps_timed_out")
+"""The per-problem counts behind the step error rate, as named in ``samples.jsonl``."""
+STEP_RESAMPLES = 2000
+"""Bootstrap resamples (of problems) behind the step error rate's interval; seeded with ``STEP_SEED``."""
+STEP_SEED = 0
+
+
+def step_counts(checks: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Counts of a solution's step checks (``StepCheck.to_dict()``): decided, wrong, timed out.
+
+    A step is verifiable when the verifier decided it (``correct`` or ``incorrect``);
+    a timed-out check is ``unverifiable`` (:func:`presrm.verify.is_timeout`).
+
+    >>> step_counts([{"verdict": "correct"}, {"verdict": "incorrect"}, {"verdict": "unverifiable"}])
+    {'steps_wrong': 1, 'steps_verifiable': 2, 'steps_timed_out': 0}
+    """
+    return {"steps_wrong": sum(c.get("verdict") == "incorrect" for c in checks),
+            "steps_verifiable": sum(c.get("verdict") in ("correct", "incorrect") for c in checks),
+            "steps_timed_out": sum(is_timeout(c) for c in checks)}
+
+
+def record_step_counts(record: Any) -> tuple[int, int, int] | None:
+    """``(steps_wrong, steps_verifiable, steps_timed_out)`` of a record (an object or a samples.jsonl dict).
+
+    None when the record does not carry them (samples written before these counts existed).
+
+    >>> record_step_counts({"steps_wrong": 1, "steps_verifiable": 3, "steps_timed_out": 0}), record_step_counts({})
+    ((1, 3, 0), None)
+    """
+    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k, None)
+    wrong, verifiable, timed_out = (get(k) for k in STEP_COUNT_FIELDS)
+    if wrong is None or verifiable is None or timed_out is None:
+        return None
+    return int(wrong), int(verifiable), int(timed_out)
+
+
+def step_error_rate(ids: Sequence[str], counts: Sequence[tuple[int, int]], *, resamples: int = STEP_RESAMPLES,
+                    seed: int = STEP_SEED) -> dict[str, Any]:
+    """The pooled share of wrong verifiable steps, with a 95% bootstrap interval over problems.
+
+    ``counts[i]`` is ``(steps_wrong, steps_verifiable)`` of problem ``ids[i]``. The rate is
+    sum wrong / sum verifiable (a ratio estimator, not the mean of per-problem rates); the
+    interval resamples problems ``resamples`` times with ``random.Random(seed)``. The rate
+    (and the interval) is None when no step is verifiable.
+
+    >>> r = step_error_rate(["a", "b", "c"], [(1, 4), (0, 0), (2, 6)], resamples=200)
+    >>> r["rate"], r["wrong"], r["verifiable"], r["ci95"][0] <= r["rate"] <= r["ci95"][1]
+    (0.3, 3, 10, True)
+    """
+    wrong, verifiable = sum(w for w, _ in counts), sum(v for _, v in counts)
+    return {"rate": pooled_ratio(counts), "wrong": wrong, "verifiable": verifiable, "problems": len(counts),
+            "ci95": bootstrap_ci(ids, counts, pooled_ratio, resamples=resamples, seed=seed) if verifiable else None,
+            "resamples": resamples, "seed": seed}
 
 
 def judge_steps(judge, records: Sequence[EvalRecord], *, desc: str | None = None) -> None:

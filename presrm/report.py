@@ -40,7 +40,7 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 CAPS = {"eval": 2000, "search": 400, "nojs": 50}
 _EVAL_KEYS = {"id", "question", "gold", "completion", "steps", "pred_strict", "pred_flexible", "correct_strict",
               "correct_flexible", "step_scores", "step_checks", "target", "candidates", "chosen", "votes",
-              "process_reward", "search"}
+              "process_reward", "search", "steps_wrong", "steps_verifiable", "steps_timed_out"}
 _SEARCH_KEYS = {"id", "question", "gold", "steps", "step_scores", "process_reward", "finished", "pred", "correct",
                 "search", "end", "rounds", "rollbacks"}
 _ENTRY_KEYS = {"step", "round", "candidates", "chosen", "rejected", "pair", "dropped", "matches", "rollback",

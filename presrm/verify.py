@@ -52,12 +52,14 @@ __all__ = [
     "NUMBER",
     "NUMBER_RE",
     "SIGNED_NUMBER",
+    "TIMEOUT_REASON",
     "Limits",
     "VerifyInputError",
     "answers_match",
     "check_solution",
     "check_step",
     "extract_answer",
+    "is_timeout",
     "parse_number",
     "verify_file",
 ]
@@ -70,6 +72,8 @@ MAX_TEXT_CHARS = 200_000
 """Only the last this-many characters of a completion are searched for its answer."""
 MAX_MARKERS = 32
 """Only the last this-many answer markers are tried, latest first."""
+TIMEOUT_REASON = "time budget exceeded"
+"""The ``reason`` of an ``unverifiable`` step whose check ran past ``Limits.time_budget_s`` (see :func:`is_timeout`)."""
 
 
 class VerifyInputError(DataError):
@@ -310,15 +314,29 @@ def check_step(text: str, *, limits: Limits = DEFAULT_LIMITS) -> StepCheck:
     try:
         claims = step_claims(text, limits, deadline)
     except Deadline:
-        return StepCheck("unverifiable", (), "time budget exceeded")
+        return StepCheck("unverifiable", (), TIMEOUT_REASON)
     except Exception:  # a safety net: hostile text must never crash a training run
         logger.exception("check_step failed on a %d-character step", len(text))
         return StepCheck("unverifiable", (), "internal error")
     if time.monotonic() > deadline:
-        return StepCheck("unverifiable", tuple(claims), "time budget exceeded")
+        return StepCheck("unverifiable", tuple(claims), TIMEOUT_REASON)
     if len(claims) > limits.max_claims:
         return StepCheck("unverifiable", (), f"more than {limits.max_claims} claims")
     return _verdict(claims)
+
+
+def is_timeout(check: StepCheck | dict[str, Any]) -> bool:
+    """Whether a step check (a :class:`StepCheck` or its ``to_dict()``) ran out of time.
+
+    The time budget is wall-clock, so under load a check that would decide the step can
+    end ``unverifiable`` instead; evaluations count these (``verifier_timeouts``).
+
+    >>> is_timeout(check_step("3 + 4 = 7")), is_timeout({"verdict": "unverifiable", "reason": TIMEOUT_REASON})
+    (False, True)
+    """
+    verdict, reason = ((check.get("verdict"), check.get("reason")) if isinstance(check, dict)
+                       else (check.verdict, check.reason))
+    return verdict == "unverifiable" and reason == TIMEOUT_REASON
 
 
 def check_solution(steps: Sequence[str], *,

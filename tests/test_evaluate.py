@@ -12,7 +12,15 @@ from presrm.data import Extractor, Match, load_problems, load_shots, load_task
 from presrm.decoding import Decoding, majority_vote, vote_key
 from presrm.engine import HFEngine
 from presrm.errors import ConfigError
-from presrm.evaluate import build_prompt, evaluate, score_record, summarize, wilson_interval, write_eval
+from presrm.evaluate import (
+    build_prompt,
+    evaluate,
+    score_record,
+    step_error_rate,
+    summarize,
+    wilson_interval,
+    write_eval,
+)
 from presrm.jsonio import read_json, read_jsonl
 from presrm.judge import PointwiseJudge
 from presrm.judges.common import ScoreJudgeBase
@@ -262,6 +270,12 @@ def test_greedy_accuracy_is_recomputable_from_samples(tiny, gsm8k_like, tmp_path
     assert counts == {"strict": res["strict"]["correct"], "flexible": res["flexible"]["correct"]}
     assert counts["strict"] >= 1 and res["strict"]["accuracy"] == counts["strict"] / len(samples)
     assert all(len(s["step_scores"]) == len(s["steps"]) for s in samples[1:])
+    # the step error rate too: per-problem counts from the verdicts, pooled, with the seeded interval
+    steps = [(sum(c["verdict"] == "incorrect" for c in s["step_checks"]),
+              sum(c["verdict"] in ("correct", "incorrect") for c in s["step_checks"])) for s in samples]
+    assert steps == [(s["steps_wrong"], s["steps_verifiable"]) for s in samples] and steps[0] == (0, 1)
+    assert res["step_errors"] == step_error_rate([s["id"] for s in samples], steps)
+    assert res["verifier_timeouts"] == sum(s["steps_timed_out"] for s in samples)
 
 
 def test_maj_at_k_records_votes_and_recomputes(tiny, gsm8k_like, tmp_path):

@@ -245,3 +245,28 @@ def test_run_dir_with_only_a_config_renders(tmp_path):
 def test_not_a_run_dir(tmp_path):
     with pytest.raises(DataError, match="not a presrm run"):
         write_report(tmp_path)
+
+
+def test_accuracy_table_shows_the_step_error_rate(tmp_path):
+    root = make_eval_dir(tmp_path / "eval", problems=12)
+    e = json.loads((root / "results.json").read_text())["step_errors"]
+    assert e["verifiable"] > e["wrong"] > 0
+    html = write_report(root).read_text()
+    lo, hi = e["ci95"]
+    assert "wrong steps (95% CI)" in html
+    assert f"{100 * e['rate']:.1f}%</span> <small>[{100 * lo:.1f}%, {100 * hi:.1f}%]</small>" in html
+    assert f"{e['wrong']} wrong of {e['verifiable']} verifiable steps over 12 problems" in html
+    assert "verifier timeouts" not in html  # none happened
+
+
+def test_old_summary_without_step_errors_renders(tmp_path):
+    root = make_eval_dir(tmp_path / "eval", problems=3)
+    res = json.loads((root / "results.json").read_text())
+    for key, value in (("step_errors", None), ("verifier_timeouts", 2)):
+        res[key] = value  # a summary without the rate (an old one would lack the key: .get gives None too)
+    (root / "results.json").write_text(json.dumps(res))
+    html = write_report(root).read_text()
+    assert re.search(r"\]</small></td><td>n/a <small class=\"warn\">2 verifier timeouts</small></td>", html)
+    del res["step_errors"], res["verifier_timeouts"]
+    (root / "results.json").write_text(json.dumps(res))
+    assert re.search(r"\]</small></td><td>n/a</td>", write_report(root).read_text())
