@@ -283,9 +283,11 @@ def make_parser() -> argparse.ArgumentParser:
                    help="skip scoring each step with the model's own judge (greedy, maj@k)")
     e.set_defaults(func=cmd_eval)
 
-    c = sub.add_parser("compare", help="paired comparison of two evaluations (McNemar)",
+    c = sub.add_parser("compare", help="paired comparison of two evaluations (McNemar, step error rate)",
                        description="Compare two evaluations of the same problems: accuracies, their difference, "
-                                   "discordant counts and an exact McNemar test, for strict and flexible answers.")
+                                   "discordant counts and an exact McNemar test, for strict and flexible answers; "
+                                   "and the step error rate (wrong / verifiable steps) of each, their difference "
+                                   "B - A with a 95% paired bootstrap interval over problems and a bootstrap p-value.")
     c.add_argument("results_a", metavar="RESULTS_A", help="results.json (or its folder) of run A")
     c.add_argument("results_b", metavar="RESULTS_B", help="results.json (or its folder) of run B")
     c.add_argument("--output", help="also write the comparison as JSON here")

@@ -13,6 +13,13 @@ wrong) and ``c`` (A wrong, B right), and McNemar's test on them:
 
 With no discordant pair (b + c = 0) both p-values are 1.
 
+The step error rate (:func:`presrm.grading.step_error_rate`) is compared on the same
+problems too: the difference B - A of the pooled rates, a 95% paired bootstrap
+interval (problems resampled jointly for both runs, :data:`STEP_RESAMPLES` times
+with a fixed seed) and ``p_bootstrap``, twice the smaller share of resamples on
+either side of zero (:func:`presrm.stats.paired_bootstrap`). It is None, with a
+``reason``, when a samples file has no step counts (written before they existed).
+
 >>> mcnemar(0, 10)["p_exact"]
 0.001953125
 """
@@ -26,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from presrm.errors import DataError
+from presrm.grading import STEP_RESAMPLES, STEP_SEED, record_step_counts
 from presrm.jsonio import read_json, read_jsonl
 from presrm.layout import EvalLayout, samples_for
+from presrm.stats import paired_bootstrap, pooled_ratio
 
 EXTRACTORS = ("strict", "flexible")
 
@@ -61,14 +70,19 @@ def _locate(path: str | Path) -> tuple[Path, Path]:
     return results, samples
 
 
-def _outcomes(samples: Path) -> dict[str, dict[str, bool]]:
-    out: dict[str, dict[str, bool]] = {}
+def _records(samples: Path) -> dict[str, dict[str, Any]]:
+    """The samples by problem id; DataError on a repeated id."""
+    out: dict[str, dict[str, Any]] = {}
     for n, rec in enumerate(read_jsonl(samples, required=("id", *(f"correct_{e}" for e in EXTRACTORS))), 1):
         pid = str(rec["id"])
         if pid in out:
             raise DataError(f"{samples}: problem id {pid!r} appears twice (record {n})")
-        out[pid] = {e: bool(rec[f"correct_{e}"]) for e in EXTRACTORS}
+        out[pid] = rec
     return out
+
+
+def _outcomes(records: dict[str, dict[str, Any]]) -> dict[str, dict[str, bool]]:
+    return {pid: {e: bool(rec[f"correct_{e}"]) for e in EXTRACTORS} for pid, rec in records.items()}
 
 
 def paired(a: dict[str, dict[str, bool]], b: dict[str, dict[str, bool]], ids: Sequence[str]) -> dict[str, Any]:
@@ -86,10 +100,42 @@ def paired(a: dict[str, dict[str, bool]], b: dict[str, dict[str, bool]], ids: Se
     return out
 
 
+def _rate_difference(xs: list[tuple[int, int, int, int]]) -> float | None:
+    """B's pooled step error rate minus A's over ``(wrong_a, verifiable_a, wrong_b, verifiable_b)`` rows."""
+    ra, rb = pooled_ratio([(w, v) for w, v, _, _ in xs]), pooled_ratio([(w, v) for _, _, w, v in xs])
+    return None if ra is None or rb is None else rb - ra
+
+
+def paired_step_errors(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], ids: Sequence[str], *,
+                       resamples: int = STEP_RESAMPLES, seed: int = STEP_SEED) -> dict[str, Any]:
+    """Both step error rates over ``ids``, their difference B - A, its paired bootstrap interval and p-value.
+
+    ``a`` and ``b`` are samples by problem id; each needs ``steps_wrong``, ``steps_verifiable``
+    and ``steps_timed_out`` (else ``difference`` is None and ``reason`` says why).
+    """
+    ca, cb = [record_step_counts(a[i]) for i in ids], [record_step_counts(b[i]) for i in ids]
+    missing = [side for side, c in (("A", ca), ("B", cb)) if None in c]
+    if missing:
+        return {"difference": None, "reason": f"no step counts in the samples of {' and '.join(missing)} "
+                                              "(written before steps_wrong / steps_verifiable existed)"}
+    rows = [(x[0], x[1], y[0], y[1]) for x, y in zip(ca, cb, strict=True) if x is not None and y is not None]
+    out: dict[str, Any] = {}
+    for side, c, k in (("a", ca, 0), ("b", cb, 2)):
+        wrong, verifiable = sum(r[k] for r in rows), sum(r[k + 1] for r in rows)
+        out.update({f"rate_{side}": pooled_ratio([(wrong, verifiable)]), f"wrong_{side}": wrong,
+                    f"verifiable_{side}": verifiable, f"timeouts_{side}": sum(v[2] for v in c if v is not None)})
+    boot = paired_bootstrap(list(ids), rows, _rate_difference, resamples=resamples, seed=seed)
+    return {**out, "difference": _rate_difference(rows), "ci95": boot["ci95"], "p_bootstrap": boot["p_bootstrap"],
+            "resamples": resamples, "seed": seed,
+            "test": "paired bootstrap over problems; p_bootstrap = 2 x the smaller share of resamples on either "
+                    "side of 0"}
+
+
 def compare_runs(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
     """Compare two evaluations; DataError when they do not cover the same problems."""
     (ra, sa), (rb, sb) = _locate(path_a), _locate(path_b)
-    a, b = _outcomes(sa), _outcomes(sb)
+    rec_a, rec_b = _records(sa), _records(sb)
+    a, b = _outcomes(rec_a), _outcomes(rec_b)
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
         raise DataError(f"{sa} and {sb} cover different problems: {len(only_a)} only in A (e.g. {only_a[:3]}), "
@@ -99,7 +145,12 @@ def compare_runs(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
     differs = sorted(k for k in ("task", "version", "prompt_sha256", "shots", "extractors", "match", "decoding",
                                  "max_new_tokens") if pa.get(k) != pb.get(k))
     return {"a": str(ra), "b": str(rb), "n": len(ids), "protocol_differs": differs, **paired(a, b, ids),
-            "test": "McNemar, exact two-sided binomial on the discordant pairs (p_exact); mid-p also given"}
+            "test": "McNemar, exact two-sided binomial on the discordant pairs (p_exact); mid-p also given",
+            "step_errors": paired_step_errors(rec_a, rec_b, ids)}
+
+
+def _pct(x: float | None, spec: str = "6.1f") -> str:
+    return "    n/a" if x is None else f"{100 * x:{spec}}%"
 
 
 def format_comparison(result: dict[str, Any]) -> str:
@@ -113,4 +164,20 @@ def format_comparison(result: dict[str, Any]) -> str:
         r = result[e]
         lines.append(f"{e:<10} {100 * r['accuracy_a']:6.1f}% {100 * r['accuracy_b']:6.1f}% "
                      f"{100 * r['difference']:+6.1f}% {r['b']:>10} {r['c']:>10} {r['p_exact']:8.4f} {r['p_mid']:8.4f}")
+    lines += _step_error_lines(result.get("step_errors"))
     return "\n".join(lines)
+
+
+def _step_error_lines(s: dict[str, Any] | None) -> list[str]:
+    """The step error rate's rows of the table (wrong / verifiable steps, paired bootstrap)."""
+    if not s or "rate_a" not in s:
+        return [f"step errors: {(s or {}).get('reason', 'not compared')}"]
+    ci = s["ci95"]
+    interval = f"[{_pct(ci[0], '+.1f')}, {_pct(ci[1], '+.1f')}]" if ci else "n/a"
+    p = "n/a" if s["p_bootstrap"] is None else f"{s['p_bootstrap']:.4f}"
+    diff = _pct(s["difference"], "+6.1f")
+    return [f"{'steps':<10} {'err A':>7} {'err B':>7} {'B - A':>7} {'95% CI (B - A)':>21} {'p boot':>8}",
+            f"{'error rate':<10} {_pct(s['rate_a'])} {_pct(s['rate_b'])} {diff} {interval:>21} {p:>8}",
+            f"  wrong / verifiable steps: A {s['wrong_a']}/{s['verifiable_a']}, B {s['wrong_b']}/{s['verifiable_b']}; "
+            f"verifier timeouts: A {s['timeouts_a']}, B {s['timeouts_b']}; p boot = 2 x the smaller share of "
+            f"{s['resamples']} paired resamples on either side of 0"]

@@ -37,12 +37,18 @@ def test_mcnemar_rejects_negative_counts():
         mcnemar(-1, 3)
 
 
-def _run(folder, outcomes, *, name="results.json", protocol=None):
-    """Write a minimal evaluation: summary + samples with (strict, flexible) outcomes per id."""
+def _run(folder, outcomes, *, name="results.json", protocol=None, steps=None):
+    """Write a minimal evaluation: summary + samples with (strict, flexible) outcomes per id.
+
+    ``steps``: per id ``(steps_wrong, steps_verifiable, steps_timed_out)``; without it the samples
+    have no step counts, like those written before they existed.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     samples = "samples.jsonl" if name == "results.json" else name.replace(".json", "_samples.jsonl")
-    (folder / samples).write_text("".join(
-        json.dumps({"id": pid, "correct_strict": s, "correct_flexible": f}) + "\n" for pid, (s, f) in outcomes.items()))
+    rows = [{"id": pid, "correct_strict": s, "correct_flexible": f} for pid, (s, f) in outcomes.items()]
+    for row in rows if steps else []:
+        row.update(zip(("steps_wrong", "steps_verifiable", "steps_timed_out"), steps[row["id"]], strict=True))
+    (folder / samples).write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / name).write_text(json.dumps({"n": len(outcomes), "protocol": protocol or {"task": "gsm8k"}}))
     return folder / name
 
@@ -112,3 +118,55 @@ def test_compare_cli_prints_table_and_writes_json(tmp_path, capsys):
     saved = json.loads((tmp_path / "cmp.json").read_text())
     assert (saved["strict"]["b"], saved["strict"]["c"]) == (0, 5)
     assert saved["strict"]["p_exact"] == pytest.approx(0.0625)
+
+
+# ------------------------------------------------------------------ the step error rate, paired
+
+SAME = {p: (1, 1) for p in "abcd"}
+# A: wrong / verifiable per problem 1/2, 2/3, 1/1, 0/2 -> pooled 4/8 = 0.5 (a mean of per-problem rates: 0.54)
+A_STEPS = {"a": (1, 2, 0), "b": (2, 3, 1), "c": (1, 1, 0), "d": (0, 2, 0)}
+B_FIXED = {"a": (0, 2, 0), "b": (0, 3, 0), "c": (0, 1, 0), "d": (0, 2, 0)}  # B fixes every wrong step
+
+
+def test_paired_step_error_difference_when_b_fixes_every_wrong_step(tmp_path):
+    ra = _run(tmp_path / "a", SAME, steps=A_STEPS)
+    rb = _run(tmp_path / "b", SAME, steps=B_FIXED)
+    e = compare_runs(ra, rb)["step_errors"]
+    assert (e["wrong_a"], e["verifiable_a"], e["wrong_b"], e["verifiable_b"]) == (4, 8, 0, 8)
+    assert (e["rate_a"], e["rate_b"], e["difference"]) == (0.5, 0.0, -0.5)
+    assert (e["timeouts_a"], e["timeouts_b"]) == (1, 0)
+    lo, hi = e["ci95"]
+    assert lo <= -0.5 <= hi < 0  # the interval excludes 0
+    # a resample reaches 0 only when it draws "d" four times: (1/4)^4 of them; p is twice that share
+    assert e["p_bootstrap"] == pytest.approx(2 / 256, abs=0.006)
+    assert compare_runs(ra, rb)["step_errors"] == e  # seeded: the same interval again
+    back = compare_runs(rb, ra)["step_errors"]
+    assert back["difference"] == 0.5 and back["ci95"] == [-hi, -lo] and back["p_bootstrap"] == e["p_bootstrap"]
+
+
+def test_paired_resampling_is_joint(tmp_path):
+    """Identical runs with very different problems: every paired resample differs by exactly 0."""
+    steps = {"a": (5, 5, 0), "b": (0, 9, 0), "c": (1, 1, 0), "d": (0, 1, 0)}
+    ra, rb = _run(tmp_path / "a", SAME, steps=steps), _run(tmp_path / "b", SAME, steps=steps)
+    e = compare_runs(ra, rb)["step_errors"]
+    assert (e["difference"], e["ci95"], e["p_bootstrap"]) == (0.0, [0.0, 0.0], 1.0)
+
+
+def test_old_samples_without_step_counts_compare_accuracy_only(tmp_path, capsys):
+    ra = _run(tmp_path / "a", SAME)  # written before the step counts existed
+    rb = _run(tmp_path / "b", SAME, steps=B_FIXED)
+    res = compare_runs(ra, rb)
+    assert res["strict"]["b"] == 0 and res["step_errors"]["difference"] is None
+    assert "samples of A" in res["step_errors"]["reason"]
+    assert main(["compare", str(ra), str(rb)]) == 0
+    assert "step errors: no step counts in the samples of A" in capsys.readouterr().out
+
+
+def test_compare_cli_prints_the_step_error_rows(tmp_path, capsys):
+    ra = _run(tmp_path / "a", SAME, steps=A_STEPS)
+    rb = _run(tmp_path / "b", SAME, steps=B_FIXED)
+    assert main(["compare", str(ra), str(rb), "--output", str(tmp_path / "cmp.json")]) == 0
+    out = capsys.readouterr().out
+    assert " 50.0%    0.0%  -50.0%" in out and "wrong / verifiable steps: A 4/8, B 0/8" in out
+    assert "verifier timeouts: A 1, B 0" in out
+    assert json.loads((tmp_path / "cmp.json").read_text())["step_errors"]["difference"] == -0.5
