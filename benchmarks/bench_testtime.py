@@ -157,7 +157,8 @@ def main() -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aggregate", default="min")
-    p.add_argument("--judge", default="pointwise", choices=["pointwise", "likelihood"], help="the step judge mode")
+    p.add_argument("--judge", default="pointwise", choices=["pointwise", "likelihood", "random"],
+                   help="the step judge mode (random: the control, no judge)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--judge-batch-size", type=int, default=32)

@@ -53,6 +53,9 @@ def _finite(text: str) -> float:
     return value
 
 
+STEP_JUDGES = ("pointwise", "likelihood", "random")
+"""``presrm eval --judge``: the modes that score single steps (``presrm.judge.STEP_MODES``; kept here so that
+``presrm --help`` imports no torch)."""
 POSITIVE = _int_in(1)
 SEED = _int_in(0, 2**32 - 1)
 TOKENS = _int_in(1, 32_768)  # a GSM8K solution is a few hundred tokens; more is a typo, not a request
@@ -106,10 +109,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if "before" in summary:
         print(f"Accuracy before (M0): {_acc_line(summary['before'])}")
     shift = 1 if "init" in summary else 0
-    if "init" in summary:
+    if "init" in summary and "train" in summary["init"]:
         tr = summary["init"]["train"]
         print(f"Init (IFT/EFT): {tr['ift_examples']} IFT + {tr['eft_examples']} EFT examples, "
               f"{tr['optimizer_steps']} SFT steps")
+    elif "init" in summary:
+        print(f"Init: M1 is {summary['init']['model']} (init.model; no IFT/EFT)")
         if "eval" in summary["init"]:
             print(f"Accuracy after init (M1): {_acc_line(summary['init']['eval'])}")
     for it in summary["iterations"]:
@@ -132,16 +137,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_step_judge(args: argparse.Namespace) -> tuple[str, str]:
+    """The judge that scores ``presrm eval``'s steps and where that choice came from: ``--judge``; else, for a
+    run's model folder (``RUN/init/model``, ``RUN/iter_k/model``), the run's ``judge.mode`` when it scores single
+    steps; else pointwise (a pair judge, pairwise or generative, gives no per-step score)."""
+    from presrm.errors import ConfigError
+    from presrm.jsonio import read_yaml
+    from presrm.judge import STEP_MODES
+
+    if args.judge:
+        return args.judge, "--judge"
+    model = Path(args.model)
+    recipe = model.parent.parent / "config.yaml"
+    if model.name == "model" and model.is_dir() and recipe.is_file():
+        saved = read_yaml(recipe, error=ConfigError) or {}
+        mode = ((saved.get("config") or {}).get("judge") or {}).get("mode") if isinstance(saved, dict) else None
+        if mode in STEP_MODES:
+            return mode, f"judge.mode of {recipe}"
+        if mode is not None:
+            return "pointwise", f"pointwise: judge.mode {mode} of {recipe} gives no per-step score"
+    return "pointwise", "default"
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from presrm.data import load_problems, load_task
     from presrm.decoding import Decoding
     from presrm.engine import EngineOptions, open_engine
-    from presrm.errors import DataError
+    from presrm.errors import ConfigError, DataError
     from presrm.evaluate import evaluate, write_eval
     from presrm.jsonio import writable_dir
-    from presrm.judge import make_judge
+    from presrm.judge import context_options, make_judge
     from presrm.report import write_report
 
+    step_mode, source = _eval_step_judge(args)
+    if args.judge_template and step_mode != "pointwise":
+        raise ConfigError(f"--judge-template overrides the pointwise judge's prompt; the {step_mode} judge "
+                          f"({source}) has none: drop it or pass --judge pointwise")
     task = load_task(args.task, args.tasks_dir)
     if args.num_fewshot is not None:
         task = task.with_shots(args.num_fewshot)
@@ -158,9 +189,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             adapter=args.adapter, seed=args.seed)
     with open_engine(args.model, options) as engine:
         use_judge = args.judge_steps or decoding.scores_steps
-        judge = make_judge("pointwise", engine, template=args.judge_template) if use_judge else None
+        options = {"template": args.judge_template} if args.judge_template else {}
+        options.update(context_options(step_mode, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed))
+        judge = make_judge(step_mode, engine, **options) if use_judge else None
         summary, records = evaluate(engine, task, problems, max_new_tokens=args.max_new_tokens,
                                     batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)
+    if judge is not None:
+        summary["protocol"]["judge_steps_mode"] = step_mode
+        summary["protocol"]["judge_steps_source"] = source
     summary.update({"model": args.model, "adapter": args.adapter, "precision": args.precision})
     write_eval(args.output_dir, summary, records)
     report = write_report(args.output_dir)
@@ -278,6 +314,12 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--beam-expand", type=_int_in(1, 64), default=4, help="candidate next steps sampled per beam")
     e.add_argument("--max-steps", type=_int_in(1, 1000), default=10, help="beam search: cap on steps")
     e.add_argument("--max-step-tokens", type=TOKENS, default=96, help="beam search: cap on tokens per step")
+    e.add_argument("--judge", choices=list(STEP_JUDGES),
+                   help="the judge that scores each step (and ranks best-of-n and beam candidates): pointwise "
+                        "(P(Yes)), likelihood (the model's own probability of each stated result) or "
+                        "random (a control: a seeded hash, no model). Default: for a run's model folder "
+                        "(RUN/iter_k/model, RUN/init/model) the run's judge.mode when it is one of these, else "
+                        "pointwise")
     e.add_argument("--judge-template", help="Jinja file overriding the pointwise judge prompt")
     e.add_argument("--no-judge-steps", dest="judge_steps", action="store_false",
                    help="skip scoring each step with the model's own judge (greedy, maj@k)")
@@ -301,7 +343,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "steps labelled by the verifier (AUROC and pairwise accuracy with 95% CIs).")
     j.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
     j.add_argument("--judge", default="pointwise",
-                   choices=["pointwise", "pairwise", "generative", "outcome", "likelihood"],
+                   choices=["pointwise", "pairwise", "generative", "outcome", "likelihood", "random"],
                    help="judge mode")
     j.add_argument("--limit", type=int, default=50, help="first N problems (each gives a gold and a flawed solution)")
     j.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")

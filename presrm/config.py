@@ -69,6 +69,10 @@ class SearchConfig:
 class InitConfig:
     """M0 -> M1 before the self-rewarding iterations: SFT on step-format solutions (IFT) and judge examples (EFT)."""
 
+    model: str | None = _f(None, "An already initialised model folder to use as M1, the policy and judge of "
+                                 "iteration 0, instead of IFT/EFT (so every arm of an ablation starts from the "
+                                 "same M1); excludes init.ift and init.eft. null: M1 comes from IFT/EFT, or "
+                                 "iteration 0 starts from the model itself.")
     ift: bool = _f(False, "Instruction fine-tuning on GSM8K train solutions rewritten as Step n: lines.")
     eft: bool = _f(False, "Evaluation fine-tuning on judge examples built from gold steps and verified perturbations.")
     task: str = _f("gsm8k_train", "Task whose gold solutions seed IFT/EFT (must have gold solutions).")
@@ -90,7 +94,8 @@ class InitConfig:
     max_steps: int = _f(-1, "Stop SFT after this many optimizer steps (-1: use epochs).")
     batch_size: int = _f(4, "SFT examples per device batch.")
     max_length: int = _f(1024, "Truncate SFT examples to this many tokens.")
-    evaluate: bool = _f(True, "Evaluate M1 (the initialised model) on the eval problems; needs eval.after.")
+    evaluate: bool = _f(True, "Evaluate M1 (the initialised model, or init.model) on the eval problems; needs "
+                              "eval.after.")
 
 
 @dataclass
@@ -99,8 +104,11 @@ class JudgeConfig:
 
     mode: str = _f("pairwise", "Judge mode: 'pointwise' (P(Yes) that a step is correct), 'pairwise' (PReSRM: "
                                 "P([[A]]) vs P([[B]]) for two candidate steps), 'generative' (an explanation, "
-                                "then [[A]]/[[B]]), or 'likelihood' (the model's own probability of the results "
-                                "the step states; hf engine).")
+                                "then [[A]]/[[B]]), 'likelihood' (the model's own probability of the results "
+                                "the step states), or 'random' (a control, not a judge: each step scores "
+                                "a seeded hash of its text, uniform in [0, 1); the model is never asked). "
+                                "Evaluations' per-step scores come from this judge when it scores single steps "
+                                "(pointwise, likelihood, random), else from the pointwise judge.")
     template: str | None = _f(None, "Path to a Jinja template overriding the built-in pointwise prompt.")
     pairwise_template: str | None = _f(None, "Path to a Jinja template overriding the built-in pairwise prompt.")
     generative_template: str | None = _f(None, "Path to a Jinja template overriding the built-in generative prompt.")
@@ -154,7 +162,9 @@ class EvalConfig:
     limit: int | None = _f(50, "Evaluate the first N problems (null: all).")
     max_new_tokens: int = _f(320, "Cap on generated tokens per solution.")
     batch_size: int = _f(16, "Solutions generated per batch.")
-    judge_steps: bool = _f(True, "Score each step of each solution with the self-judge (for reports).")
+    judge_steps: bool = _f(True, "Score each step of each solution with the self-judge (for reports): judge.mode "
+                                 "when it scores single steps (pointwise, likelihood, random), else pointwise; "
+                                 "eval.json records which (protocol.judge_steps_mode).")
     num_fewshot: int | None = _f(None, "Shots before each problem (null: the task's num_fewshot).")
     decoding: str = _f("greedy", "greedy, maj@k (self-consistency), best-of-n (rerank by process reward: the "
                                  "judge's step scores aggregated with judge.aggregate), or beam (judge-guided).")
@@ -347,13 +357,20 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+RUN_JUDGE_MODES = ("pointwise", "pairwise", "generative", "likelihood", "random")
+"""The ``judge.mode`` values a run can search with (``presrm.judge.JUDGES`` less the outcome judge)."""
+
+
 def validate(cfg: RunConfig) -> None:
     """Range checks that the types alone do not catch."""
     checks = [
         (cfg.iterations >= 0, "iterations must be >= 0"),
-        (cfg.iterations >= 1 or cfg.init.ift or cfg.init.eft or cfg.eval.before,
-         "iterations=0 runs only the M0 evaluation and the initialisation: turn on init.ift, init.eft or "
-         "eval.before"),
+        (cfg.iterations >= 1 or cfg.init.ift or cfg.init.eft or cfg.init.model or cfg.eval.before,
+         "iterations=0 runs only the M0 evaluation and the initialisation: turn on init.ift, init.eft, init.model "
+         "or eval.before"),
+        (not (cfg.init.model and (cfg.init.ift or cfg.init.eft)),
+         "init.model is M1 already initialised, so init.ift and init.eft must be false with it"),
+        (cfg.init.model is None or cfg.init.model.strip() != "", "init.model must be a model folder or null"),
         (cfg.search.k >= 2, "search.k must be >= 2 (a pair needs two candidates)"),
         (all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in _as_list(cfg.search.num_problems))
          and _as_list(cfg.search.num_problems) != [], "search.num_problems must be an int >= 1 or a list of them"),
@@ -374,11 +391,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.learning_rate > 0 and cfg.init.learning_rate > 0, "learning rates must be > 0"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
-        (not (cfg.init.eft and cfg.judge.mode == "likelihood"),
-         "init.eft trains a judge verdict, and judge.mode likelihood reads none: turn init.eft off or use "
+        (not (cfg.init.eft and cfg.judge.mode in {"likelihood", "random"}),
+         f"init.eft trains a judge verdict, and judge.mode {cfg.judge.mode} reads none: turn init.eft off or use "
          "pointwise, pairwise or generative"),
-        (cfg.judge.mode in {"pointwise", "pairwise", "generative", "likelihood"},
-         f"judge.mode {cfg.judge.mode!r} is not one of: pointwise, pairwise, generative, likelihood"),
+        (cfg.judge.mode in RUN_JUDGE_MODES,
+         f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(RUN_JUDGE_MODES)}"),
         (cfg.judge.batch_size >= 1, "judge.batch_size must be >= 1"),
         (0.0 <= cfg.judge.tie_margin < 1.0, "judge.tie_margin must be in [0, 1)"),
         (cfg.judge.max_new_tokens >= 1, "judge.max_new_tokens must be >= 1"),

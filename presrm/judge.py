@@ -1,6 +1,6 @@
 """The self-judge: the policy model judges its own reasoning steps.
 
-Four judges, one interface (``Judge``: ``mode``, ``unit``, ``prompt(item)``,
+Five judges and a control, one interface (``Judge``: ``mode``, ``unit``, ``prompt(item)``,
 ``tournaments(groups)``; implementations in ``presrm.judges``). Each runs on an
 inference engine (``presrm.engine``: HF or vLLM), never on a model directly:
 
@@ -16,9 +16,15 @@ inference engine (``presrm.engine``: HF or vLLM), never on a model directly:
   replies give ``winner=None``.
 - ``OutcomeJudge`` (mode "outcome"): Self-Rewarding's additive 5-point rubric
   on whole solutions, ``.score(solutions) -> [points / 5 or None]``.
+- ``LikelihoodJudge`` (mode "likelihood"): the model's own probability of the
+  results a step states; no judge prompt.
+- ``RandomJudge`` (mode "random"): a control, not a judge: a seeded hash of
+  the step's text, uniform in [0, 1); it never calls the model.
 
-Score judges (pointwise, outcome) play a tournament by ranking the candidates
-by score; pair judges play every match.
+Score judges (pointwise, likelihood, random, outcome) play a tournament by
+ranking the candidates by score; pair judges play every match. Judges whose
+unit is "step" (pointwise, likelihood, random) also give per-step scores
+(``STEP_MODES``).
 
 Prompts are Jinja templates in ``presrm/prompts/``; each judge takes
 ``template=`` (a file path) to override its own. Chat templates are applied
@@ -53,6 +59,7 @@ from presrm.judges.likelihood import LikelihoodJudge
 from presrm.judges.outcome import OutcomeJudge, OutcomeVerdict, parse_score
 from presrm.judges.pairwise import PairwiseJudge
 from presrm.judges.pointwise import PointwiseJudge
+from presrm.judges.random import RandomJudge
 
 if TYPE_CHECKING:
     from presrm.config import JudgeConfig
@@ -71,10 +78,13 @@ __all__ = [
     "PairVerdict",
     "PairwiseJudge",
     "PointwiseJudge",
+    "RandomJudge",
+    "STEP_MODES",
     "SolutionToJudge",
     "StepToJudge",
     "Tournament",
     "combine_orders",
+    "context_options",
     "load_template",
     "make_judge",
     "make_judge_from_config",
@@ -89,7 +99,11 @@ JUDGES: dict[str, type] = {
     "generative": GenerativeJudge,
     "outcome": OutcomeJudge,
     "likelihood": LikelihoodJudge,
+    "random": RandomJudge,
 }
+
+STEP_MODES = tuple(mode for mode, cls in JUDGES.items() if cls.unit == "step")
+"""The modes that score single steps, and so give the per-step scores of evaluations."""
 
 
 def make_judge(mode: str, engine, **options: Any) -> Judge:
@@ -109,11 +123,29 @@ def make_judge(mode: str, engine, **options: Any) -> Judge:
     return cls(engine, **options)
 
 
-def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None) -> Judge:
+def context_options(mode: str, *, task: str | None = None, tasks_dir: str | None = None,
+                    seed: int | None = None) -> dict[str, Any]:
+    """The run's context a mode's constructor takes: the task the steps come from (likelihood: the policy's
+    own prompt), the tasks folder, the seed (random). Options it does not take, or left None, are left out.
+
+    >>> context_options("random", task="gsm8k", seed=3)
+    {'seed': 3}
+    """
+    cls = JUDGES.get(mode)
+    if cls is None:
+        return {}
+    accepted = inspect.signature(cls.__init__).parameters
+    given = {"task": task, "tasks_dir": tasks_dir, "seed": seed}
+    return {k: v for k, v in given.items() if v is not None and k in accepted}
+
+
+def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None, task: str | None = None,
+                           tasks_dir: str | None = None, seed: int | None = None) -> Judge:
     """The judge a ``judge:`` config section describes; ``mode`` overrides ``cfg.mode``.
 
     Each mode reads its own template key: ``template`` (pointwise),
     ``pairwise_template``, ``generative_template``, ``outcome_template``.
+    ``task``, ``tasks_dir`` and ``seed`` go to the modes that take them (:func:`context_options`).
     """
     mode = mode or cfg.mode
     options: dict[str, Any] = {"batch_size": cfg.batch_size}
@@ -127,4 +159,5 @@ def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None)
                        max_new_tokens=cfg.max_new_tokens)
     elif mode == "outcome":
         options.update(template=cfg.outcome_template)
+    options.update(context_options(mode, task=task, tasks_dir=tasks_dir, seed=seed))
     return make_judge(mode, engine, **options)

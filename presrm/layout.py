@@ -15,6 +15,7 @@ aside and renamed into place)::
         init/                       StageDir: M0 -> M1 by IFT/EFT (init.ift / init.eft)       .init
             ift.jsonl, eft.jsonl, on_policy.jsonl       SFT examples; M0's own labelled steps
             adapter/, model/, train.json                the SFT; model/ is M1, iteration 0's policy and judge
+            given.json                                  instead, with init.model: which folder M1 is (no SFT)
             eval.json, eval_samples.jsonl, judge_eval/  M1 evaluated; M1 as a judge
         iter_k/                     StageDir: iteration k                                     .iteration(k)
             eval_before.json, eval_before_samples.jsonl, judge_eval_before/   (k = 0 only) M0 evaluated
@@ -82,6 +83,7 @@ class StageDir:
     ift = property(lambda self: self.path / "ift.jsonl", doc="init: IFT examples")
     eft = property(lambda self: self.path / "eft.jsonl", doc="init: EFT examples")
     on_policy = property(lambda self: self.path / "on_policy.jsonl", doc="init: M0's own verifier-labelled steps")
+    given = property(lambda self: self.path / "given.json", doc="init: the M1 folder init.model names (no SFT)")
 
     def eval_files(self, name: str = "eval") -> tuple[Path, Path]:
         """The summary and the samples of evaluation ``name`` (``eval``, or ``eval_before`` for M0)."""
@@ -131,11 +133,16 @@ class RunLayout:
                 found.append(int(suffix))
         return sorted(found)
 
-    def policy(self, k: int, base: str, *, init: bool = False) -> str:
-        """The model spec iteration ``k`` searches and judges with: M0 (``base``) or M1 (``init``) for k = 0,
-        else iteration k-1's model."""
+    def policy(self, k: int, base: str, *, init: bool | str | None = False) -> str:
+        """The model spec iteration ``k`` searches and judges with, else iteration k-1's model. For k = 0: M1
+        when there is one (``init`` True: ``init/model``, trained by IFT/EFT; a string: that folder, the
+        recipe's ``init.model``), else M0 (``base``).
+
+        >>> RunLayout(Path("r")).policy(0, "embedded", init="runs/a/init/model")
+        'runs/a/init/model'
+        """
         if k == 0:
-            return str(self.init.model) if init else base
+            return init if isinstance(init, str) else str(self.init.model) if init else base
         return str(self.iteration(k - 1).model)
 
     def final_model(self, iterations: int, *, init: bool = False) -> Path | None:

@@ -26,7 +26,7 @@ import yaml
 from presrm import dist
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
-from presrm.errors import DataError, RunStateError
+from presrm.errors import ConfigError, DataError, RunStateError
 from presrm.jsonio import read_json, read_jsonl, read_yaml, writable_dir, write_json, write_jsonl, write_text_atomic
 from presrm.layout import RunLayout, StageDir
 from presrm.progress import bar as progress_bar
@@ -135,19 +135,70 @@ def open_run_engine(cfg: RunConfig, spec: str, *, search: bool = False):
     """
     from presrm.engine import EngineOptions, open_engine
 
-    if cfg.engine == "vllm" and dist.world_size() > 1:
-        raise RunStateError("engine: vllm runs in one process (vllm.tensor_parallel_size spreads a model over "
-                            "GPUs); launch the run without accelerate launch, or use engine: hf")
     return open_engine(spec, EngineOptions(name=cfg.engine, device=cfg.device,
                                            precision=inference_precision(cfg, search=search), seed=cfg.seed,
                                            vllm=cfg.vllm))
 
 
-def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None):
-    """The self-judge the recipe asks for (``mode`` overrides ``judge.mode``), running on ``engine``."""
+def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None, task: str | None = None):
+    """The self-judge the recipe asks for (``mode`` overrides ``judge.mode``), running on ``engine``.
+
+    ``task`` is the task whose steps it judges (the likelihood judge rebuilds the policy's prompt from it);
+    the tasks folder and the run's seed (the random judge) come from the recipe.
+    """
     from presrm.judge import make_judge_from_config
 
-    return make_judge_from_config(cfg.judge, engine, mode=mode)
+    return make_judge_from_config(cfg.judge, engine, mode=mode, task=task, tasks_dir=cfg.tasks_dir, seed=cfg.seed)
+
+
+def step_judge_mode(cfg: RunConfig) -> str:
+    """The judge that gives evaluations their per-step scores: the run's own when it scores single steps
+    (pointwise, likelihood, random), else (pairwise, generative: they compare two steps) the pointwise judge."""
+    from presrm.judge import STEP_MODES
+
+    return cfg.judge.mode if cfg.judge.mode in STEP_MODES else "pointwise"
+
+
+_ENGINE_NEEDS = {"likelihood": ("span_logprobs", "span log-probabilities")}
+"""Judge modes that need an engine method beyond sampling and next-token log-probs: (method, what it reads)."""
+
+
+def check_runnable(cfg: RunConfig) -> None:
+    """Refuse, in one line and before any stage starts, a recipe that cannot run here: ``engine: vllm`` without
+    vLLM (or under ``accelerate launch``), a judge the engine cannot serve, a missing ``init.model`` folder,
+    task or data file. ``config.validate`` checks what needs no import and no file system."""
+    if cfg.engine == "vllm":
+        from presrm.vllm_engine import VLLMEngine, vllm_available
+
+        reason = vllm_available()
+        if reason:
+            raise ConfigError(f"engine: vllm cannot run here: {reason}; or set engine: hf")
+        if dist.world_size() > 1:
+            raise ConfigError("engine: vllm runs in one process (vllm.tensor_parallel_size spreads a model over "
+                              "GPUs); launch the run without accelerate launch, or use engine: hf")
+        for mode in {cfg.judge.mode, step_judge_mode(cfg)} & set(_ENGINE_NEEDS):
+            method, what = _ENGINE_NEEDS[mode]
+            if not hasattr(VLLMEngine, method):
+                raise ConfigError(f"judge.mode {mode} needs {what}, which engine vllm does not give; set engine: hf "
+                                  "or another judge.mode")
+    if cfg.init.model is not None and not (Path(cfg.init.model) / "config.json").is_file():
+        missing = "does not exist" if not Path(cfg.init.model).exists() else "is not a model folder (no config.json)"
+        raise ConfigError(f"key 'init.model': {cfg.init.model} {missing}; pass the model/ folder of an "
+                          "initialised run, e.g. runs/NAME/init/model")
+    uses = [("eval", cfg.eval.before or cfg.eval.after or cfg.eval.judge_eval),
+            ("search", cfg.iterations >= 1), ("init", cfg.init.ift or cfg.init.eft)]
+    for section, used in uses:
+        if not used:
+            continue
+        part = getattr(cfg, section)
+        try:
+            load_task(part.task, cfg.tasks_dir)
+        except ConfigError as e:
+            raise ConfigError(f"key '{section}.task': {e}") from None
+        data = None if part.data_file is None else Path(part.data_file)
+        if data is not None and not data.is_file():
+            what = "is a folder" if data.is_dir() else "does not exist"
+            raise ConfigError(f"key '{section}.data_file': {data} {what}; pass a JSONL file")
 
 
 def judge_prompt_renderer(cfg: RunConfig, model, tok) -> tuple[Callable[..., str], str]:
@@ -202,8 +253,8 @@ def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
 def _stage_labels(cfg: RunConfig) -> list[str]:
     judged = cfg.eval.judge_eval
     labels = (["M0 eval"] + (["M0 judge eval"] if judged else [])) if cfg.eval.before else []
-    if cfg.init.ift or cfg.init.eft:
-        labels += ["init SFT"]
+    if cfg.init.ift or cfg.init.eft or cfg.init.model:
+        labels += [] if cfg.init.model else ["init SFT"]
         if cfg.eval.after and cfg.init.evaluate:
             labels += ["init eval"] + (["init judge eval"] if judged else [])
     for k in range(cfg.iterations):
@@ -223,16 +274,17 @@ def _eval_stage(cfg: RunConfig, spec: str, out: StageDir, name: str, problems,
     if out.evaluated(name):
         return read_json(summary_file), True
     decoding = Decoding.from_config(cfg)
+    steps_mode = step_judge_mode(cfg) if cfg.eval.judge_steps or decoding.scores_steps else None
     with open_run_engine(cfg, spec) as engine:
-        # Step scores in eval records are per-step, so they come from the pointwise judge whatever judge.mode is.
-        judge = (make_run_judge(cfg, engine, mode="pointwise") if cfg.eval.judge_steps or decoding.scores_steps
-                 else None)
+        judge = make_run_judge(cfg, engine, mode=steps_mode, task=cfg.eval.task) if steps_mode else None
         # Under accelerate launch each rank decodes its own block of the problems and rank 0 writes them all.
         summary, records = evaluate(engine, task, dist.shard(problems), max_new_tokens=cfg.eval.max_new_tokens,
                                     batch_size=cfg.eval.batch_size, judge=judge, label=name, decoding=decoding)
     records = dist.gather(records)
     summary.update(summarize(records))
     summary["protocol"]["processes"] = dist.world_size()
+    if steps_mode:  # which judge wrote the per-step scores (the run's judge, or pointwise for a pair judge)
+        summary["protocol"]["judge_steps_mode"] = steps_mode
     summary["model"] = spec
     if dist.is_main():
         write_eval(out.path, summary, records, name=summary_file.name)
@@ -355,6 +407,15 @@ def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     return metrics, False
 
 
+def _given_m1(cfg: RunConfig, out: StageDir) -> dict[str, Any]:
+    """``init.model``: no SFT; record which folder M1 is (``init/given.json``) and return the record."""
+    record = {"model": str(Path(cfg.init.model).resolve()), "given_as": cfg.init.model, "key": "init.model"}
+    if dist.is_main() and not out.given.exists():
+        write_json(out.given, record)
+    dist.barrier()
+    return record
+
+
 def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[list[dict[str, Any]], bool]:
     from presrm.search import search_stats, step_search
 
@@ -364,7 +425,7 @@ def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[lis
     offset, count = cfg.search.problems_at(k)
     problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
     with open_run_engine(cfg, spec, search=True) as engine:  # closed, its memory freed, before training
-        judge = make_run_judge(cfg, engine)
+        judge = make_run_judge(cfg, engine, task=cfg.search.task)
         # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
         # single process's: a batch's seed covers other prompts) and rank 0 writes them all, in problem order.
         records, pairs = step_search(engine, judge, task, dist.shard(problems), cfg.search, seed=cfg.seed + k,
@@ -410,10 +471,12 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     from presrm.report import write_report
     from presrm.tracking import RunTracker
 
+    check_runnable(cfg)
     dist.init()
     check_push(cfg)
     rd = _prepare(cfg, resume)
-    has_init = cfg.init.ift or cfg.init.eft
+    trains_m1 = cfg.init.ift or cfg.init.eft
+    m1 = cfg.init.model or (str(rd.init.model) if trains_m1 else None)  # None: iteration 0 starts from M0
     tracker = RunTracker.for_run(cfg.train.report_to, rd.root, cfg.name)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
     eval_problems = load_problems(eval_task, limit=cfg.eval.limit, data_file=cfg.eval.data_file)
@@ -430,19 +493,23 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             if cfg.eval.judge_eval:
                 summary["judge_before"] = _staged(progress, "M0 judge eval", _judge_eval_stage, cfg, rd,
                                                   cfg.model, rd.iteration(0), "judge_eval_before")
-        if has_init:
+        if m1 is not None:
             init = rd.init
-            metrics = _staged(progress, "init SFT", _init_stage, cfg, init)
-            summary["init"] = {"train": {key: v for key, v in metrics.items() if key != "log_history"}}
+            if trains_m1:
+                metrics = _staged(progress, "init SFT", _init_stage, cfg, init)
+                summary["init"] = {"model": m1, "train": {key: v for key, v in metrics.items() if key != "log_history"}}
+            else:
+                summary["init"] = {"model": m1, "given": _given_m1(cfg, init)}
+                log.info("M1 = %s (init.model): no IFT/EFT", m1)
             if cfg.eval.after and cfg.init.evaluate:
-                summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, str(init.model),
-                                                  init, "eval", eval_problems, eval_task)
+                summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, m1, init, "eval",
+                                                  eval_problems, eval_task)
                 tracker.update(summary)
                 if cfg.eval.judge_eval:
                     summary["init"]["judge"] = _staged(progress, "init judge eval", _judge_eval_stage, cfg, rd,
-                                                       str(init.model), init, "judge_eval")
+                                                       m1, init, "judge_eval")
         for k in range(cfg.iterations):
-            out, spec, tag = rd.iteration(k), rd.policy(k, cfg.model, init=has_init), f"iter {k}/{cfg.iterations}"
+            out, spec, tag = rd.iteration(k), rd.policy(k, cfg.model, init=m1), f"iter {k}/{cfg.iterations}"
             log.info("iteration %d: policy and judge = %s", k, spec)
             pairs = _staged(progress, f"{tag} search", _search_stage, cfg, spec, out, k)
             metrics = _staged(progress, f"{tag} train", _train_stage, cfg, spec, out, pairs, k)

@@ -48,14 +48,32 @@ _ENTRY_KEYS = {"step", "round", "candidates", "chosen", "rejected", "pair", "dro
 _CAND_KEYS = {"text", "score", "wins", "verdict", "check", "claims"}
 
 
+STEP_SCORE_LABELS = {"pointwise": "P(step is correct), pointwise judge",
+                     "likelihood": "probability of its least likely result, likelihood judge",
+                     "random": "random score (a control: seeded hash, no judge)"}
+"""What an evaluation's per-step score is, by the judge mode that wrote it."""
+
+
+def step_judge_label(summary: dict[str, Any]) -> str | None:
+    """The judge behind an evaluation's per-step scores, in words (None when no judge scored them).
+
+    >>> step_judge_label({"protocol": {"judge": {"mode": "pointwise"}, "judge_steps_mode": "random"}})
+    'random score (a control: seeded hash, no judge)'
+    """
+    protocol = summary.get("protocol") or {}
+    mode = protocol.get("judge_steps_mode") or (protocol.get("judge") or {}).get("mode")
+    return None if mode is None else STEP_SCORE_LABELS.get(mode, f"{mode} judge score")
+
+
 def _eval_section(title: str, label: str, model_index: int,
                   files: tuple[Path, Path]) -> dict[str, Any] | None:
     summary_file, samples_file = files
     if not summary_file.exists() or not samples_file.exists():
         return None
-    return {"title": title, "label": label, "model_index": model_index, "summary": read_json(summary_file),
+    summary = read_json(summary_file)
+    return {"title": title, "label": label, "model_index": model_index, "summary": summary,
             "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name],
-            "judge_quality": None}
+            "judge_quality": None, "step_judge": step_judge_label(summary)}
 
 
 def _judge_quality(folder: EvalLayout) -> dict[str, Any] | None:
@@ -93,7 +111,10 @@ def _init_section(d: StageDir) -> dict[str, Any] | None:
     """The IFT/EFT initialisation: example counts and the SFT metrics."""
     if not d.path.is_dir():
         return None
-    return {"ift_examples": _count_lines(d.ift), "eft_examples": _count_lines(d.eft), "train": _train_metrics(d)}
+    out = {"ift_examples": _count_lines(d.ift), "eft_examples": _count_lines(d.eft), "train": _train_metrics(d)}
+    if d.given.exists():  # init.model: M1 was given (which folder), not trained here
+        out["given"] = read_json(d.given)
+    return out
 
 
 def collect(run_dir: str | Path) -> dict[str, Any]:
@@ -112,8 +133,10 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     # and iteration k trains M_{k+shift} into M_{k+shift+1}. ``model_index`` stays k for the model that
     # judges iteration k (the base model gets -1 when an initialisation comes first): it is the key that
     # links a model's evaluation to the search it judged, and the x position in the dashboard.
-    init = _eval_section("M1 (after IFT/EFT initialisation)", "M1", 0, run.init.eval_files("eval"))
     data["init"] = _init_section(run.init)
+    given = (data["init"] or {}).get("given")
+    init = _eval_section(f"M1 (given: {given['model']})" if given else "M1 (after IFT/EFT initialisation)", "M1", 0,
+                         run.init.eval_files("eval"))
     shift = data["model_shift"] = 1 if data["init"] else 0
     before = _eval_section("M0 (base model, before training)", "M0", -shift, run.iteration(0).eval_files("eval_before"))
     for ev, stage, name in ((before, run.iteration(0), "judge_eval_before"), (init, run.init, "judge_eval")):
@@ -355,7 +378,8 @@ def render(data: dict[str, Any], caps: dict[str, int] | None = None) -> str:
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(colour=_score_colour, fmt=_fmt, script_json=script_json)
     problems = env.get_template("problems.html.j2").module
-    evals = [{**ev, "problems": _items([eval_view(r, i) for i, r in enumerate(ev["samples"][:caps["eval"]])],
+    evals = [{**ev, "problems": _items([{**eval_view(r, i), "judge_note": ev.get("step_judge") or "judge score"}
+                                        for i, r in enumerate(ev["samples"][:caps["eval"]])],
                                     f"eval-{k}", problems.eval_problem, ("ok_strict", "ok_flexible", "disagree"))}
              for k, ev in enumerate(data["evals"])]
     iters = [{**it, "problems": _items([search_view(r, i) for i, r in enumerate(it["search"][:caps["search"]])],
