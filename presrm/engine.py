@@ -258,46 +258,47 @@ class HFEngine(EngineBase):
                          batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:
         """``log p(ids[t] | ids[:t])`` at each of the token ``positions`` of each sequence, batched.
 
-        Right-padded batches (so positions are the unpadded ones), sized so that the logits kept
-        (rows x distinct positions x vocabulary) stay within :data:`LOGITS_BUDGET` rows; only the
-        logits before the wanted positions go through the vocabulary projection (``logits_to_keep``):
-        a full [batch, length, vocabulary] log-softmax costs more than the forward pass itself for a
-        49k-token vocabulary.
+        Left-padded batches with explicit position ids, so the wanted tokens (a step's, or a solution's,
+        at the end of every sequence) line up at the right edge and only the last ``keep`` logits go
+        through the vocabulary projection (``logits_to_keep``): a full [batch, length, vocabulary]
+        log-softmax costs more than the forward pass itself for a 49k-token vocabulary. A batch keeps
+        at most :data:`LOGITS_BUDGET` (row, position) logits.
         """
         from presrm.progress import bar
 
         out: list[dict[int, float]] = [{} for _ in ids]
         size = batch_size or self.batch_size
         order = sorted((i for i in range(len(ids)) if positions[i]), key=lambda i: -len(ids[i]))
+        tail = {i: len(ids[i]) - min(positions[i]) + 1 for i in order}  # logits kept to reach the first wanted
         progress = bar(total=len(order), desc=desc or "span log-probs", unit="text", disable=desc is None)
         pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
         try:
             start = 0
             while start < len(order):
-                batch, union = [order[start]], set(positions[order[start]])
+                batch, keep = [order[start]], tail[order[start]]
                 for i in order[start + 1:start + size]:
-                    grown = union | set(positions[i])
-                    if (len(batch) + 1) * len(grown) > LOGITS_BUDGET:
+                    if (len(batch) + 1) * max(keep, tail[i]) > LOGITS_BUDGET:
                         break
                     batch.append(i)
-                    union = grown
+                    keep = max(keep, tail[i])
                 start += len(batch)
-                keep = sorted(union)
-                width = max(len(ids[i]) for i in batch)
+                width = len(ids[batch[0]])
                 input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    input_ids[row, :len(ids[i])] = torch.tensor(list(ids[i]), dtype=torch.long)
-                    mask[row, :len(ids[i])] = 1
+                    input_ids[row, width - len(ids[i]):] = torch.tensor(list(ids[i]), dtype=torch.long)
+                    mask[row, width - len(ids[i]):] = 1
+                pos = (mask.cumsum(-1) - 1).clamp(min=0)
                 device = self.model.device
                 with torch.inference_mode():
                     logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                        logits_to_keep=torch.tensor([t - 1 for t in keep], device=device)).logits
-                    target = input_ids[:, keep].clamp(min=0).to(logits.device)
+                                        position_ids=pos.to(device), logits_to_keep=keep).logits
+                    # kept column j predicts the token at padded index width - keep + j + 1
+                    target = torch.cat([input_ids[:, width - keep + 1:], input_ids[:, :1]], dim=1).to(logits.device)
                     lp = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None])[..., 0].cpu()
-                column = {t: j for j, t in enumerate(keep)}
                 for row, i in enumerate(batch):
-                    out[i] = {t: float(lp[row, column[t]]) for t in positions[i]}
+                    shift = width - len(ids[i]) - (width - keep) - 1  # token t -> kept column t + shift
+                    out[i] = {t: float(lp[row, t + shift]) for t in positions[i]}
                 progress.update(len(batch))
         finally:
             progress.close()

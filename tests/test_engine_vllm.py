@@ -86,8 +86,8 @@ def test_span_logprobs_agree_with_hf_in_any_order(engines):
         back = vl.span_logprobs(texts[::-1], spans[::-1], one_pass=one_pass)[::-1]
         assert [x for r in back for x in r] == pytest.approx([x for r in want for x in r], abs=1e-3)
     q = "Tom has 3 apples and buys 4. How many?"
-    steps = [StepToJudge(q, (), "Step 1: 3 + 4 = 7"), StepToJudge(q, ("Step 1: 3 + 4 = 7",), "Step 2: The answer is 7."),
-             StepToJudge(q, (), "Step 1: He buys 4 more.")]
+    steps = [StepToJudge(q, (), "Step 1: 3 + 4 = 7"), StepToJudge(q, (), "Step 1: He buys 4 more."),
+             StepToJudge(q, ("Step 1: 3 + 4 = 7",), "Step 2: The answer is 7.")]
     assert LikelihoodJudge(vl).score(steps) == pytest.approx(LikelihoodJudge(hf).score(steps), rel=1e-3)
 
 

@@ -72,18 +72,15 @@ class LikelihoodJudge(ScoreJudgeBase):
         whole = (lead, len(body.rstrip()))
         return head + body, [(len(head) + a, len(head) + b) for a, b in [whole, *(claims or [whole])]]
 
-    def score(self, items: Sequence[StepToJudge], *, desc: str | None = None) -> list[float | None]:
-        """``exp(claim + body_weight * body)`` per step (module docstring); None for an empty step."""
+    def score(self, items: Sequence[StepToJudge], *, desc: str | None = None) -> list[float]:
+        """``exp(claim + body_weight * body)`` per step (module docstring); 0 for a step with no text."""
         if not items:
             return []
         texts, spans = zip(*(self._text(it) for it in items), strict=True)
         lps = self.engine.span_logprobs(list(texts), list(spans), batch_size=self.batch_size, one_pass=self.one_pass,
                                         desc=desc)
-        out: list[float | None] = []
+        out: list[float] = []
         for body, *claims in lps:
             known = [x for x in claims if not math.isnan(x)]
-            if not known or math.isnan(body):
-                out.append(None)
-                continue
-            out.append(math.exp(min(known) + self.body_weight * body))
+            out.append(math.exp(min(known) + self.body_weight * body) if known and not math.isnan(body) else 0.0)
         return out
