@@ -297,7 +297,8 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
     half; unparseable verdicts counted apart). ``pointwise_agreement`` (pointwise
     judges only): the share of decided candidates whose score is on the verdict's
     side of 0.5. ``chosen_incorrect``: appended steps the verifier finds wrong.
-    A falling agreement across iterations is the reward-hacking signal.
+    A falling agreement across iterations is the reward-hacking signal. ``tie_rollback_rate``: the
+    share of rounds (tournaments) where every candidate tied and the search rolled back.
     """
     reasons: dict[str, int] = {}
     agree = decided = scored = 0
@@ -338,7 +339,10 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
         "mean_steps": sum(len(r["steps"]) for r in records) / n if n else 0.0,
         "mean_steps_finished": sum(len(r["steps"]) for r in finished) / len(finished) if finished else None,
         "mean_step_chars_finished": sum(step_chars) / len(step_chars) if step_chars else None,
+        "rounds": sum(len(r["search"]) for r in records),
         "rollbacks": sum(r.get("rollbacks", 0) for r in records),
+        "tie_rollback_rate": (sum(e.get("dropped") == ALL_TIE for r in records for e in r["search"])
+                              / max(sum(len(r["search"]) for r in records), 1)),
         "capped": sum(r.get("end") == "cap" for r in records),
         "no_pair_reasons": reasons,
         "judge_verifier": {
