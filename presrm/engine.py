@@ -114,6 +114,9 @@ class EngineBase:
 
     span_tokens = 0
     """Tokens fed to the model by ``span_logprobs`` over the engine's life (benchmarks read it)."""
+    sampled_from_shared_state = False
+    """Whether the engine has drawn samples from a random state that later requests continue (vLLM on CPU,
+    where requests carry no seed of their own): the next sample then depends on what came before it."""
 
     def _prompt_logprobs(self, ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], *,
                          batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:

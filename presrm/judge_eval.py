@@ -28,6 +28,7 @@ pairwise, generative, outcome) on the set; :func:`run_judge_eval` is the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -526,8 +527,10 @@ NATURAL_STEP_TOKENS = 96
 """Cap on a sampled candidate step of the natural set, in tokens (the search's default)."""
 
 
-def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
+def run_judge_eval(args: JudgeEvalArgs, engine=None) -> dict[str, Any]:
     """Load the labelled sets and the model, judge, and write ``results.json`` and ``samples.jsonl``.
+
+    ``engine``: an open engine holding ``args.model`` to judge on (left open); default: one of its own.
 
     The main set is ``--labelled FILE`` (ProcessBench format) or else the synthetic set built from
     the task; with ``--natural FILE`` the natural set is judged too (built first when missing).
@@ -552,7 +555,8 @@ def run_judge_eval(args: JudgeEvalArgs) -> dict[str, Any]:
     # first, on an engine of its own closed before the judge's opens (two vLLM engines would not fit one GPU).
     shared = (args.natural_model or args.model) == args.model and args.adapter is None
     nat = natural_set_for(args, task) if args.natural and not shared else None
-    with open_engine(args.model, args.engine_options()) as engine:
+    with contextlib.nullcontext(engine) if engine is not None else open_engine(args.model, args.engine_options()) \
+            as engine:
         if args.natural and shared:
             nat = natural_set_for(args, task, engine)
         options = {**args.judge_kwargs(), **({"template": args.template} if args.template else {}),

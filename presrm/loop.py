@@ -8,6 +8,7 @@ run stopped and rebuilds exactly what was lost.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gc
@@ -127,17 +128,53 @@ def _save_trained(trained, tok, out: StageDir, metrics: dict[str, Any], *, lora:
     dist.barrier()
 
 
-def open_run_engine(cfg: RunConfig, spec: str, *, search: bool = False):
-    """The inference engine the recipe asks for (``engine: hf | vllm``) holding model ``spec`` (M_k).
+class EngineHolder:
+    """The run's one open inference engine, kept between stages that read the same model.
 
-    Every stage opens its own and closes it (``with``) when it ends, so no inference engine holds memory
-    while a training stage runs.
+    Loading a model into vLLM takes minutes on a small CPU, and a run reads each model M_k in several
+    stages in a row (its evaluation, its judge evaluation, the next iteration's search). The holder
+    keeps the engine open while the model and its settings stay the same, and closes it when another
+    model is asked for, before every training stage (:meth:`release`) and when the run ends. A stage
+    that samples gets a fresh engine when the open one has already drawn samples from a random state
+    shared across requests (vLLM on CPU: ``Engine.sampled_from_shared_state``), so a stage's samples
+    are the same whether the run went straight through or resumed there.
     """
-    from presrm.engine import EngineOptions, open_engine
 
-    return open_engine(spec, EngineOptions(name=cfg.engine, device=cfg.device,
-                                           precision=inference_precision(cfg, search=search), seed=cfg.seed,
-                                           vllm=cfg.vllm))
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.engine = None
+        self.loads = 0
+
+    @contextlib.contextmanager
+    def use(self, cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
+        from presrm.engine import EngineOptions, open_engine
+
+        options = EngineOptions(name=cfg.engine, device=cfg.device, precision=inference_precision(cfg, search=search),
+                                seed=cfg.seed, vllm=cfg.vllm)
+        key = (spec, options)
+        stale = samples and self.engine is not None and self.engine.sampled_from_shared_state
+        if self.key != key or stale:
+            self.release()
+            self.engine, self.key = open_engine(spec, options), key
+            self.loads += 1
+        yield self.engine
+
+    def release(self) -> None:
+        """Close the open engine (its memory freed) before training loads a model, or at the end of the run."""
+        engine, self.engine, self.key = self.engine, None, None
+        if engine is not None:
+            engine.close()
+            gc.collect()
+
+
+ENGINES = EngineHolder()
+"""The engine the current run's stages share (one run at a time per process)."""
+
+
+def open_run_engine(cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
+    """The inference engine the recipe asks for (``engine: hf | vllm``) holding model ``spec`` (M_k), as a
+    context manager: the run's shared engine (:class:`EngineHolder`), opened when the model changes."""
+    return ENGINES.use(cfg, spec, search=search, samples=samples)
 
 
 def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None, task: str | None = None):
@@ -275,7 +312,7 @@ def _eval_stage(cfg: RunConfig, spec: str, out: StageDir, name: str, problems,
         return read_json(summary_file), True
     decoding = Decoding.from_config(cfg)
     steps_mode = step_judge_mode(cfg) if cfg.eval.judge_steps or decoding.scores_steps else None
-    with open_run_engine(cfg, spec) as engine:
+    with open_run_engine(cfg, spec, samples=cfg.eval.decoding.lower() != "greedy") as engine:
         judge = make_run_judge(cfg, engine, mode=steps_mode, task=cfg.eval.task) if steps_mode else None
         # Under accelerate launch each rank decodes its own block of the problems and rank 0 writes them all.
         summary, records = evaluate(engine, task, dist.shard(problems), max_new_tokens=cfg.eval.max_new_tokens,
@@ -303,7 +340,7 @@ def _on_policy_steps(cfg: RunConfig, task, problems, out: StageDir):
     if path.exists():
         return read_natural_set(path)
     search = dataclasses.replace(cfg.search, k=cfg.init.on_policy_k)
-    with open_run_engine(cfg, cfg.model) as engine:
+    with open_run_engine(cfg, cfg.model, samples=True) as engine:
         sampler = step_sampler(engine, search, [STEP_STOP, *task.stop])
         nat = build_natural_set(problems[:cfg.init.on_policy_problems], partial(step_prompt, engine.tok, task),
                                 sampler, max_steps=cfg.init.on_policy_max_steps, seed=cfg.seed,
@@ -347,7 +384,13 @@ def _judge_eval_stage(cfg: RunConfig, run: RunLayout, spec: str, out: StageDir,
                          natural_model=cfg.model, natural_k=cfg.eval.judge_eval_k,
                          natural_max_steps=cfg.eval.judge_eval_max_steps, natural_temperature=cfg.search.temperature,
                          engine=cfg.engine, vllm=cfg.vllm)
-    return run_judge_eval(args), False
+    if not run.natural.exists():  # built once per run, by M0, on the shared engine
+        from presrm.judge_eval import natural_set_for
+
+        with open_run_engine(cfg, cfg.model, samples=True) as engine:
+            natural_set_for(args, load_task(cfg.eval.task, cfg.tasks_dir), engine)
+    with open_run_engine(cfg, spec) as engine:
+        return run_judge_eval(args, engine=engine), False
 
 
 def _judge_template(cfg: RunConfig) -> str | None:
@@ -369,6 +412,7 @@ def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     problems = load_problems(task, limit=n, offset=cfg.init.offset, data_file=cfg.init.data_file)
     problems, overlap = _apart_from_eval(cfg, problems)
     nat = _on_policy_steps(cfg, task, problems, out) if cfg.init.eft and "on_policy" in cfg.init.eft_sources else None
+    ENGINES.release()  # no inference engine holds memory while a model trains
     model, tok = load_model(cfg.model, device=cfg.device, training=True, precision=cfg.train.precision)
     examples: list[dict[str, Any]] = []
     if cfg.init.ift:
@@ -424,7 +468,7 @@ def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[lis
     task = load_task(cfg.search.task, cfg.tasks_dir)
     offset, count = cfg.search.problems_at(k)
     problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
-    with open_run_engine(cfg, spec, search=True) as engine:  # closed, its memory freed, before training
+    with open_run_engine(cfg, spec, search=True, samples=True) as engine:  # released before training
         judge = make_run_judge(cfg, engine, task=cfg.search.task)
         # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
         # single process's: a batch's seed covers other prompts) and rank 0 writes them all, in problem order.
@@ -450,6 +494,7 @@ def _train_stage(cfg: RunConfig, spec: str, out: StageDir, pairs: list[dict[str,
     if not pairs:
         raise RunStateError(f"iteration {k} produced no preference pairs ({out.samples} says why "
                             "each step was dropped); raise search.num_problems or search.k")
+    ENGINES.release()  # no inference engine holds memory while a model trains
     model, tok = load_model(spec, device=cfg.device, training=True, precision=cfg.train.precision)
     metrics, trained = train_step_dpo(model, tok, pairs, cfg.train, out.adapter, seed=cfg.seed + k,
                                       device=cfg.device)
@@ -524,6 +569,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             summary["iterations"].append(it)
             tracker.update(summary)
     finally:
+        ENGINES.release()
         progress.close()
         tracker.finish()
     summary["report"] = str(rd.report_html)

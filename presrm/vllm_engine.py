@@ -170,6 +170,7 @@ class VLLMEngine(EngineBase):
                                  seed=seed * 1_000_003 + i if sampled and self.per_request_seed else None)
                   for i in range(len(prompts))]
         outs = self._run(prompts, params, desc)
+        self.sampled_from_shared_state |= sampled and not self.per_request_seed
         return [[cut_at_stop(c.text, stop)[0] for c in o.outputs] for o in outs]
 
     def choice_logprobs(self, prompts: Sequence[str], choices: Sequence[Sequence[int]], *,
@@ -197,25 +198,51 @@ class VLLMEngine(EngineBase):
                          batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:
         """Token log-probabilities from vLLM's prompt log-probs (``prompt_logprobs=0``: the prompt's own token).
 
-        vLLM reads no prefix cache for these requests (``skip_reading_prefix_cache`` defaults to on with
-        prompt log-probs), so every token is computed afresh: the scores do not depend on what was
-        cached, and ``span_logprobs`` keeps the tokens few by reading a whole solution in one request.
+        With prefix caching on, sequences that share a long start (a search's candidates after the same
+        steps) are sent in two waves: the first sequence of each shared start, then the rest, which read
+        that start from the cache and compute only their own tokens. vLLM returns prompt log-probs only
+        for the tokens it computed (``num_cached_tokens`` says how many it read), so a sequence with a
+        wanted token inside its cached start is asked again with the cache off; every value returned
+        is computed, none is read from a cache entry that another request's order could change.
         """
-        from vllm import SamplingParams
-
         if self.llm is None:
             raise RuntimeError("this vLLM engine was closed")
         out: list[dict[int, float]] = [{} for _ in ids]
-        todo = [i for i in range(len(ids)) if positions[i]]
+        todo = sorted((i for i in range(len(ids)) if positions[i]), key=lambda i: list(ids[i]))
         if not todo:
             return out
-        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False)
-        results = self.llm.generate([{"prompt_token_ids": list(ids[i])} for i in todo], [params] * len(todo),
+        leads = [i for n, i in enumerate(todo) if n == 0 or _shared(ids[todo[n - 1]], ids[i]) < SHARED_MIN]
+        lead_set = set(leads)
+        waves = [leads, [i for i in todo if i not in lead_set]]
+        retry: list[int] = []
+        for wave in waves:
+            retry += self._read_logprobs(ids, positions, wave, out, cached=True, desc=desc)
+        self._read_logprobs(ids, positions, retry, out, cached=False, desc=desc)
+        return out
+
+    def _read_logprobs(self, ids, positions, which: list[int], out: list[dict[int, float]], *, cached: bool,
+                       desc: str | None) -> list[int]:
+        """One ``generate`` call for the sequences ``which``; fills ``out``; returns those to ask again."""
+        from vllm import SamplingParams
+
+        if not which:
+            return []
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
+                                skip_reading_prefix_cache=not cached)
+        results = self.llm.generate([{"prompt_token_ids": list(ids[i])} for i in which], [params] * len(which),
                                     use_tqdm=desc is not None)
-        for i, res in zip(todo, results, strict=True):
+        again = []
+        for i, res in zip(which, results, strict=True):
+            read = res.num_cached_tokens or 0
+            # the log-prob of token t comes from position t - 1: computed only when t - 1 >= read
+            if read and min(positions[i]) - 1 < read:
+                again.append(i)
+                self.span_tokens += len(ids[i]) - read  # computed now and again in the retry
+                continue
+            self.span_tokens -= read
             steps = res.prompt_logprobs
             out[i] = {t: steps[t][ids[i][t]].logprob for t in positions[i]}
-        return out
+        return again
 
     def describe(self) -> dict[str, Any]:
         from presrm.models import hardware
@@ -236,6 +263,20 @@ class VLLMEngine(EngineBase):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+SHARED_MIN = 32
+"""Tokens two sequences must share at their start for the second to wait for the first's cache entry."""
+
+
+def _shared(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many tokens ``a`` and ``b`` share at their start."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def _logsumexp(values: Sequence[float]) -> float:

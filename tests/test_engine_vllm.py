@@ -85,6 +85,17 @@ def test_span_logprobs_agree_with_hf_in_any_order(engines):
             [x for r in want for x in r], abs=1e-3)
         back = vl.span_logprobs(texts[::-1], spans[::-1], one_pass=one_pass)[::-1]
         assert [x for r in back for x in r] == pytest.approx([x for r in want for x in r], abs=1e-3)
+    # candidates after a long shared start: the later ones read it from the prefix cache, and agree all the same
+    head = PROMPTS[0] + " Tom has 3 apples and buys 4 more, then gives 2 away and finds 5." * 6
+    cands = [head + " 3 + 4 = 7", head + " 3 + 4 = 9 apples", head + " 7 - 2 = 5", head + " 5 + 5 = 10"]
+    spans = [[(len(head), len(t))] for t in cands]
+    want = hf.span_logprobs(cands, spans)
+    for order in (1, -1):
+        before = vl.span_tokens
+        got = vl.span_logprobs(cands[::order], spans[::order])[::order]
+        assert [r[0] for r in got] == pytest.approx([r[0] for r in want], abs=1e-3)
+        fed = sum(len(x) for x in vl.tok(cands, add_special_tokens=False)["input_ids"])
+        assert vl.span_tokens - before < fed - 2 * 32  # the shared start was computed once, not four times
     q = "Tom has 3 apples and buys 4. How many?"
     steps = [StepToJudge(q, (), "Step 1: 3 + 4 = 7"), StepToJudge(q, (), "Step 1: He buys 4 more."),
              StepToJudge(q, ("Step 1: 3 + 4 = 7",), "Step 2: The answer is 7.")]
@@ -113,3 +124,57 @@ def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
     auto = {torch.float32: "float32", torch.bfloat16: "bfloat16"}[compute_dtype(torch.device("cpu"), "auto")]
     assert protocol["engine"] == "vllm" and protocol["vllm"] and protocol["dtype"] == auto  # eval: precision auto
     assert (it / "model" / "config.json").exists() and (tmp_path / "v" / "report.html").exists()
+
+
+@pytest.mark.parametrize("mode", ["pointwise", "pairwise", "generative", "likelihood", "random"])
+def test_every_judge_mode_searches_on_vllm(engines, gsm8k_like, mode):
+    """Step search with each judge mode on vLLM: the tournaments are played and the records say so."""
+    from presrm.config import SearchConfig
+    from presrm.data import load_problems, load_task
+    from presrm.judge import make_judge
+    from presrm.search import step_search
+
+    _, vl = engines
+    task = load_task("gsm8k_train")
+    problems = load_problems(task, limit=2, data_file=str(gsm8k_like))
+    options = {"max_new_tokens": 8} if mode == "generative" else {}
+    judge = make_judge(mode, vl, **options)
+    cfg = SearchConfig(k=3, max_steps=2, max_step_tokens=8, temperature=1.0)
+    records, _ = step_search(vl, judge, task, problems, cfg, seed=0)
+    rounds = [e for r in records for e in r["search"]]
+    assert len(records) == 2 and rounds and all(len(e["candidates"]) >= 1 for e in rounds)
+    if mode in ("pointwise", "likelihood", "random"):
+        assert all(c["score"] is None or 0.0 <= c["score"] <= 1.0 for e in rounds for c in e["candidates"])
+
+
+def test_a_likelihood_run_on_vllm_end_to_end(vllm_model_dir, gsm8k_like, tmp_path):
+    """IFT, evaluation with the run's judge, the natural set, judge-eval and step search, all on vLLM with the
+    likelihood judge: one engine per model, and the per-step scores come from the likelihood judge."""
+    import presrm.engine
+    from presrm.config import load_config
+    from presrm.jsonio import read_json, read_jsonl
+    from presrm.loop import run
+
+    cfg = load_config(None, [
+        f"model={vllm_model_dir}", f"output_dir={tmp_path}", "name=l", "device=cpu", "engine=vllm",
+        "judge.mode=likelihood", *VLLM_TEST_SETTINGS, "init.ift=true", "init.ift_problems=2", "init.offset=0",
+        f"init.data_file={gsm8k_like}", "init.max_steps=1", "init.batch_size=2",
+        f"search.data_file={gsm8k_like}", "search.num_problems=2", "search.k=3", "search.max_steps=2",
+        "search.max_step_tokens=8", "search.temperature=1.0", "train.max_steps=1", "train.batch_size=2",
+        "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={gsm8k_like}", "eval.limit=2",
+        "eval.max_new_tokens=8", "eval.judge_eval=true", "eval.judge_eval_limit=2", "eval.judge_eval_max_steps=1"])
+    loads = []
+    real_open = presrm.engine.open_engine
+    try:
+        presrm.engine.open_engine = lambda spec, options=None: loads.append(spec) or real_open(spec, options)
+        summary = run(cfg)
+    finally:
+        presrm.engine.open_engine = real_open
+    root = tmp_path / "l"
+    assert summary["iterations"][0]["pairs"] == len(read_jsonl(root / "iter_0" / "pairs.jsonl")) > 0
+    ev = read_json(root / "iter_0" / "eval.json")
+    assert ev["protocol"]["engine"] == "vllm" and ev["protocol"]["judge_steps_mode"] == "likelihood"
+    assert read_json(root / "iter_0" / "judge_eval" / "results.json")["protocol"]["mode"] == "likelihood"
+    assert (root / "natural.jsonl").exists()
+    # M0: eval, natural set, judge eval; M1: eval, judge eval, search; M2: eval, judge eval: one engine each
+    assert loads == [str(vllm_model_dir), str(root / "init" / "model"), str(root / "iter_0" / "model")]

@@ -251,3 +251,36 @@ def test_recipes_exist():
 def test_bad_search_and_init_settings(overrides, match):
     with pytest.raises(ConfigError, match=match):
         load_config(None, overrides)
+
+
+def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like, tmp_path, monkeypatch):
+    """A model read by several stages in a row (M0: evaluation and judge evaluation; M1: its evaluation, its
+    judge evaluation and the next search) is loaded once; every engine is closed before a model trains."""
+    import presrm.engine
+    import presrm.train
+    from presrm.loop import ENGINES
+
+    loads, open_at_training = [], []
+    real_open = presrm.engine.open_engine
+
+    def counting_open(spec, options=None):
+        loads.append(spec)
+        return real_open(spec, options)
+
+    real_train = presrm.train.train_step_dpo
+
+    def watching_train(*args, **kwargs):
+        open_at_training.append(ENGINES.engine is not None)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(presrm.engine, "open_engine", counting_open)
+    monkeypatch.setattr(presrm.train, "train_step_dpo", watching_train)
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=2", "eval.judge_eval=true", "eval.judge_eval_limit=2",
+               "eval.judge_eval_max_steps=1", "judge.mode=pointwise")
+    run(cfg)
+    root = tmp_path / "t"
+    m1, m2 = str(root / "iter_0" / "model"), str(root / "iter_1" / "model")
+    # M0: evaluation + natural set + judge eval + search (a fresh engine after the natural set sampled? the HF
+    # engine seeds every batch itself, so it never needs one); M1: eval + judge eval + search; M2: eval + judge eval
+    assert loads == [str(tiny_model_dir), m1, m2]
+    assert open_at_training == [False, False] and ENGINES.engine is None
