@@ -212,7 +212,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.output:
         writable_dir(Path(args.output).parent, "--output's folder")
-    result = compare_runs(args.results_a, args.results_b)
+    result = compare_runs(args.results_a, args.results_b, common=args.common)
     print(format_comparison(result))
     if args.output:
         from presrm.jsonio import write_json
@@ -333,6 +333,9 @@ def make_parser() -> argparse.ArgumentParser:
     c.add_argument("results_a", metavar="RESULTS_A", help="results.json (or its folder) of run A")
     c.add_argument("results_b", metavar="RESULTS_B", help="results.json (or its folder) of run B")
     c.add_argument("--output", help="also write the comparison as JSON here")
+    c.add_argument("--common", action="store_true",
+                   help="pair only the problems both evaluated (e.g. a 400-problem subset against the full test); "
+                        "without it, evaluations of different problems are an error")
     c.set_defaults(func=cmd_compare)
 
     j = sub.add_parser("judge-eval", help="judge quality against verifier-labelled GSM8K steps",

@@ -131,11 +131,16 @@ def paired_step_errors(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]
                     "side of 0"}
 
 
-def compare_runs(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
-    """Compare two evaluations; DataError when they do not cover the same problems."""
+def compare_runs(path_a: str | Path, path_b: str | Path, *, common: bool = False) -> dict[str, Any]:
+    """Compare two evaluations; DataError when they do not cover the same problems, unless ``common``: then
+    only the problems both evaluated are paired (an error when they share none)."""
     (ra, sa), (rb, sb) = _locate(path_a), _locate(path_b)
     rec_a, rec_b = _records(sa), _records(sb)
     a, b = _outcomes(rec_a), _outcomes(rec_b)
+    evaluated = {"a": len(a), "b": len(b)}
+    if common and set(a) & set(b):
+        shared = set(a) & set(b)
+        a, b = {k: v for k, v in a.items() if k in shared}, {k: v for k, v in b.items() if k in shared}
     if set(a) != set(b):
         only_a, only_b = sorted(set(a) - set(b)), sorted(set(b) - set(a))
         raise DataError(f"{sa} and {sb} cover different problems: {len(only_a)} only in A (e.g. {only_a[:3]}), "
@@ -144,7 +149,8 @@ def compare_runs(path_a: str | Path, path_b: str | Path) -> dict[str, Any]:
     pa, pb = read_json(ra).get("protocol") or {}, read_json(rb).get("protocol") or {}
     differs = sorted(k for k in ("task", "version", "prompt_sha256", "shots", "extractors", "match", "decoding",
                                  "max_new_tokens") if pa.get(k) != pb.get(k))
-    return {"a": str(ra), "b": str(rb), "n": len(ids), "protocol_differs": differs, **paired(a, b, ids),
+    return {"a": str(ra), "b": str(rb), "n": len(ids), "evaluated": evaluated, "protocol_differs": differs,
+            **paired(a, b, ids),
             "test": "McNemar, exact two-sided binomial on the discordant pairs (p_exact); mid-p also given",
             "step_errors": paired_step_errors(rec_a, rec_b, ids)}
 
@@ -155,7 +161,9 @@ def _pct(x: float | None, spec: str = "6.1f") -> str:
 
 def format_comparison(result: dict[str, Any]) -> str:
     """A small text table for the terminal."""
-    lines = [f"A: {result['a']}", f"B: {result['b']}", f"{result['n']} paired problems"]
+    seen = result.get("evaluated") or {}
+    lines = [f"A: {result['a']}", f"B: {result['b']}", f"{result['n']} paired problems"
+             + (f" (of {seen['a']} in A and {seen['b']} in B)" if seen and seen["a"] != seen["b"] else "")]
     if result["protocol_differs"]:
         lines.append(f"protocols differ in: {', '.join(result['protocol_differs'])}")
     lines.append(f"{'extractor':<10} {'acc A':>7} {'acc B':>7} {'B - A':>7} {'b (A only)':>10} {'c (B only)':>10} "

@@ -159,7 +159,20 @@ class EvalConfig:
 
     task: str = _f("gsm8k", "Task (name in tasks/ or path to a task YAML).")
     data_file: str | None = _f(None, "Override the task's data file (local JSONL).")
-    limit: int | None = _f(50, "Evaluate the first N problems (null: all).")
+    limit: int | list | None = _f(50, "Evaluate the first N problems (null: all); or a list with one entry per "
+                                      "evaluated model in order M0, M1, M2, ... (the last repeats), e.g. "
+                                      "[400, null, 400, null]: the full test for M1 and M3, 400 problems for the "
+                                      "others (comparisons then pair the problems both evaluated).")
+
+    def limit_of(self, model: int) -> int | None:
+        """How many problems model M_``model`` is evaluated on (None: all)."""
+        limits = self.limit if isinstance(self.limit, list) else [self.limit]
+        return limits[min(model, len(limits) - 1)]
+
+    def largest_limit(self) -> int | None:
+        """The most problems any model is evaluated on (None: all)."""
+        limits = self.limit if isinstance(self.limit, list) else [self.limit]
+        return None if None in limits else max(limits)
     max_new_tokens: int = _f(320, "Cap on generated tokens per solution.")
     batch_size: int = _f(16, "Solutions generated per batch.")
     judge_steps: bool = _f(True, "Score each step of each solution with the self-judge (for reports): judge.mode "
@@ -410,7 +423,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.vllm.max_model_len >= 256 and cfg.vllm.tensor_parallel_size >= 1 and cfg.vllm.cpu_kv_cache_gb > 0
          and 0.0 < cfg.vllm.gpu_memory_utilization <= 1.0, "vllm.max_model_len must be >= 256, "
          "vllm.tensor_parallel_size >= 1, vllm.cpu_kv_cache_gb > 0 and vllm.gpu_memory_utilization in (0, 1]"),
-        (cfg.eval.limit is None or cfg.eval.limit >= 1, "eval.limit must be >= 1 or null"),
+        (all(n is None or (isinstance(n, int) and not isinstance(n, bool) and n >= 1) for n in _as_list(cfg.eval.limit))
+         and _as_list(cfg.eval.limit) != [], "eval.limit must be >= 1 or null, or a non-empty list of them"),
         (re.fullmatch(r"greedy|beam|(maj@|best[-_]of[-_])(k|n|\d+)", cfg.eval.decoding.lower()) is not None,
          f"eval.decoding {cfg.eval.decoding!r} must be greedy, maj@k (or maj@8), best-of-n (or best-of-8), or beam"),
     ]

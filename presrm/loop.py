@@ -359,7 +359,7 @@ def _apart_from_eval(cfg: RunConfig, problems: list) -> tuple[list, int]:
     user's own data files get the same guarantee: train and test never mix.
     """
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
-    limits = [cfg.eval.limit] + ([cfg.eval.judge_eval_limit] if cfg.eval.judge_eval else [])
+    limits = [cfg.eval.largest_limit()] + ([cfg.eval.judge_eval_limit] if cfg.eval.judge_eval else [])
     limit = None if None in limits else max(limits)
     held_out = {p.question.strip() for p in load_problems(eval_task, limit=limit, data_file=cfg.eval.data_file)}
     kept = [p for p in problems if p.question.strip() not in held_out]
@@ -524,7 +524,12 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     m1 = cfg.init.model or (str(rd.init.model) if trains_m1 else None)  # None: iteration 0 starts from M0
     tracker = RunTracker.for_run(cfg.train.report_to, rd.root, cfg.name)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
-    eval_problems = load_problems(eval_task, limit=cfg.eval.limit, data_file=cfg.eval.data_file)
+    eval_problems = load_problems(eval_task, limit=cfg.eval.largest_limit(), data_file=cfg.eval.data_file)
+
+    def problems_of(model: int) -> list:
+        """The eval problems model M_``model`` is evaluated on (eval.limit, per model when a list)."""
+        return eval_problems[:cfg.eval.limit_of(model)]
+
     if not eval_problems and (cfg.eval.before or cfg.eval.after):
         raise DataError(f"eval.task {eval_task.name}: no problems to evaluate in "
                         f"{cfg.eval.data_file or 'its data'}; fix eval.data_file or set eval.before/after: false")
@@ -533,7 +538,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     try:
         if cfg.eval.before:
             summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iteration(0),
-                                        "eval_before", eval_problems, eval_task)
+                                        "eval_before", problems_of(0), eval_task)
             tracker.update(summary)
             if cfg.eval.judge_eval:
                 summary["judge_before"] = _staged(progress, "M0 judge eval", _judge_eval_stage, cfg, rd,
@@ -548,7 +553,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                 log.info("M1 = %s (init.model): no IFT/EFT", m1)
             if cfg.eval.after and cfg.init.evaluate:
                 summary["init"]["eval"] = _staged(progress, "init eval", _eval_stage, cfg, m1, init, "eval",
-                                                  eval_problems, eval_task)
+                                                  problems_of(1), eval_task)
                 tracker.update(summary)
                 if cfg.eval.judge_eval:
                     summary["init"]["judge"] = _staged(progress, "init judge eval", _judge_eval_stage, cfg, rd,
@@ -562,7 +567,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
                                   "train": {key: v for key, v in metrics.items() if key != "log_history"}}
             if cfg.eval.after:
                 it["eval"] = _staged(progress, f"{tag} eval", _eval_stage, cfg, str(out.model), out, "eval",
-                                     eval_problems, eval_task)
+                                     problems_of(k + 1 + (m1 is not None)), eval_task)
                 if cfg.eval.judge_eval:
                     it["judge"] = _staged(progress, f"{tag} judge eval", _judge_eval_stage, cfg, rd,
                                           str(out.model), out, "judge_eval")

@@ -96,6 +96,22 @@ def test_different_problem_sets_exit_2(tmp_path, capsys, a, b, message):
     assert "cover different problems" in capsys.readouterr().err
 
 
+def test_common_pairs_only_the_problems_both_evaluated(tmp_path, capsys):
+    """A 2-problem subset against a 4-problem evaluation: --common pairs the 2, and says so."""
+    ra = _run(tmp_path / "a", {"1": (0, 0), "2": (1, 1)}, steps={"1": (2, 4, 0), "2": (0, 3, 0)})
+    rb = _run(tmp_path / "b", {"1": (1, 1), "2": (1, 1), "3": (0, 0), "4": (0, 0)},
+              steps={"1": (0, 4, 0), "2": (0, 3, 0), "3": (5, 5, 0), "4": (5, 5, 0)})
+    res = compare_runs(ra, rb, common=True)
+    assert res["n"] == 2 and res["evaluated"] == {"a": 2, "b": 4}
+    assert (res["strict"]["b"], res["strict"]["c"]) == (0, 1)
+    assert res["step_errors"]["rate_b"] == 0.0 and res["step_errors"]["difference"] == pytest.approx(-2 / 7)
+    assert main(["compare", str(ra), str(rb), "--common"]) == 0
+    assert "2 paired problems (of 2 in A and 4 in B)" in capsys.readouterr().out
+    disjoint = _run(tmp_path / "c", {"9": (1, 1)})
+    with pytest.raises(DataError, match="cover different problems"):
+        compare_runs(ra, disjoint, common=True)
+
+
 def test_duplicate_ids_and_missing_samples_are_errors(tmp_path):
     ra = _run(tmp_path / "a", {"1": (1, 1)})
     (tmp_path / "a" / "samples.jsonl").write_text('{"id": "1", "correct_strict": true, "correct_flexible": true}\n' * 2)

@@ -284,3 +284,15 @@ def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like
     # engine seeds every batch itself, so it never needs one); M1: eval + judge eval + search; M2: eval + judge eval
     assert loads == [str(tiny_model_dir), m1, m2]
     assert open_at_training == [False, False] and ENGINES.engine is None
+
+
+def test_eval_limit_per_model(tiny_model_dir, gsm8k_like, tmp_path):
+    """eval.limit as a list: one entry per evaluated model (M0, M1, ...), the last repeating."""
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.limit=[3, 1]", "iterations=2")
+    assert (cfg.eval.limit_of(0), cfg.eval.limit_of(1), cfg.eval.limit_of(5), cfg.eval.largest_limit()) == (3, 1, 1, 3)
+    run(cfg)
+    root = tmp_path / "t"
+    assert [read_json(root / f)["n"] for f in ("iter_0/eval_before.json", "iter_0/eval.json", "iter_1/eval.json")] \
+        == [3, 1, 1]
+    with pytest.raises(ConfigError, match="eval.limit"):
+        load_config(None, ["eval.limit=[3, 0]"])
