@@ -234,6 +234,20 @@ def test_every_recipe_parses(path):
     assert cfg.name == path.stem and cfg.iterations >= 1
 
 
+def test_evidence_recipe_and_its_ablation_arms_parse(tmp_path):
+    """The evidence recipe: vLLM, the likelihood judge without EFT, the full test for M1 and M3; each ablation
+    arm starts from its M1 (init.model) and changes only the judge."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "evidence_cpu.yaml"
+    cfg = load_config(path)
+    assert cfg.engine == "vllm" and cfg.judge.mode == "likelihood" and not cfg.init.eft
+    assert [cfg.eval.limit_of(m) for m in range(4)] == [400, None, 400, None]
+    (tmp_path / "m1").mkdir()
+    for mode in ("likelihood", "pointwise", "random"):
+        arm = load_config(path, ["init.ift=false", f"init.model={tmp_path / 'm1'}", f"judge.mode={mode}",
+                                 f"name=arm_{mode}", "eval.before=false"])
+        assert arm.init.model and arm.judge.mode == mode and arm.search == cfg.search and arm.train == cfg.train
+
+
 def test_recipes_exist():
     assert {"quickstart.yaml", "smoke.yaml", "presrm_paper.yaml"} <= {p.name for p in CONFIGS}
 
