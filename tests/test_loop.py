@@ -240,7 +240,7 @@ def test_evidence_recipe_and_its_ablation_arms_parse(tmp_path):
     path = Path(__file__).resolve().parents[1] / "configs" / "evidence_cpu.yaml"
     cfg = load_config(path)
     assert cfg.engine == "vllm" and cfg.judge.mode == "likelihood" and not cfg.init.eft
-    assert [cfg.eval.limit_of(m) for m in range(4)] == [400, None, 400, None]
+    assert [cfg.eval.limit_of(m) for m in range(4)] == [300, None, 300, None]
     (tmp_path / "m1").mkdir()
     for mode in ("likelihood", "pointwise", "random"):
         arm = load_config(path, ["init.ift=false", f"init.model={tmp_path / 'm1'}", f"judge.mode={mode}",
