@@ -113,6 +113,7 @@ def run(args) -> dict:
             rows[(name, "hf, one pass per step")] = measure(hf, items, one_pass=False)
             rows[(name, "hf, one pass per solution")] = measure(hf, items, one_pass=True)
     out = {"rows": [], "load_s": load, "vllm": version, "hardware": hw, "args": vars(args),
+           "vllm_threads_bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto"),
            "natural_set": natural_meta, "loadavg": os.getloadavg()[0]}
     for name in sets:
         ref = rows[(name, "hf, one pass per step")]
@@ -147,8 +148,14 @@ def render(res: dict) -> str:
         lines.append(f"| {r['set']} | {r['row']} | {r['steps']} | {r['tokens']:,} | "
                      f"{b['tokens'] / max(r['tokens'], 1):.2f}x fewer | {r['seconds']:.1f} | {rate:.1f} | "
                      f"{rate / brate:.2f}x | {r['max_score_diff']:.1e} |")
+    bind = res.get("vllm_threads_bind", "auto")
     lines += ["", f"Loading: vLLM {res['load_s']['vllm']:.0f} s, HF {res['load_s']['hf']:.0f} s (not in the "
-              f"timings). Load average at the end: {res['loadavg']:.2f}."]
+              f"timings). Load average at the end: {res['loadavg']:.2f}. vLLM's CPU worker binds its compute threads "
+              f"by `VLLM_CPU_OMP_THREADS_BIND` ({bind} here"
+              + ("; on a 2-core machine `auto` computes on one core and reserves the other for vLLM's scheduler "
+                 "process" if bind == "auto" else "") + "), while the HF engine computes on every torch thread. "
+              "vLLM's natural-set tokens are fewer than the HF engine's because it reads the candidates' shared "
+              "start (the policy prompt and the previous steps) from its prefix cache (docs/engines.md)."]
     return "\n".join(lines)
 
 
