@@ -57,6 +57,12 @@ def configure(stream: TextIO | None = None) -> None:
         os.environ.setdefault(key, str(value))
 
 
+def shows_bar(stream: TextIO | None = None) -> bool:
+    """Whether a library's own bar (vLLM's ``use_tqdm``) should be drawn now: always on a terminal; in a log
+    only when no presrm bar is live, the same rule :func:`bar` applies to presrm's nested bars."""
+    return interactive(stream) or not any(not b.disable for b in _live)
+
+
 def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str | None = None,
         unit: str = "it", disable: bool = False, leave: bool = True, file: TextIO | None = None, **kwargs: Any):
     """A tqdm bar: as asked on a terminal; in a log, throttled and silent inside another live bar.

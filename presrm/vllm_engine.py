@@ -40,6 +40,7 @@ import torch
 
 from presrm.engine import EngineBase, EngineOptions, normalise_choices
 from presrm.errors import ModelLoadError
+from presrm.progress import shows_bar
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class VLLMEngine(EngineBase):
     def _run(self, prompts: Sequence[str], params: list[Any], desc: str | None):
         if self.llm is None:
             raise RuntimeError("this vLLM engine was closed")
-        return self.llm.generate(self._token_prompts(prompts), params, use_tqdm=desc is not None)
+        return self.llm.generate(self._token_prompts(prompts), params, use_tqdm=desc is not None and shows_bar())
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
                  top_p: float = 1.0, stop: Sequence[str] = (), seed: int = 0, batch_size: int | None = None,
@@ -230,7 +231,7 @@ class VLLMEngine(EngineBase):
         params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
                                 skip_reading_prefix_cache=not cached)
         results = self.llm.generate([{"prompt_token_ids": list(ids[i])} for i in which], [params] * len(which),
-                                    use_tqdm=desc is not None)
+                                    use_tqdm=desc is not None and shows_bar())
         again = []
         for i, res in zip(which, results, strict=True):
             read = res.num_cached_tokens or 0

@@ -58,3 +58,13 @@ def test_stderr_that_cannot_say_is_no_terminal():
     closed = io.StringIO()
     closed.close()
     assert not progress.interactive(closed) and not progress.interactive(object())
+
+
+def test_a_library_bar_follows_the_same_rule():
+    """vLLM's own bar (use_tqdm) draws on a terminal; in a log only while no presrm bar is live."""
+    log = io.StringIO()
+    assert progress.shows_bar(Terminal()) and progress.shows_bar(log)
+    outer = bar(total=3, desc="stages", file=log)
+    assert progress.shows_bar(Terminal()) and not progress.shows_bar(log)
+    outer.close()
+    assert progress.shows_bar(log)
