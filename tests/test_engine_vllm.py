@@ -150,15 +150,21 @@ def test_every_judge_mode_searches_on_vllm(engines, gsm8k_like, mode):
 def test_a_likelihood_run_on_vllm_end_to_end(vllm_model_dir, gsm8k_like, tmp_path):
     """IFT, evaluation with the run's judge, the natural set, judge-eval and step search, all on vLLM with the
     likelihood judge: one engine per model, and the per-step scores come from the likelihood judge."""
+    import json
+
     import presrm.engine
     from presrm.config import load_config
     from presrm.jsonio import read_json, read_jsonl
     from presrm.loop import run
+    from tests.conftest import SYNTHETIC
 
+    train = tmp_path / "train.jsonl"  # IFT problems apart from the eval problems
+    train.write_text("".join(json.dumps({"question": q.replace("?", " in all?"), "answer": a}) + "\n"
+                             for q, a in SYNTHETIC))
     cfg = load_config(None, [
         f"model={vllm_model_dir}", f"output_dir={tmp_path}", "name=l", "device=cpu", "engine=vllm",
         "judge.mode=likelihood", *VLLM_TEST_SETTINGS, "init.ift=true", "init.ift_problems=2", "init.offset=0",
-        f"init.data_file={gsm8k_like}", "init.max_steps=1", "init.batch_size=2",
+        f"init.data_file={train}", "init.max_steps=1", "init.batch_size=2",
         f"search.data_file={gsm8k_like}", "search.num_problems=2", "search.k=3", "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0", "train.max_steps=1", "train.batch_size=2",
         "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={gsm8k_like}", "eval.limit=2",
