@@ -119,8 +119,10 @@ def main() -> None:
     p.add_argument("run_dir")
     p.add_argument("--threads", type=int, default=1, help="the torch threads the run used (its OMP_NUM_THREADS)")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")
+    p.add_argument("--section", default="stages",
+                   help="the BENCHMARKS.md section to write (one per run compared, e.g. stages-vllm)")
     args = p.parse_args()
-    publish("stages", render(run(args)), write=not args.no_write)
+    publish(args.section, render(run(args)), write=not args.no_write)
 
 
 if __name__ == "__main__":
