@@ -7,5 +7,6 @@
   verdicts into a winner or a tie.
 - ``forward``: batched next-token log-probabilities with shared-prefix
   KV-cache reuse: the HF engine's ``choice_logprobs`` (``presrm.engine``).
-- ``pointwise``, ``pairwise``, ``generative``, ``outcome``: the four judges.
+- ``pointwise``, ``pairwise``, ``generative``, ``outcome``, ``likelihood``: the judges;
+  ``random``: a control that scores steps by a seeded hash (no model call).
 """
