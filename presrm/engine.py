@@ -168,16 +168,17 @@ class SpanPlan:
         need = [max((t for toks in w for t in toks), default=-1) + 1 for w in wanted]
         root_of = list(range(len(texts)))
         if one_pass:
-            index: dict[int, int] = {}  # rolling hash of a root's first L tokens -> that root
+            index: dict[tuple[int, int], int] = {}  # (L, rolling hash of a root's first L tokens) -> that root
             for i in sorted(range(len(texts)), key=lambda i: -len(all_ids[i])):
                 if need[i] == 0:
                     continue
-                host = index.get(_prefix_hash(all_ids[i], need[i]))
+                *_, h = _prefix_hashes(all_ids[i][:need[i]])
+                host = index.get((need[i], h))
                 if host is not None and all_ids[host][:need[i]] == all_ids[i][:need[i]]:
                     root_of[i] = host
                     continue
                 for length, h in enumerate(_prefix_hashes(all_ids[i]), start=1):
-                    index.setdefault(h ^ length, i)
+                    index.setdefault((length, h), i)
         roots = sorted(set(root_of[i] for i in range(len(texts)) if need[i]))
         slot = {r: n for n, r in enumerate(roots)}
         positions: list[set[int]] = [set() for _ in roots]
@@ -199,17 +200,11 @@ _HASH_MOD = (1 << 61) - 1
 
 
 def _prefix_hashes(ids: Sequence[int]):
+    """The rolling hash of every prefix of ``ids``, shortest first."""
     h = 0
     for t in ids:
         h = (h * 1_000_003 + t + 1) % _HASH_MOD
         yield h
-
-
-def _prefix_hash(ids: Sequence[int], length: int) -> int:
-    h = 0
-    for t in ids[:length]:
-        h = (h * 1_000_003 + t + 1) % _HASH_MOD
-    return h ^ length
 
 
 def normalise_choices(logprobs: torch.Tensor) -> torch.Tensor:

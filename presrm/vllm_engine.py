@@ -212,7 +212,9 @@ class VLLMEngine(EngineBase):
         todo = sorted((i for i in range(len(ids)) if positions[i]), key=lambda i: list(ids[i]))
         if not todo:
             return out
-        leads = [i for n, i in enumerate(todo) if n == 0 or _shared(ids[todo[n - 1]], ids[i]) < SHARED_MIN]
+        # a lead: a sequence that shares less than half of itself with the one before it in sorted order (the
+        # instruction every prompt starts with is not a shared start; a search round's steps before it are)
+        leads = [i for n, i in enumerate(todo) if n == 0 or 2 * _shared(ids[todo[n - 1]], ids[i]) < len(ids[i])]
         lead_set = set(leads)
         waves = [leads, [i for i in todo if i not in lead_set]]
         retry: list[int] = []
@@ -264,10 +266,6 @@ class VLLMEngine(EngineBase):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-SHARED_MIN = 32
-"""Tokens two sequences must share at their start for the second to wait for the first's cache entry."""
 
 
 def _shared(a: Sequence[int], b: Sequence[int]) -> int:
