@@ -143,7 +143,6 @@ class EngineHolder:
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.engine = None
-        self.loads = 0
 
     @contextlib.contextmanager
     def use(self, cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
@@ -156,7 +155,6 @@ class EngineHolder:
         if self.key != key or stale:
             self.release()
             self.engine, self.key = open_engine(spec, options), key
-            self.loads += 1
         yield self.engine
 
     def release(self) -> None:
@@ -196,16 +194,12 @@ def step_judge_mode(cfg: RunConfig) -> str:
     return cfg.judge.mode if cfg.judge.mode in STEP_MODES else "pointwise"
 
 
-_ENGINE_NEEDS = {"likelihood": ("span_logprobs", "span log-probabilities")}
-"""Judge modes that need an engine method beyond sampling and next-token log-probs: (method, what it reads)."""
-
-
 def check_runnable(cfg: RunConfig) -> None:
     """Refuse, in one line and before any stage starts, a recipe that cannot run here: ``engine: vllm`` without
-    vLLM (or under ``accelerate launch``), a judge the engine cannot serve, a missing ``init.model`` folder,
+    vLLM (or under ``accelerate launch``), a missing ``init.model`` folder,
     task or data file. ``config.validate`` checks what needs no import and no file system."""
     if cfg.engine == "vllm":
-        from presrm.vllm_engine import VLLMEngine, vllm_available
+        from presrm.vllm_engine import vllm_available
 
         reason = vllm_available()
         if reason:
@@ -213,11 +207,6 @@ def check_runnable(cfg: RunConfig) -> None:
         if dist.world_size() > 1:
             raise ConfigError("engine: vllm runs in one process (vllm.tensor_parallel_size spreads a model over "
                               "GPUs); launch the run without accelerate launch, or use engine: hf")
-        for mode in {cfg.judge.mode, step_judge_mode(cfg)} & set(_ENGINE_NEEDS):
-            method, what = _ENGINE_NEEDS[mode]
-            if not hasattr(VLLMEngine, method):
-                raise ConfigError(f"judge.mode {mode} needs {what}, which engine vllm does not give; set engine: hf "
-                                  "or another judge.mode")
     if cfg.init.model is not None and not (Path(cfg.init.model) / "config.json").is_file():
         missing = "does not exist" if not Path(cfg.init.model).exists() else "is not a model folder (no config.json)"
         raise ConfigError(f"key 'init.model': {cfg.init.model} {missing}; pass the model/ folder of an "

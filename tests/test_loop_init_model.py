@@ -122,15 +122,13 @@ def test_run_refuses_what_cannot_run_before_any_stage(tiny_model_dir, gsm8k_like
 
 
 def test_vllm_needs_vllm_here(monkeypatch):
-    from presrm import loop, vllm_engine
+    from presrm import vllm_engine
 
     monkeypatch.setattr(vllm_engine, "vllm_available", lambda: "vLLM is not installed (pip install vllm)")
     with pytest.raises(ConfigError, match="engine: vllm cannot run here: vLLM is not installed"):
         check_runnable(load_config(None, ["engine=vllm"]))
     monkeypatch.setattr(vllm_engine, "vllm_available", lambda: None)
-    monkeypatch.setitem(loop._ENGINE_NEEDS, "likelihood", ("no_such_method", "span log-probabilities"))
-    with pytest.raises(ConfigError, match="judge.mode likelihood needs span log-probabilities"):
-        check_runnable(load_config(None, ["engine=vllm", "judge.mode=likelihood"]))
+    check_runnable(load_config(None, ["engine=vllm", "judge.mode=likelihood"]))  # every engine reads span log-probs
     check_runnable(load_config(None, ["engine=vllm", "judge.mode=pairwise"]))
 
 
