@@ -61,7 +61,11 @@ def test_kill_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_p
     # SIGKILL: any stage but the last (it could end before the kill); SIGTERM: iteration 0's training
     stage = rng.choice(labels[:-1]) if sig == signal.SIGKILL else next(x for x in labels if x.endswith("0/2 train"))
     marker = f"stage start: {stage}"
-    delay = rng.uniform(0.0, 1.5)
+    # The stages here last about a second each, and the last two (iteration 1's search and training) take
+    # about a second together: a longer delay could land after the run's work, so a SIGKILL would find it
+    # finished and a SIGTERM would reach its shutdown (exit 0, CI stop 23). SIGTERM goes at once, so it lands
+    # in iteration 0's training; SIGKILL goes within a quarter second, inside the chosen stage or the next.
+    delay = 0.0 if sig == signal.SIGTERM else rng.uniform(0.0, 0.25)
     why = f"PRESRM_KILL_SEED={seed}: signal {sig.name} {delay:.2f} s after {marker!r}"
 
     args = _overrides(tiny_model_dir, gsm8k_like, tmp_path, "killed")
@@ -72,6 +76,8 @@ def test_kill_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_p
             _wait_for(marker, log, proc)
             time.sleep(delay)
             assert proc.poll() is None, f"{why}: the run finished before the kill"
+            if sig == signal.SIGTERM:  # the point of this case: the signal reaches a run that is training
+                assert "stage done: iter 0/2 train" not in log.read_text(), f"{why}: training ended before the kill"
             os.kill(proc.pid, sig)
             code = proc.wait(timeout=60)
             if sig == signal.SIGKILL:
