@@ -266,12 +266,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Versions(argparse.Action):
+    """``--version``: presrm's and its libraries' versions, one ``name version`` line each (what CI prints)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from presrm.models import versions
+
+        sys.stdout.write("".join(f"{name} {version}\n" for name, version in versions().items()))
+        parser.exit()
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="presrm",
         description="Process-based self-rewarding for math reasoning: the model writes step-by-step "
                     "solutions, judges its own steps, and trains on step-level preference pairs (DPO).")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action=_Versions, help="print the versions of presrm and the libraries it runs on")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="run self-rewarding iterations from a YAML recipe",

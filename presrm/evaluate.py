@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import platform
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,16 +93,6 @@ def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
     return out
 
 
-def _versions() -> dict[str, str]:
-    import torch
-    import transformers
-
-    from presrm import __version__
-
-    return {"presrm": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "python": platform.python_version()}
-
-
 def evaluate(engine, task: Task, problems: Sequence[Problem], *, max_new_tokens: int | None = None,
              batch_size: int = 16, judge=None, label: str = "eval",
              decoding: Decoding | None = None) -> tuple[dict[str, Any], list[EvalSample]]:
@@ -128,7 +117,9 @@ def evaluate(engine, task: Task, problems: Sequence[Problem], *, max_new_tokens:
     if judge is not None:
         protocol["judge"] = {"mode": judge.mode,
                              "aggregate": decoding.aggregate if decoding.scores_steps else None}
-    summary.update({"protocol": protocol, "seconds": time.time() - t0, "versions": _versions(),
+    from presrm.models import versions
+
+    summary.update({"protocol": protocol, "seconds": time.time() - t0, "versions": versions(),
                     "schema_version": SCHEMA_VERSION})
     return summary, records
 

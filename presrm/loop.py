@@ -14,7 +14,6 @@ import functools
 import gc
 import logging
 import os
-import platform
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -33,18 +32,6 @@ from presrm.layout import RunLayout, StageDir
 from presrm.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
-
-
-def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("presrm", "torch", "transformers", "peft", "trl", "datasets", "sympy", "math-verify"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 def git_hash() -> str | None:
@@ -91,6 +78,8 @@ def _prepare(cfg: RunConfig, resume: bool) -> RunLayout:
     dist.barrier()  # every rank has checked the run directory before rank 0 writes into it
     if dist.is_main():
         root.mkdir(parents=True, exist_ok=True)
+        from presrm.models import versions
+
         meta = {"config": yaml.safe_load(text), "versions": versions(), "git": git_hash(), "seed": cfg.seed}
         if not cfg_file.exists():
             write_text_atomic(cfg_file, yaml.safe_dump(meta, sort_keys=False))

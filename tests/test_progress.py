@@ -43,7 +43,7 @@ def test_a_log_gets_a_few_lines_not_one_per_update():
 
 
 def test_configure_sets_tqdm_defaults_only_for_a_log(monkeypatch):
-    for key in ("TQDM_MININTERVAL", "TQDM_MAXINTERVAL", "TQDM_ASCII"):
+    for key in ("TQDM_MININTERVAL", "TQDM_MAXINTERVAL", "TQDM_ASCII", "TQDM_POSITION"):
         monkeypatch.delenv(key, raising=False)
     configure(Terminal())
     assert "TQDM_MININTERVAL" not in os.environ
@@ -68,3 +68,34 @@ def test_a_library_bar_follows_the_same_rule():
     assert progress.shows_bar(Terminal()) and not progress.shows_bar(log)
     outer.close()
     assert progress.shows_bar(log)
+
+
+LIBRARY_BARS = """
+import sys, time
+from presrm.progress import bar, configure
+configure()  # what the CLI does first; stderr is a pipe here
+from tqdm.auto import tqdm
+stage = bar(total=2, desc="run [stage]")
+for name in ("Loading weights", "train"):  # transformers' and the trainer's bars, nested in a stage
+    with tqdm(total=50, desc=name, leave=False) as b:
+        for _ in range(50):
+            b.update(1)
+    stage.update(1)
+with tqdm(total=4, desc="map") as b:  # a library bar left on screen
+    b.update(4)
+stage.close()
+"""
+
+
+def test_a_log_gets_no_escape_code_and_ascii_bars():
+    """Library bars nested in presrm's stage bar, in a process whose stderr is no terminal (a log)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
+    err = subprocess.run([sys.executable, "-c", LIBRARY_BARS], capture_output=True, text=True, env=env,
+                         check=True).stderr
+    assert "\x1b" not in err, repr(err)
+    assert "Loading weights" in err and "map: 100%|##########| 4/4" in err, err
+    bars = [line.split("|")[1] for line in err.replace("\r", "\n").splitlines() if line.count("|") >= 2]
+    assert bars and all(set(b) <= set(progress.ASCII_BAR) for b in bars), bars

