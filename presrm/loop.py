@@ -13,8 +13,6 @@ import dataclasses
 import functools
 import gc
 import logging
-import os
-import shutil
 import subprocess
 from collections.abc import Callable
 from functools import partial
@@ -41,20 +39,6 @@ def git_hash() -> str | None:
         return r.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def save_model_atomic(model, tok, target: Path) -> None:
-    """Save a model and tokenizer into a temporary folder, then move it to ``target`` in one rename."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-    except BaseException:  # a full disk, SIGTERM, Ctrl-C: leave no half-saved folder behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    shutil.rmtree(target, ignore_errors=True)  # a leftover of a run killed between these two lines
-    os.replace(tmp, target)
 
 
 def _saved_config(cfg_file: Path) -> Any:
@@ -112,6 +96,8 @@ def _save_trained(trained, tok, out: StageDir, metrics: dict[str, Any], *, lora:
     next iteration trains from exact weights; inference loads cast it to bf16 where that is native."""
     if dist.is_main():
         final = trained.merge_and_unload() if lora else trained
+        from presrm.models import save_model_atomic
+
         save_model_atomic(final, tok, out.model)
         write_json(out.train, metrics)  # last: marks the stage complete
     dist.barrier()

@@ -243,11 +243,31 @@ def gguf_to_hf(gguf: Path) -> Path:
         why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
         raise ModelLoadError(f"{gguf}: not a GGUF model transformers can read ({why}); pass a complete .gguf "
                              "file, a model folder or a hub id") from e
+    return save_model_atomic(model, tok, target, shared=True)
+
+
+def save_model_atomic(model, tok, target: Path, *, shared: bool = False) -> Path:
+    """Save ``model`` and ``tok`` to ``target`` all at once: into a temporary folder beside it, then one rename.
+
+    A full disk, SIGTERM or Ctrl-C leaves no half-saved folder. A run's own folder (``shared=False``) uses
+    one temporary name, so a save that ``kill -9`` cut short is cleared by the next one. A cache folder that
+    several processes may fill at once (``shared=True``: each rank of a launch converting the same GGUF)
+    gets a temporary folder per process; the first rename wins and the others' copies are dropped.
+    """
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    if shared:
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    else:
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        if shared and (target / "config.json").is_file():  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+            return target
+        shutil.rmtree(target, ignore_errors=True)  # a leftover of a save cut between these two lines
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -28,9 +28,6 @@ from __future__ import annotations
 import gc
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +70,7 @@ def merged_adapter_dir(spec: str, adapter: str) -> Path:
     """A cached folder holding model ``spec`` with the LoRA ``adapter`` merged in (vLLM loads plain checkpoints)."""
     import hashlib
 
-    from presrm.models import cache_dir, load_model
+    from presrm.models import cache_dir, load_model, save_model_atomic
     from presrm.train import load_with_adapter
 
     src = Path(adapter).resolve()
@@ -84,17 +81,7 @@ def merged_adapter_dir(spec: str, adapter: str) -> Path:
     if (target / "config.json").is_file():
         return target
     model, tok = load_model(spec, device="cpu", precision="fp32")
-    merged = load_with_adapter(model, adapter)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        merged.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return save_model_atomic(load_with_adapter(model, adapter), tok, target, shared=True)
 
 
 class VLLMEngine(EngineBase):
