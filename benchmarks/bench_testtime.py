@@ -1,13 +1,15 @@
-"""Test-time payoff of the trained judge: greedy vs maj@k vs best-of-k (own judge) vs best-of-k (M0's judge).
+"""Test-time payoff of the model's own judge: greedy, maj@k, best-of-k and a judge-weighted vote, against M0's judge.
 
 Like for like: the policy samples k solutions per problem *once*; maj@k votes over them, and the same k
-candidates are reranked by the process reward (``judge.aggregate`` of per-step P(Yes)) of two judges:
-the policy's own (the trained self-judge) and the base model M0's. pass@k (any candidate right) is the
-ceiling no reranker can pass. Greedy comes from the same policy (or from an evaluation's samples file of
-the same problems, ``--greedy-samples``). Each accuracy has a 95% Wilson interval; every comparison is
-paired on the same problems (exact McNemar).
+candidates are reranked by the process reward (``--aggregate`` of per-step scores of ``--judge``) of two
+judges: the policy's own (the trained self-judge) and the base model M0's. The weighted vote counts each
+candidate's answer with its own judge's process reward. pass@k (any candidate right) is the ceiling no
+reranker can pass. Greedy comes from the same policy (or from an evaluation's samples file of the same
+problems, ``--greedy-samples``). Each accuracy has a 95% Wilson interval; every comparison is paired on the
+same problems (exact McNemar). ``--engine vllm`` samples and judges on vLLM (docs/engines.md).
 
-    python benchmarks/bench_testtime.py --policy runs/evidence_cpu/iter_1/model --base embedded --limit 500
+    python benchmarks/bench_testtime.py --policy runs/evidence_cpu/iter_1/model --base embedded --limit 500 \
+        --judge likelihood --engine vllm
 """
 
 from __future__ import annotations
@@ -22,31 +24,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._report import publish  # noqa: E402
 from presrm.compare import mcnemar  # noqa: E402
-from presrm.decoding import majority_vote, vote_key  # noqa: E402
+from presrm.decoding import majority_vote, vote_key, weighted_vote  # noqa: E402
+from presrm.engine import ENGINES  # noqa: E402
 from presrm.evaluate import judge_steps, score_record, wilson_interval  # noqa: E402
+from presrm.judge import STEP_MODES  # noqa: E402
 from presrm.rewards import aggregate  # noqa: E402
 
 KINDS = ("strict", "flexible")
+METHODS = ("greedy", "maj", "best_own", "weighted_own", "best_m0", "pass")
 
 
-def voted_correct(cands, task, kind: str) -> bool:
-    """maj@k: the winning answer under ``kind`` is right when a candidate with that vote is right."""
-    winner, _ = majority_vote([getattr(c, f"pred_{kind}") for c in cands], task.match)
+def voted_correct(cands, task, kind: str, weights=None) -> bool:
+    """maj@k (``weights`` None) or the weighted vote: right when a candidate with the winning answer is right."""
+    preds = [getattr(c, f"pred_{kind}") for c in cands]
+    winner = majority_vote(preds, task.match)[0] if weights is None else weighted_vote(preds, weights, task.match)
     if winner is None:
         return False
     key = vote_key(winner, task.match)
-    return any(getattr(c, f"correct_{kind}") for c in cands
-               if getattr(c, f"pred_{kind}") is not None and vote_key(getattr(c, f"pred_{kind}"), task.match) == key)
+    return any(getattr(c, f"correct_{kind}") for c, p in zip(cands, preds, strict=True)
+               if p is not None and vote_key(p, task.match) == key)
+
+
+def rewards(scores: list[list[float]], how: str) -> list[float | None]:
+    """Each candidate's process reward (None for a candidate without steps)."""
+    return [aggregate(s, how) if s else None for s in scores]
 
 
 def reranked(cands, scores: list[list[float]], how: str) -> int:
     """Index of the candidate with the highest process reward (ties: lowest index; no steps: last)."""
-    rewards = [aggregate(s, how) if s else None for s in scores]
-    return max(range(len(cands)), key=lambda i: (rewards[i] is not None, rewards[i] or 0.0, -i))
+    r = rewards(scores, how)
+    return max(range(len(cands)), key=lambda i: (r[i] is not None, r[i] or 0.0, -i))
 
 
-def _greedy(args, model, tok, task, problems) -> dict[str, dict[str, bool]]:
-    from presrm.generate import generate
+def _greedy(args, engine, task, problems) -> dict[str, dict[str, bool]]:
     from presrm.jsonio import read_jsonl
 
     if args.greedy_samples:
@@ -58,55 +68,63 @@ def _greedy(args, model, tok, task, problems) -> dict[str, dict[str, bool]]:
     from presrm.evaluate import build_prompt, load_shots
 
     shots = load_shots(task)
-    outs = generate(model, tok, [build_prompt(tok, task, p.question, shots) for p in problems],
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop=task.stop, desc="greedy")
-    recs = [score_record(p, task.response_prefix + o[0], task) for p, o in zip(problems, outs, strict=True)]
+    outs = engine.greedy([build_prompt(engine.tok, task, p.question, shots) for p in problems],
+                         max_new_tokens=args.max_new_tokens, stop=task.stop, batch_size=args.batch_size, desc="greedy")
+    recs = [score_record(p, task.response_prefix + o, task) for p, o in zip(problems, outs, strict=True)]
     return {r.id: {k: bool(getattr(r, f"correct_{k}")) for k in KINDS} for r in recs}
+
+
+def _judged(args, engine, flat, desc: str) -> None:
+    from presrm.judge import context_options, make_judge
+
+    opts = context_options(args.judge, task=args.task, seed=args.seed)
+    judge_steps(make_judge(args.judge, engine, batch_size=args.judge_batch_size, **opts), flat, desc=desc)
 
 
 def run(args) -> dict:
     from presrm.data import load_problems, load_task
-    from presrm.engine import HFEngine
+    from presrm.engine import EngineOptions, open_engine
     from presrm.evaluate import build_prompt, load_shots
-    from presrm.generate import generate
-    from presrm.judge import make_judge
-    from presrm.models import hardware, load_model
 
     task = load_task(args.task)
     problems = load_problems(task, limit=args.limit)
+    options = EngineOptions(name=args.engine, precision=args.precision, batch_size=args.batch_size, seed=args.seed)
     t0 = time.time()
-    model, tok = load_model(args.policy, precision=args.precision)
-    hw = hardware(model.device, model.dtype)
-    greedy = _greedy(args, model, tok, task, problems)
+    engine = open_engine(args.policy, options)
+    t_load = time.time() - t0
+    hw = engine.describe()
+    greedy = _greedy(args, engine, task, problems)
     shots = load_shots(task)
-    outs = generate(model, tok, [build_prompt(tok, task, p.question, shots) for p in problems],
-                    max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, stop=task.stop,
-                    num_return_sequences=args.k, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
-                    desc=f"sample {args.k}")
+    outs = engine.generate([build_prompt(engine.tok, task, p.question, shots) for p in problems],
+                           max_new_tokens=args.max_new_tokens, n=args.k, temperature=args.temperature,
+                           top_p=args.top_p, stop=task.stop, seed=args.seed, batch_size=args.batch_size,
+                           desc=f"sample {args.k}")
     groups = [[score_record(p, task.response_prefix + c, task) for c in o] for p, o in zip(problems, outs, strict=True)]
     flat = [c for g in groups for c in g]
     t_sample = time.time() - t0
-    judge_steps(make_judge(args.judge, HFEngine(model, tok), batch_size=args.judge_batch_size), flat, desc="own judge")
+    _judged(args, engine, flat, "own judge")
     own = [[list(c.step_scores or []) for c in g] for g in groups]
-    del model
-    base, btok = load_model(args.base, precision=args.precision)
-    judge_steps(make_judge(args.judge, HFEngine(base, btok), batch_size=args.judge_batch_size), flat, desc="M0 judge")
+    engine.close()
+    base = open_engine(args.base, options)
+    _judged(args, base, flat, "M0 judge")
+    base.close()
     m0 = [[list(c.step_scores or []) for c in g] for g in groups]
-    outcome: dict[str, dict[str, list[bool]]] = {m: {k: [] for k in KINDS} for m in
-                                                 ("greedy", "maj", "best_own", "best_m0", "pass")}
+    outcome: dict[str, dict[str, list[bool]]] = {m: {k: [] for k in KINDS} for m in METHODS}
     for p, g, so, sm in zip(problems, groups, own, m0, strict=True):
         i_own, i_m0 = reranked(g, so, args.aggregate), reranked(g, sm, args.aggregate)
         for k in KINDS:
             outcome["greedy"][k].append(greedy[p.id][k])
             outcome["maj"][k].append(voted_correct(g, task, k))
             outcome["best_own"][k].append(bool(getattr(g[i_own], f"correct_{k}")))
+            outcome["weighted_own"][k].append(voted_correct(g, task, k, rewards(so, args.aggregate)))
             outcome["best_m0"][k].append(bool(getattr(g[i_m0], f"correct_{k}")))
             outcome["pass"][k].append(any(getattr(c, f"correct_{k}") for c in g))
     n = len(problems)
     acc = {m: {k: {"correct": sum(v), "accuracy": sum(v) / n, "ci95": list(wilson_interval(sum(v), n))}
                for k, v in per.items()} for m, per in outcome.items()}
     tests = {}
-    for a, b in (("best_own", "greedy"), ("best_own", "maj"), ("best_own", "best_m0"), ("maj", "greedy")):
+    for a, b in (("best_own", "greedy"), ("best_own", "maj"), ("weighted_own", "maj"), ("best_own", "best_m0"),
+                 ("maj", "greedy")):
         for k in KINDS:
             xa, xb = outcome[a][k], outcome[b][k]
             only_a = sum(x and not y for x, y in zip(xa, xb, strict=True))
@@ -114,13 +132,16 @@ def run(args) -> dict:
             tests[f"{a} vs {b} ({k})"] = {"diff": (sum(xa) - sum(xb)) / n, "only_a": only_a, "only_b": only_b,
                                           **mcnemar(only_a, only_b)}
     return {"n": n, "k": args.k, "policy": args.policy, "base": args.base, "aggregate": args.aggregate,
-            "judge": args.judge,
+            "judge": args.judge, "engine": args.engine,
             "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed, "accuracy": acc,
-            "paired": tests, "hardware": hw, "seconds": time.time() - t0, "sampling_seconds": t_sample}
+            "paired": tests, "hardware": hw["hardware"], "engine_info": hw, "seconds": time.time() - t0,
+            "load_seconds": t_load, "sampling_seconds": t_sample,
+            "per_problem": {p.id: {m: outcome[m]["strict"][i] for m in METHODS} for i, p in enumerate(problems)}}
 
 
 LABELS = {"greedy": "greedy", "maj": "maj@{k}", "best_own": "best-of-{k}, own judge (trained self-judge)",
-          "best_m0": "best-of-{k}, M0's judge", "pass": "pass@{k} (ceiling: any candidate right)"}
+          "weighted_own": "vote weighted by the own judge's process reward", "best_m0": "best-of-{k}, M0's judge",
+          "pass": "pass@{k} (ceiling: any candidate right)"}
 
 
 def render(res: dict) -> str:
@@ -141,8 +162,9 @@ def render(res: dict) -> str:
             f"Policy `{res['policy']}`, M0 `{res['base']}`; {res['n']} GSM8K test problems; {res['k']} samples per "
             f"problem at T={res['temperature']}, top_p={res['top_p']}, seed {res['seed']}, shared by maj@k and both "
             f"rerankings (process reward = {res['aggregate']} of the {res['judge']} judge's step scores). "
-            f"{hw['dtype']} on {hw['cpu']}; "
-            f"{res['seconds'] / 60:.1f} min in all ({res['sampling_seconds'] / 60:.1f} min greedy + sampling).\n\n"
+            f"{hw['dtype']} on {hw['cpu']}, engine {res.get('engine', 'hf')}; "
+            f"{res['seconds'] / 60:.1f} min in all ({res['sampling_seconds'] / 60:.1f} min load + greedy + "
+            "sampling).\n\n"
             + "\n".join(rows))
 
 
@@ -157,12 +179,13 @@ def main() -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aggregate", default="min")
-    p.add_argument("--judge", default="pointwise", choices=["pointwise", "likelihood", "random"],
+    p.add_argument("--judge", default="pointwise", choices=STEP_MODES,
                    help="the step judge mode (random: the control, no judge)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--judge-batch-size", type=int, default=32)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--engine", default="hf", choices=ENGINES, help="inference engine (docs/engines.md)")
     p.add_argument("--greedy-samples", help="an eval samples.jsonl of the policy on the same problems (greedy)")
     p.add_argument("--output", help="also write the figures as JSON here")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")

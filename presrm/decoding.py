@@ -150,6 +150,23 @@ def majority_vote(preds: Sequence[str | None], match: Match) -> tuple[str | None
     return (best["answer"] if best else None), votes
 
 
+def weighted_vote(preds: Sequence[str | None], weights: Sequence[float | None],
+                  match: Match) -> str | None:
+    """The answer whose candidates carry the most weight in all (a judge's process rewards): maj@k where each
+    vote counts its weight. A candidate without an answer or a weight does not vote; a tie goes to the answer
+    that appeared first.
+
+    >>> weighted_vote(["18", "20", "20", "$18."], [0.9, 0.3, 0.4, 0.2], Match())
+    '18'
+    """
+    table: dict[str, list[Any]] = {}  # key -> [answer as first written, total weight]
+    for p, w in zip(preds, weights, strict=True):
+        if p is None or w is None:
+            continue
+        table.setdefault(vote_key(p, match), [p, 0.0])[1] += w
+    return max(table.values(), key=lambda v: v[1], default=[None])[0]
+
+
 def decode(engine, task: Task, problems: Sequence[Problem], shots: Sequence[Problem], decoding: Decoding, *,
            max_new_tokens: int, batch_size: int, judge=None, label: str = "eval") -> list[EvalSample]:
     """Run ``decoding`` on every problem with ``engine`` and grade the result (one :class:`EvalSample` each)."""
