@@ -221,6 +221,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from presrm.export import export_run
+
+    summary = export_run(args.run_dir, args.format, args.output, unverifiable=args.unverifiable,
+                         push_to_hub=args.push_to_hub)
+    rows = ", ".join(f"{split}: {n} rows" for split, n in summary["rows"].items())
+    print(f"{args.format} -> {summary['output']} ({rows}); datasets.load_from_disk('{summary['output']}/dataset')"
+          + (f"; pushed to {summary['hub']}" if summary.get("hub") else ""))
+    return 0
+
+
 def cmd_judge_eval(args: argparse.Namespace) -> int:
     from presrm.jsonio import writable_dir
     from presrm.judge_eval import JudgeEvalArgs, run_judge_eval, summary_lines
@@ -351,6 +362,23 @@ def make_parser() -> argparse.ArgumentParser:
                    help="pair only the problems both evaluated (e.g. a 400-problem subset against the full test); "
                         "without it, evaluations of different problems are an error")
     c.set_defaults(func=cmd_compare)
+
+    from presrm.export import FORMATS, UNVERIFIABLE
+
+    x = sub.add_parser("export", help="a run's step pairs or verifier-labelled steps as a datasets folder",
+                       description="Export a run's data for other trainers (docs/export.md): trl-preference (the "
+                                   "step pairs, TRL's preference format), step-dpo (the same pairs in Step-DPO's "
+                                   "schema), trl-stepwise (the model's own steps labelled by the verifier, TRL's "
+                                   "stepwise-supervision format). Writes DIR/dataset (datasets.save_to_disk) and "
+                                   "DIR/<split>.jsonl.")
+    x.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (runs/<name>)")
+    x.add_argument("--format", required=True, choices=FORMATS)
+    x.add_argument("--output", required=True, metavar="DIR", help="a new (or empty) folder")
+    x.add_argument("--unverifiable", choices=UNVERIFIABLE, default="drop",
+                   help="trl-stepwise: drop a step the verifier cannot decide (and the steps after it), or keep "
+                        "it with label null (default: drop)")
+    x.add_argument("--push-to-hub", metavar="REPO", help="also push the dataset to this hub repository")
+    x.set_defaults(func=cmd_export)
 
     j = sub.add_parser("judge-eval", help="judge quality against verifier-labelled GSM8K steps",
                        description="Build gold and one-step-perturbed GSM8K solutions (first error known, "

@@ -112,3 +112,22 @@ def push(cfg: RunConfig, root: Path, summary: dict[str, Any]) -> str:
         raise HubError(f"train.push_to_hub: uploading {folder} to {repo or 'the hub'} failed ({why}); the run is "
                        "complete, upload the folder later (hf upload)") from e
     return repo
+
+
+def push_dataset(dd, repo: str) -> str:
+    """Push an exported ``datasets.DatasetDict`` to the hub repository ``repo``; one line when it cannot."""
+    from huggingface_hub import get_token
+
+    from presrm.models import _hub_reachable
+
+    if not _hub_reachable():
+        raise HubError(f"--push-to-hub {repo}: the Hugging Face hub cannot be reached (offline or HF_HUB_OFFLINE=1); "
+                       "the export is on disk, push it later (hf upload, or load_from_disk(...).push_to_hub)")
+    if get_token() is None:
+        raise HubError(f"--push-to-hub {repo}: no Hugging Face token; run `hf auth login` or set HF_TOKEN")
+    try:
+        dd.push_to_hub(repo)
+    except Exception as e:  # noqa: BLE001 - any hub failure is one line for the user
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:300]
+        raise HubError(f"--push-to-hub {repo}: the upload failed ({why}); the export is on disk") from e
+    return repo
