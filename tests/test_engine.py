@@ -239,3 +239,17 @@ def test_loop_closes_every_engine_before_training(tiny_model_dir, gsm8k_like, tm
     # search runs on M0, the evaluation after training on M1 (the merged model folder)
     m1 = tmp_path / "e" / "iter_0" / "model"
     assert [e for e in events if e.startswith("open")] == [f"open {tiny_model_dir}", f"open {m1}"]
+
+
+def test_vllm_cpu_binding_uses_every_core_of_a_small_machine(monkeypatch):
+    """On 2 cores vLLM's `auto` would reserve one for its scheduler; presrm gives the worker both, unless the
+    user chose a binding (no vLLM needed: the binding is plain environment)."""
+    from presrm.vllm_engine import cpu_binding
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    assert cpu_binding([0, 1]) == {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert cpu_binding([3]) == {"VLLM_CPU_OMP_THREADS_BIND": "3-3", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert cpu_binding([0, 2])["VLLM_CPU_OMP_THREADS_BIND"] == "0,2"
+    assert cpu_binding([0, 1, 2, 3]) == {}  # vLLM's own choice on a larger machine
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
+    assert cpu_binding([0, 1]) == {}  # the user's setting wins
