@@ -54,8 +54,9 @@ def test_trl_preference_round_trip_and_trains(smoke_run, tmp_path, tiny_model_di
     rows = dd["train"].to_list()
     assert [(r["prompt"], r["chosen"], r["rejected"]) for r in rows] == [
         (p["prompt"], p["chosen"], p["rejected"]) for p in pairs]
-    assert all(PROVENANCE <= set(r) and r["labeller"] == "judge" and r["iteration"] == 0 and r["split"] == "train"
-               and r["run"] == "smoke" and r["problem_id"] == p["meta"]["problem_id"] for r, p in zip(rows, pairs, strict=True))
+    for r, p in zip(rows, pairs, strict=True):
+        assert PROVENANCE <= set(r) and r["labeller"] == "judge" and r["iteration"] == 0 and r["split"] == "train"
+        assert r["run"] == "smoke" and r["problem_id"] == p["meta"]["problem_id"]
     assert read_jsonl(tmp_path / "pref" / "train.jsonl") == rows  # the JSONL copy says the same
     # TRL's own DPO preparation (tokenizing, EOS handling) takes the export as it is
     from presrm.config import TrainConfig
