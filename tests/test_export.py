@@ -84,28 +84,44 @@ def test_step_dpo_has_the_published_fields(smoke_run, tmp_path):
 
 
 def test_trl_stepwise_labels_come_from_the_verifier(smoke_run, tmp_path):
+    """keep: every search candidate a row, labelled by the verifier (null where it cannot decide); drop: only
+    decided steps, a row cut before its first undecided step. The tiny model writes no arithmetic, so drop is
+    shown on a natural set of known steps added to a copy of the run."""
+    import shutil
+
     from presrm.verify import check_step
 
-    export_run(smoke_run, "trl-stepwise", tmp_path / "sw")
-    dd = _load(tmp_path / "sw")
-    assert "train" in dd
-    rows = [r for split in dd.values() for r in split.to_list()]
-    assert rows and all(r["labeller"] == "verifier" for r in rows)
-    for r in rows:
-        check_stepwise(r)  # TRL's documented format: str prompt, str steps, one bool per step
-        assert r["labels"] == [check_step(s).verdict == "correct" for s in r["completions"]]
-        assert all(check_step(s).verdict != "unverifiable" for s in r["completions"])  # dropped
-    n_candidates = sum(len(e["candidates"]) for rec in read_jsonl(smoke_run / "iter_0" / "samples.jsonl")
-                       for e in rec["search"])
-    searched = [r for r in rows if r["source"] == "step search candidates"]
-    assert len(searched) <= n_candidates
-    # keep: every candidate has a row, its undecided steps labelled null (a third class)
+    def verifier(step):
+        return {"correct": True, "incorrect": False}.get(check_step(step).verdict)
+
     export_run(smoke_run, "trl-stepwise", tmp_path / "keep", unverifiable="keep")
     kept = [r for split in _load(tmp_path / "keep").values() for r in split.to_list()]
-    assert sum(r["source"] == "step search candidates" for r in kept) == n_candidates
+    n_candidates = sum(len(e["candidates"]) for rec in read_jsonl(smoke_run / "iter_0" / "samples.jsonl")
+                       for e in rec["search"])
+    assert sum(r["source"] == "step search candidates" for r in kept) == n_candidates > 0
     for r in kept:
-        assert r["labels"] == [{"correct": True, "incorrect": False}.get(check_step(s).verdict)
-                               for s in r["completions"]]
+        assert r["labeller"] == "verifier" and PROVENANCE <= set(r)
+        assert r["labels"] == [verifier(s) for s in r["completions"]]
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run)
+    q = "Tom has 7 apples and doubles them. How many?"
+    natural = [("a", ["Step 1: 3 + 4 = 7"], "Step 2: 7 * 2 = 15", "incorrect"),
+               ("b", ["Step 1: He buys apples."], "Step 2: 7 * 2 = 14", "correct"),  # undecided first step
+               ("c", [], "Step 1: 7 * 2 = 14", "correct")]
+    (run / "natural.jsonl").write_text("".join(json.dumps(
+        {"id": f"p-{i}/s1/c0", "problem_id": f"p-{i}", "question": q, "previous": prev, "step": step,
+         "label": label, "group": f"p-{i}/s1"}) + "\n" for i, prev, step, label in natural))
+    export_run(run, "trl-stepwise", tmp_path / "drop")
+    dd = _load(tmp_path / "drop")
+    test = dd["test"].to_list()
+    assert [(r["problem_id"], r["completions"], r["labels"]) for r in test] == [
+        ("p-a", ["Step 1: 3 + 4 = 7", "Step 2: 7 * 2 = 15"], [True, False]),
+        ("p-c", ["Step 1: 7 * 2 = 14"], [True])]  # p-b cut before its undecided first step: nothing left
+    assert all(r["source"] == "natural-error set" and r["split"] == "test" and r["iteration"] is None for r in test)
+    for r in [x for split in dd.values() for x in split.to_list()]:
+        check_stepwise(r)  # TRL's documented format: str prompt, str steps, one bool per step
+        assert r["labels"] == [verifier(s) for s in r["completions"]]
 
 
 def test_stepwise_check_refuses_what_trl_would():
