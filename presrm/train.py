@@ -303,7 +303,7 @@ def _progress_callback():
                 self.bar.update(state.global_step - self.bar.n)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.bar is None or not logs:
+            if self.bar is None or not logs or "loss" not in logs:  # the end-of-training summary is in train.json
                 return
             shown = ", ".join(f"{k} {logs[k]:.4g}" for k in LOGGED if isinstance(logs.get(k), (int, float)))
             if not shown:
