@@ -3,9 +3,9 @@
 On the same GSM8K test prompts and the same model (default: the embedded SmolLM2-135M-Instruct),
 three ways of running the three kinds of inference presrm does:
 
-- **presrm, engine hf**: :class:`presrm.engine.HFEngine` (transformers ``generate``, presrm's batching
+- **presrm, engine hf**: :class:`presrm.engines.HFEngine` (transformers ``generate``, presrm's batching
   and two-level prefix reuse for the judge);
-- **presrm, engine vllm**: :class:`presrm.vllm_engine.VLLMEngine`;
+- **presrm, engine vllm**: :class:`presrm.engines.vllm.VLLMEngine`;
 - **raw vLLM**: the same ``vllm.LLM`` called directly with text prompts and ``SamplingParams``, so the
   gap to the row above is what presrm's layer costs.
 
@@ -105,8 +105,8 @@ def measure_raw(llm, tok, args, task, greedy, sample, stop, steps) -> dict:
     """The same workloads straight on ``vllm.LLM`` (text prompts, the user's own SamplingParams)."""
     from vllm import SamplingParams
 
+    from presrm.engines.vllm import VLLMEngine
     from presrm.judge import PointwiseJudge
-    from presrm.vllm_engine import VLLMEngine
 
     cold(llm)
     g, g_s = timed(lambda: llm.generate(greedy, SamplingParams(temperature=0.0, max_tokens=args.max_new_tokens,
@@ -134,7 +134,7 @@ def measure_raw(llm, tok, args, task, greedy, sample, stop, steps) -> dict:
 
 def run(args) -> dict:
     from presrm.config import VLLMConfig
-    from presrm.engine import EngineOptions, open_engine
+    from presrm.engines import EngineOptions, open_engine
     from presrm.models import load_tokenizer
 
     tok = load_tokenizer(args.model)
@@ -230,7 +230,7 @@ def main() -> None:
     if args.from_json:
         res = json.loads(Path(args.from_json).read_text())
     else:
-        from presrm.vllm_engine import vllm_available
+        from presrm.engines.vllm import vllm_available
 
         why = vllm_available()
         if why:

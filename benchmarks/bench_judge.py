@@ -33,8 +33,8 @@ import torch  # noqa: E402 - after the path set-up
 from _report import command_line, git_rev, publish  # noqa: E402
 
 from presrm.data import load_problems, load_task  # noqa: E402
+from presrm.engines.hf_forward import _lcp  # noqa: E402
 from presrm.judge_eval import build_labelled_set  # noqa: E402
-from presrm.judges.forward import _lcp  # noqa: E402
 
 TARGET_SPEEDUP = 20.0
 SPEED_JSON = ROOT / ".benchcache" / "judge_speed.json"
@@ -166,7 +166,7 @@ def trie_tokens(tok, prompts: list[str]) -> int:
 
 
 def run_speed(args: argparse.Namespace) -> dict:
-    from presrm.engine import HFEngine
+    from presrm.engines import HFEngine
     from presrm.judge import PairToJudge, StepToJudge, make_judge
     from presrm.judges.pairwise import orders_of
     from presrm.models import load_model
@@ -230,7 +230,7 @@ def speed_section(res: dict) -> str:
         f" ({res.get('gen_batch_size', 8)} sequences per `generate` call; logit judges: up to "
         f"{res.get('batch_size', 16)} prompts per pass). The logit judges reuse shared prefixes by default: "
         "the start common to all prompts of a call (chat turn and instruction) is encoded once, and the "
-        "question and previous steps once per group of prompts that share them (`presrm.judges.forward`).",
+        "question and previous steps once per group of prompts that share them (`presrm.engines.hf_forward`).",
         "", "| judge | seconds | steps/s | speed-up vs generative | tokens through the model | "
         f"achieved GFLOP/s | share of {dt} torch.matmul |", "| --- | --- | --- | --- | --- | --- | --- |",
     ]

@@ -89,7 +89,7 @@ def measure(engine, items, *, one_pass: bool) -> dict:
 def run(args) -> dict:
     from presrm.config import VLLMConfig
     from presrm.data import load_problems, load_task
-    from presrm.engine import EngineOptions, open_engine
+    from presrm.engines import EngineOptions, open_engine
 
     task = load_task("gsm8k")
     problems = load_problems(task, limit=args.problems + args.natural_problems)

@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._report import publish  # noqa: E402
 from presrm.compare import mcnemar  # noqa: E402
 from presrm.decoding import majority_vote, vote_key, weighted_vote  # noqa: E402
-from presrm.engine import ENGINES  # noqa: E402
+from presrm.engines import ENGINES  # noqa: E402
 from presrm.evaluate import judge_steps, score_record, wilson_interval  # noqa: E402
-from presrm.judge import STEP_MODES  # noqa: E402
+from presrm.judges.registry import step_modes  # noqa: E402
 from presrm.rewards import aggregate  # noqa: E402
 
 KINDS = ("strict", "flexible")
@@ -83,7 +83,7 @@ def _judged(args, engine, flat, desc: str) -> None:
 
 def run(args) -> dict:
     from presrm.data import load_problems, load_task
-    from presrm.engine import EngineOptions, open_engine
+    from presrm.engines import EngineOptions, open_engine
     from presrm.evaluate import build_prompt, load_shots
 
     task = load_task(args.task)
@@ -179,7 +179,7 @@ def main() -> None:
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aggregate", default="min")
-    p.add_argument("--judge", default="pointwise", choices=STEP_MODES,
+    p.add_argument("--judge", default="pointwise", choices=step_modes(),
                    help="the step judge mode (random: the control, no judge)")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=32)

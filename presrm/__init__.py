@@ -7,8 +7,8 @@ The public API, one module per pipeline stage:
 - ``presrm.layout``: ``RunLayout``, ``EvalLayout``: where every file of a run or an evaluation lives
 - ``presrm.steps``: ``segment``, ``step_body``, ``format_steps``, ``gold_to_steps``
 - ``presrm.rewards``: ``aggregate`` and the aggregators
-- ``presrm.engine``: ``Engine`` (``generate``, ``greedy``, ``choice_logprobs``), ``HFEngine``, ``open_engine``;
-  ``presrm.vllm_engine.VLLMEngine`` behind the same interface (docs/engines.md)
+- ``presrm.engines``: ``Engine`` (``generate``, ``greedy``, ``choice_logprobs``), ``HFEngine``, ``open_engine``;
+  ``presrm.engines.vllm.VLLMEngine`` behind the same interface (docs/engines.md)
 - ``presrm.judge``: ``Judge`` (``prompt(item)``, ``tournaments``), ``make_judge(mode, engine)``
 - ``presrm.search``, ``presrm.train``, ``presrm.evaluate``, ``presrm.loop``
   (these and the two above import torch; import them explicitly)

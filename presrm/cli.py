@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 from presrm.errors import PresrmError
+from presrm.judges.registry import modes as judge_modes
+from presrm.judges.registry import step_modes
 from presrm.layout import EvalLayout
 
 log = logging.getLogger("presrm")
@@ -53,9 +55,6 @@ def _finite(text: str) -> float:
     return value
 
 
-STEP_JUDGES = ("pointwise", "likelihood", "random")
-"""``presrm eval --judge``: the modes that score single steps (``presrm.judge.STEP_MODES``; kept here so that
-``presrm --help`` imports no torch)."""
 POSITIVE = _int_in(1)
 SEED = _int_in(0, 2**32 - 1)
 TOKENS = _int_in(1, 32_768)  # a GSM8K solution is a few hundred tokens; more is a typo, not a request
@@ -143,7 +142,7 @@ def _eval_step_judge(args: argparse.Namespace) -> tuple[str, str]:
     steps; else pointwise (a pair judge, pairwise or generative, gives no per-step score)."""
     from presrm.errors import ConfigError
     from presrm.jsonio import read_yaml
-    from presrm.judge import STEP_MODES
+    from presrm.judges.registry import step_modes
 
     if args.judge:
         return args.judge, "--judge"
@@ -152,7 +151,7 @@ def _eval_step_judge(args: argparse.Namespace) -> tuple[str, str]:
     if model.name == "model" and model.is_dir() and recipe.is_file():
         saved = read_yaml(recipe, error=ConfigError) or {}
         mode = ((saved.get("config") or {}).get("judge") or {}).get("mode") if isinstance(saved, dict) else None
-        if mode in STEP_MODES:
+        if mode in step_modes():
             return mode, f"judge.mode of {recipe}"
         if mode is not None:
             return "pointwise", f"pointwise: judge.mode {mode} of {recipe} gives no per-step score"
@@ -162,7 +161,7 @@ def _eval_step_judge(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_eval(args: argparse.Namespace) -> int:
     from presrm.data import load_problems, load_task
     from presrm.decoding import Decoding
-    from presrm.engine import EngineOptions, open_engine
+    from presrm.engines import EngineOptions, open_engine
     from presrm.errors import ConfigError, DataError
     from presrm.evaluate import evaluate, write_eval
     from presrm.jsonio import writable_dir
@@ -339,7 +338,7 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--beam-expand", type=_int_in(1, 64), default=4, help="candidate next steps sampled per beam")
     e.add_argument("--max-steps", type=_int_in(1, 1000), default=10, help="beam search: cap on steps")
     e.add_argument("--max-step-tokens", type=TOKENS, default=96, help="beam search: cap on tokens per step")
-    e.add_argument("--judge", choices=list(STEP_JUDGES),
+    e.add_argument("--judge", choices=step_modes(),
                    help="the judge that scores each step (and ranks best-of-n and beam candidates): pointwise "
                         "(P(Yes)), likelihood (the model's own probability of each stated result) or "
                         "random (a control: a seeded hash, no model). Default: for a run's model folder "
@@ -388,8 +387,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "steps labelled by the verifier (AUROC and pairwise accuracy with 95% CIs).")
     j.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
     j.add_argument("--judge", default="pointwise",
-                   choices=["pointwise", "pairwise", "generative", "outcome", "likelihood", "random"],
-                   help="judge mode")
+                   choices=judge_modes(), help="judge mode")
     j.add_argument("--limit", type=int, default=50, help="first N problems (each gives a gold and a flawed solution)")
     j.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")
     j.add_argument("--adapter", help="a LoRA adapter folder to apply")

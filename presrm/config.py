@@ -25,12 +25,19 @@ import yaml
 
 from presrm.errors import ConfigError
 from presrm.jsonio import read_yaml, yaml_problem
+from presrm.judges.registry import eft_modes, search_modes
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
     return field(default=default, metadata={"help": help}, **kw)
+
+
+TOP_P = 0.95
+"""Nucleus sampling wherever presrm samples steps or solutions (search, evaluation, judge-eval's natural set)."""
+STEP_TOKENS = 96
+"""Cap on new tokens per sampled step (search, beam search, judge-eval's natural set)."""
 
 
 @dataclass
@@ -44,9 +51,9 @@ class SearchConfig:
     offset: int = _f(0, "Skip this many problems of the task first (later iterations move on).")
     k: int = _f(6, "Candidate next steps sampled at each step.")
     temperature: float = _f(0.5, "Sampling temperature for candidates.")
-    top_p: float = _f(0.95, "Nucleus sampling for candidates.")
+    top_p: float = _f(TOP_P, "Nucleus sampling for candidates.")
     max_steps: int = _f(20, "Cap on search rounds (steps + rollbacks) per problem.")
-    max_step_tokens: int = _f(96, "Cap on new tokens per candidate step.")
+    max_step_tokens: int = _f(STEP_TOKENS, "Cap on new tokens per candidate step.")
     batch_size: int = _f(32, "Sequences generated per forward batch.")
     min_margin: float = _f(0.0, "Keep a pair only if chosen wins - rejected wins exceeds this.")
     rollback_pairs: str = _f("keep", "When every candidate ties and the previous step is rolled back, the pair that "
@@ -183,11 +190,11 @@ class EvalConfig:
                                  "judge's step scores aggregated with judge.aggregate), or beam (judge-guided).")
     k: int = _f(8, "Samples for maj@k, candidates for best-of-n.")
     temperature: float = _f(0.7, "Sampling temperature for maj@k, best-of-n and beam.")
-    top_p: float = _f(0.95, "Nucleus sampling for maj@k, best-of-n and beam.")
+    top_p: float = _f(TOP_P, "Nucleus sampling for maj@k, best-of-n and beam.")
     beam_width: int = _f(2, "Beam search: beams kept after each step.")
     beam_expand: int = _f(4, "Beam search: candidate next steps sampled per beam.")
     max_steps: int = _f(10, "Beam search: cap on steps.")
-    max_step_tokens: int = _f(96, "Beam search: cap on tokens per step.")
+    max_step_tokens: int = _f(STEP_TOKENS, "Beam search: cap on tokens per step.")
     before: bool = _f(True, "Evaluate the model before training.")
     judge_eval: bool = _f(False, "Also measure every evaluated model as a judge (judge-eval, judge.mode) on the "
                                  "synthetic set and on the natural-error set (M0's own steps on eval problems, "
@@ -370,10 +377,6 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-RUN_JUDGE_MODES = ("pointwise", "pairwise", "generative", "likelihood", "random")
-"""The ``judge.mode`` values a run can search with (``presrm.judge.JUDGES`` less the outcome judge)."""
-
-
 def validate(cfg: RunConfig) -> None:
     """Range checks that the types alone do not catch."""
     checks = [
@@ -404,11 +407,11 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.learning_rate > 0 and cfg.init.learning_rate > 0, "learning rates must be > 0"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
-        (not (cfg.init.eft and cfg.judge.mode in {"likelihood", "random"}),
+        (cfg.judge.mode in search_modes(),
+         f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(search_modes())}"),
+        (not (cfg.init.eft and cfg.judge.mode in search_modes() and cfg.judge.mode not in eft_modes()),
          f"init.eft trains a judge verdict, and judge.mode {cfg.judge.mode} reads none: turn init.eft off or use "
-         "pointwise, pairwise or generative"),
-        (cfg.judge.mode in RUN_JUDGE_MODES,
-         f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(RUN_JUDGE_MODES)}"),
+         f"{' or '.join(eft_modes())}"),
         (cfg.judge.batch_size >= 1, "judge.batch_size must be >= 1"),
         (0.0 <= cfg.judge.tie_margin < 1.0, "judge.tie_margin must be in [0, 1)"),
         (cfg.judge.max_new_tokens >= 1, "judge.max_new_tokens must be >= 1"),

@@ -15,7 +15,7 @@ bootstrap interval over problems (:func:`presrm.grading.step_error_rate`), and t
 steps whose verifier check ran out of time (``verifier_timeouts``). Both come
 from per-problem counts in ``samples.jsonl`` too.
 
-Every model call goes through an inference engine (:mod:`presrm.engine`, HF or
+Every model call goes through an inference engine (:mod:`presrm.engines`, HF or
 vLLM). The records and their grading live in :mod:`presrm.grading`, which
 ``decoding`` and this module both import (and which is re-exported here).
 

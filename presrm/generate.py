@@ -5,7 +5,7 @@
 candidates (step search, beam decoding and the natural-error set all use it,
 with generation stopped at :data:`STEP_STOP`).
 
-``generate`` is the Hugging Face engine's sampler (:class:`presrm.engine.HFEngine`):
+``generate`` is the Hugging Face engine's sampler (:class:`presrm.engines.HFEngine`):
 prompts are sorted by length so each batch pads little, generation stops on
 the task's stop strings, and the text is cut at the first stop string (the
 model may run past it inside a batch). Seeds are set per batch, so the same

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from presrm.judges.registry import eft_modes
 from presrm.labelled import NaturalStep, right_wrong_couples
 from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
@@ -141,7 +142,7 @@ def eft_pointwise_examples(pairs: Sequence[LabelledPair], render: Callable[[str,
 def eft_examples(problems: Sequence[Problem], render: Callable[..., str], *, mode: str, seed: int = 0,
                  prefill: str = "", per_problem: int = 1) -> list[dict[str, Any]]:
     """Gold-source EFT examples for the judge ``mode``: pairwise, generative (explanation + verdict) or pointwise."""
-    if mode not in ("pointwise", "pairwise", "generative"):
+    if mode not in eft_modes():
         raise ValueError(f"EFT has no examples for judge mode {mode!r}")
     pairs = labelled_pairs(problems, seed=seed, per_problem=per_problem)
     if mode == "pointwise":

@@ -1,8 +1,9 @@
 """The self-judge: the policy model judges its own reasoning steps.
 
-Five judges and a control, one interface (``Judge``: ``mode``, ``unit``, ``prompt(item)``,
+Five judges and a control, one registry (``presrm.judges.registry``: mode, class, unit, what each needs
+from an engine, its config keys), one interface (``Judge``: ``mode``, ``unit``, ``prompt(item)``,
 ``tournaments(groups)``; implementations in ``presrm.judges``). Each runs on an
-inference engine (``presrm.engine``: HF or vLLM), never on a model directly:
+inference engine (``presrm.engines``: HF or vLLM), never on a model directly:
 
 - ``PointwiseJudge`` (mode "pointwise"): is step k correct, given the question
   and steps 1..k-1? ``.score(items) -> [P(Yes) / (P(Yes) + P(No))]``, read
@@ -24,7 +25,7 @@ inference engine (``presrm.engine``: HF or vLLM), never on a model directly:
 Score judges (pointwise, likelihood, random, outcome) play a tournament by
 ranking the candidates by score; pair judges play every match. Judges whose
 unit is "step" (pointwise, likelihood, random) also give per-step scores
-(``STEP_MODES``).
+(``step_modes()``).
 
 Prompts are Jinja templates in ``presrm/prompts/``; each judge takes
 ``template=`` (a file path) to override its own. Chat templates are applied
@@ -60,6 +61,7 @@ from presrm.judges.outcome import OutcomeJudge, OutcomeVerdict, parse_score
 from presrm.judges.pairwise import PairwiseJudge
 from presrm.judges.pointwise import PointwiseJudge
 from presrm.judges.random import RandomJudge
+from presrm.judges.registry import JudgeSpec, config_options, modes, register, spec, step_modes
 
 if TYPE_CHECKING:
     from presrm.config import JudgeConfig
@@ -67,11 +69,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "JUDGES",
     "LikelihoodJudge",
     "PROMPTS",
     "GenerativeJudge",
     "Judge",
+    "JudgeSpec",
     "OutcomeJudge",
     "OutcomeVerdict",
     "PairToJudge",
@@ -79,31 +81,27 @@ __all__ = [
     "PairwiseJudge",
     "PointwiseJudge",
     "RandomJudge",
-    "STEP_MODES",
     "SolutionToJudge",
     "StepToJudge",
     "Tournament",
     "combine_orders",
     "context_options",
+    "judge_class",
     "load_template",
     "make_judge",
     "make_judge_from_config",
+    "modes",
     "parse_score",
     "parse_verdict",
     "rank_tournament",
+    "register",
+    "step_modes",
 ]
 
-JUDGES: dict[str, type] = {
-    "pointwise": PointwiseJudge,
-    "pairwise": PairwiseJudge,
-    "generative": GenerativeJudge,
-    "outcome": OutcomeJudge,
-    "likelihood": LikelihoodJudge,
-    "random": RandomJudge,
-}
 
-STEP_MODES = tuple(mode for mode, cls in JUDGES.items() if cls.unit == "step")
-"""The modes that score single steps, and so give the per-step scores of evaluations."""
+def judge_class(mode: str) -> type:
+    """The class of judge ``mode`` (its registry entry's ``target``); an unknown mode is a ConfigError."""
+    return spec(mode).load()
 
 
 def make_judge(mode: str, engine, **options: Any) -> Judge:
@@ -111,10 +109,7 @@ def make_judge(mode: str, engine, **options: Any) -> Judge:
 
     >>> make_judge("pairwise", engine, both_orders=False)  # doctest: +SKIP
     """
-    try:
-        cls = JUDGES[mode]
-    except KeyError:
-        raise ConfigError(f"judge.mode {mode!r} is not supported (choose: {', '.join(JUDGES)})") from None
+    cls = judge_class(mode)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "engine"}
     unknown = sorted(set(options) - accepted)
     if unknown:
@@ -131,9 +126,9 @@ def context_options(mode: str, *, task: str | None = None, tasks_dir: str | None
     >>> context_options("random", task="gsm8k", seed=3)
     {'seed': 3}
     """
-    cls = JUDGES.get(mode)
-    if cls is None:
+    if mode not in modes():
         return {}
+    cls = judge_class(mode)
     accepted = inspect.signature(cls.__init__).parameters
     given = {"task": task, "tasks_dir": tasks_dir, "seed": seed}
     return {k: v for k, v in given.items() if v is not None and k in accepted}
@@ -143,21 +138,11 @@ def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None,
                            tasks_dir: str | None = None, seed: int | None = None) -> Judge:
     """The judge a ``judge:`` config section describes; ``mode`` overrides ``cfg.mode``.
 
-    Each mode reads its own template key: ``template`` (pointwise),
-    ``pairwise_template``, ``generative_template``, ``outcome_template``.
+    Each mode reads the config keys its registry entry lists (``JudgeSpec.options``: ``template`` for
+    pointwise, ``pairwise_template``, ``generative_template``, ``outcome_template`` ...).
     ``task``, ``tasks_dir`` and ``seed`` go to the modes that take them (:func:`context_options`).
     """
     mode = mode or cfg.mode
-    options: dict[str, Any] = {"batch_size": cfg.batch_size}
-    if mode == "pointwise":
-        options.update(template=cfg.template, prefix_cache=cfg.prefix_cache)
-    elif mode == "pairwise":
-        options.update(template=cfg.pairwise_template, both_orders=cfg.both_orders, tie_margin=cfg.tie_margin,
-                       prefix_cache=cfg.prefix_cache)
-    elif mode == "generative":
-        options.update(template=cfg.generative_template, both_orders=cfg.both_orders,
-                       max_new_tokens=cfg.max_new_tokens)
-    elif mode == "outcome":
-        options.update(template=cfg.outcome_template)
+    options = config_options(mode, cfg)
     options.update(context_options(mode, task=task, tasks_dir=tasks_dir, seed=seed))
     return make_judge(mode, engine, **options)

@@ -26,7 +26,8 @@ aside and renamed into place)::
 A stage is complete when the file it writes last exists (:meth:`StageDir.searched`,
 :meth:`StageDir.trained`, :meth:`StageDir.evaluated`); ``--resume`` skips complete
 stages and redoes the others. An evaluation folder (``presrm eval``,
-``judge-eval``) holds ``results.json``, ``samples.jsonl`` and the report.
+``judge-eval``) holds ``results.json``, ``samples.jsonl`` (judge-eval with ``--natural``: also
+``natural_samples.jsonl``) and the report.
 
 >>> run = RunLayout(Path("runs/quickstart"))
 >>> run.iteration(0).pairs.as_posix(), run.policy(1, "embedded")
@@ -42,6 +43,7 @@ from pathlib import Path
 
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
+NATURAL_SAMPLES = "natural_samples.jsonl"
 
 
 def samples_for(summary: Path) -> Path:
@@ -66,6 +68,11 @@ class EvalLayout:
     @property
     def samples(self) -> Path:
         return samples_for(self.results)
+
+    @property
+    def natural_samples(self) -> Path:
+        """judge-eval with ``--natural``: one record per judged step (or couple) of the natural set."""
+        return self.root / NATURAL_SAMPLES
 
 
 @dataclass(frozen=True)

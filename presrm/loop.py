@@ -121,7 +121,7 @@ class EngineHolder:
 
     @contextlib.contextmanager
     def use(self, cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
-        from presrm.engine import EngineOptions, open_engine
+        from presrm.engines import EngineOptions, open_engine
 
         options = EngineOptions(name=cfg.engine, device=cfg.device, precision=inference_precision(cfg, search=search),
                                 seed=cfg.seed, vllm=cfg.vllm)
@@ -164,9 +164,9 @@ def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None, task: str
 def step_judge_mode(cfg: RunConfig) -> str:
     """The judge that gives evaluations their per-step scores: the run's own when it scores single steps
     (pointwise, likelihood, random), else (pairwise, generative: they compare two steps) the pointwise judge."""
-    from presrm.judge import STEP_MODES
+    from presrm.judges.registry import step_modes
 
-    return cfg.judge.mode if cfg.judge.mode in STEP_MODES else "pointwise"
+    return cfg.judge.mode if cfg.judge.mode in step_modes() else "pointwise"
 
 
 def check_runnable(cfg: RunConfig) -> None:
@@ -174,7 +174,7 @@ def check_runnable(cfg: RunConfig) -> None:
     vLLM (or under ``accelerate launch``), a missing ``init.model`` folder,
     task or data file. ``config.validate`` checks what needs no import and no file system."""
     if cfg.engine == "vllm":
-        from presrm.vllm_engine import vllm_available
+        from presrm.engines.vllm import vllm_available
 
         reason = vllm_available()
         if reason:
@@ -208,7 +208,7 @@ def judge_prompt_renderer(cfg: RunConfig, model, tok) -> tuple[Callable[..., str
     ``render(*fields)`` takes the fields of the judge's item (question, previous, step; or question,
     previous, a, b) and returns ``judge.prompt(item)``.
     """
-    from presrm.engine import HFEngine
+    from presrm.engines import HFEngine
 
     judge = make_run_judge(cfg, HFEngine(model, tok))
     return (lambda *fields: judge.prompt(judge.item_type(*fields))), judge.prefill

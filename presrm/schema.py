@@ -78,20 +78,6 @@ class StepCheck:
 
 
 @dataclass
-class Judgment:
-    """The self-judge's opinion of one step (pointwise) or one pair (pairwise)."""
-
-    step_index: int
-    mode: str
-    score: float | None = None
-    verdict: str | None = None
-    raw: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass
 class StepPair:
     """A step-level preference pair in TRL's preference shape.
 

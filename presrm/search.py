@@ -21,7 +21,7 @@ pairs are exactly the paper's.
 
 Everything is batched across problems: one engine call to sample and one
 tournaments call per round for all problems still running. The engine (HF or
-vLLM, :mod:`presrm.engine`) and the judge (any of :mod:`presrm.judge`) are
+vLLM, :mod:`presrm.engines`) and the judge (any of :mod:`presrm.judge`) are
 interchangeable: search only calls ``engine.generate`` and ``judge.tournaments``.
 """
 

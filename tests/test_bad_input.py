@@ -8,6 +8,7 @@ handled, in bounded time, by verify, the segmenter and the judge-reply parsers.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from presrm.cli import main
+from presrm.cli import main, make_parser
 from tests.report_fixtures import make_eval_dir, make_run_dir
 
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d (DEBUG|INFO|WARNING) ")
@@ -291,6 +292,49 @@ CASES = [
     ("judge-eval: adapter folder empty", lambda c: ["judge-eval", "--model", c.model, "--adapter",
                                                     c.p("no_adapter"), "--output-dir", c.p("je")],
      lambda c: f"--adapter {c.p('no_adapter')}: not a LoRA adapter folder"),
+    ("judge-eval: threshold above 1", lambda c: ["judge-eval", "--threshold", "2", "--output-dir", c.p("je")],
+     lambda c: "--threshold must be in [0, 1], got 2.0"),
+    ("judge-eval: zero batch size", lambda c: ["judge-eval", "--batch-size", "0", "--output-dir", c.p("je")],
+     lambda c: "--batch-size must be at least 1, got 0"),
+    ("judge-eval: zero max-new-tokens", lambda c: ["judge-eval", "--judge", "generative", "--max-new-tokens", "0",
+                                                   "--output-dir", c.p("je")],
+     lambda c: "--max-new-tokens must be at least 1, got 0"),
+    ("judge-eval: unknown device", lambda c: ["judge-eval", "--device", "tpu", "--output-dir", c.p("je")],
+     lambda c: "argument --device: invalid choice: 'tpu'"),
+    ("judge-eval: unknown engine", lambda c: ["judge-eval", "--engine", "onnx", "--output-dir", c.p("je")],
+     lambda c: "argument --engine: invalid choice: 'onnx'"),
+    ("judge-eval: unknown precision", lambda c: ["judge-eval", "--precision", "fp8", "--output-dir", c.p("je")],
+     lambda c: "argument --precision: invalid choice: 'fp8'"),
+    ("judge-eval: one candidate per prefix", lambda c: ["judge-eval", "--natural", c.p("nat.jsonl"), "--natural-k",
+                                                        "1", "--output-dir", c.p("je")],
+     lambda c: "--natural-k must be at least 2, got 1"),
+    ("judge-eval: zero natural steps", lambda c: ["judge-eval", "--natural", c.p("nat.jsonl"),
+                                                  "--natural-max-steps", "0", "--output-dir", c.p("je")],
+     lambda c: "--natural-max-steps must be at least 1, got 0"),
+    ("judge-eval: zero natural temperature", lambda c: ["judge-eval", "--natural", c.p("nat.jsonl"),
+                                                        "--natural-temperature", "0", "--output-dir", c.p("je")],
+     lambda c: "--natural-temperature must be in (0, 2], got 0.0"),
+    ("eval: unknown engine", lambda c: c.eval("--engine", "onnx"),
+     lambda c: "argument --engine: invalid choice: 'onnx'"),
+    ("eval: unknown precision", lambda c: c.eval("--precision", "fp8"),
+     lambda c: "argument --precision: invalid choice: 'fp8'"),
+    ("eval: zero beam expand", lambda c: c.eval("--decoding", "beam", "--beam-expand", "0"),
+     lambda c: "argument --beam-expand"),
+    ("eval: zero max steps", lambda c: c.eval("--decoding", "beam", "--max-steps", "0"),
+     lambda c: "argument --max-steps"),
+    ("eval: zero max step tokens", lambda c: c.eval("--decoding", "beam", "--max-step-tokens", "0"),
+     lambda c: "argument --max-step-tokens"),
+    ("eval: pair judge for step scores", lambda c: c.eval("--judge", "pairwise"),
+     lambda c: "argument --judge: invalid choice: 'pairwise'"),
+    ("export: not a run", lambda c: ["export", c.p("no_config"), "--format", "step-dpo", "--output", c.p("exp")],
+     lambda c: f"{c.p('no_config')}: not a presrm run directory"),
+    ("export: unknown format", lambda c: ["export", c.p("run"), "--format", "csv", "--output", c.p("exp")],
+     lambda c: "argument --format: invalid choice: 'csv'"),
+    ("export: unknown unverifiable", lambda c: ["export", c.p("run"), "--format", "trl-stepwise", "--unverifiable",
+                                                "guess", "--output", c.p("exp")],
+     lambda c: "argument --unverifiable: invalid choice: 'guess'"),
+    ("export: output not empty", lambda c: ["export", c.p("run"), "--format", "step-dpo", "--output", c.p("run")],
+     lambda c: f"--output {c.p('run')} exists and is not an empty folder"),
 ]
 
 
@@ -316,10 +360,27 @@ def test_bad_input_gives_one_line_and_exit_2(ctx, capsys, argv, expected):
     assert {f: h for f, h in after.items() if f in before} == before, "a file written before was changed"
 
 
-def test_the_table_covers_every_command_and_enough_cases():
-    commands = {i.split(":")[0] for i, _, _ in CASES}
-    assert commands == {"config", "train", "eval", "report", "compare", "verify", "judge-eval"}
-    assert len(CASES) >= 50
+def _checked_options() -> dict[str, list[tuple[str, ...]]]:
+    """Per command of the CLI's parser, the options it checks itself (a choice list or a typed value), each as
+    its spellings (``--k``, ``--n``)."""
+    parser = make_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    return {name: [tuple(a.option_strings) for a in sub._actions
+                   if a.option_strings and (a.choices is not None or a.type not in (None, str))]
+            for name, sub in commands.items()}
+
+
+def test_the_table_covers_every_command_and_every_checked_option(tmp_path):
+    """Read from the parser, so a new command, or a new checked option, without a row here fails."""
+    ctx = Ctx(tmp_path, "tiny")
+    used: dict[str, set[str]] = {}
+    for ident, argv, _ in CASES:
+        used.setdefault(ident.split(":")[0], set()).update(argv(ctx))
+    options = _checked_options()
+    assert set(used) == set(options)
+    missing = [f"{name} {flags[-1]}" for name, spellings in options.items() for flags in spellings
+               if not set(flags) & used[name]]
+    assert not missing, f"no bad-input row gives these options a value: {missing}"
 
 
 # --------------------------------------------------------------------------- hostile text (no error)

@@ -73,7 +73,7 @@ def test_call_site_walks_past_the_library_and_constructors_only(monkeypatch):
 def test_the_prefix_cache_judge_passes_the_current_cache_keyword(tiny, monkeypatch):
     """The real deprecated keyword: forced to ``past_key_values`` on a transformers that renamed it, the
     guard fails the test; the keyword presrm picks passes (and the scores equal the plain path's)."""
-    import presrm.judges.forward as fw
+    import presrm.engines.hf_forward as fw
 
     model, tok = tiny
     if fw._cache_kwarg(type(model)) != "cache":

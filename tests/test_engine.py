@@ -13,7 +13,7 @@ import torch
 
 from presrm.cli import main
 from presrm.config import load_config
-from presrm.engine import Engine, EngineBase, EngineOptions, HFEngine, normalise_choices, open_engine
+from presrm.engines import Engine, EngineBase, EngineOptions, HFEngine, normalise_choices, open_engine
 from presrm.errors import ConfigError, ModelLoadError
 from presrm.judge import (
     GenerativeJudge,
@@ -25,7 +25,7 @@ from presrm.judge import (
     StepToJudge,
     make_judge,
 )
-from presrm.judges import forward
+from presrm.engines import hf_forward as forward
 
 PROMPTS = ["<|im_start|>user\nTom has 3 apples.<|im_end|>\n<|im_start|>assistant\nStep 1:", "Step 1: 3 + 4 = 7",
            "A box holds 6 pens. Step 1:"]
@@ -199,12 +199,12 @@ def test_engine_options_refuse_an_unknown_engine():
 
 
 def test_loop_closes_every_engine_before_training(tiny_model_dir, gsm8k_like, tmp_path, monkeypatch):
-    import presrm.engine
+    import presrm.engines
     import presrm.train
     from presrm.loop import run
 
     events: list[str] = []
-    real_open, real_train = presrm.engine.open_engine, presrm.train.train_step_dpo
+    real_open, real_train = presrm.engines.open_engine, presrm.train.train_step_dpo
 
     def tracked_open(spec, options=None):
         engine = real_open(spec, options)
@@ -217,7 +217,7 @@ def test_loop_closes_every_engine_before_training(tiny_model_dir, gsm8k_like, tm
         events.append("train")
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(presrm.engine, "open_engine", tracked_open)
+    monkeypatch.setattr(presrm.engines, "open_engine", tracked_open)
     monkeypatch.setattr(presrm.train, "train_step_dpo", tracked_train)
     cfg = load_config(None, [
         f"model={tiny_model_dir}", f"output_dir={tmp_path}", "name=e", "device=cpu", "eval.before=false",
@@ -244,7 +244,7 @@ def test_loop_closes_every_engine_before_training(tiny_model_dir, gsm8k_like, tm
 def test_vllm_cpu_binding_uses_every_core_of_a_small_machine(monkeypatch):
     """On 2 cores vLLM's `auto` would reserve one for its scheduler; presrm gives the worker both, unless the
     user chose a binding (no vLLM needed: the binding is plain environment)."""
-    from presrm.vllm_engine import cpu_binding
+    from presrm.engines.vllm import cpu_binding
 
     monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
     assert cpu_binding([0, 1]) == {"VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}

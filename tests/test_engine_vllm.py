@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from presrm.vllm_engine import vllm_available
+from presrm.engines.vllm import vllm_available
 
 pytestmark = pytest.mark.skipif(vllm_available() is not None, reason=f"vLLM not importable: {vllm_available()}")
 
@@ -29,7 +29,7 @@ def vllm_model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engines(vllm_model_dir):
     from presrm.config import load_config
-    from presrm.engine import EngineOptions, open_engine
+    from presrm.engines import EngineOptions, open_engine
 
     cfg = load_config(None, VLLM_TEST_SETTINGS)
     hf = open_engine(str(vllm_model_dir), EngineOptions(name="hf", device="cpu", precision="fp32"))
@@ -152,7 +152,7 @@ def test_a_likelihood_run_on_vllm_end_to_end(vllm_model_dir, gsm8k_like, tmp_pat
     likelihood judge: one engine per model, and the per-step scores come from the likelihood judge."""
     import json
 
-    import presrm.engine
+    import presrm.engines
     from presrm.config import load_config
     from presrm.jsonio import read_json, read_jsonl
     from presrm.loop import run
@@ -170,12 +170,12 @@ def test_a_likelihood_run_on_vllm_end_to_end(vllm_model_dir, gsm8k_like, tmp_pat
         "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={gsm8k_like}", "eval.limit=2",
         "eval.max_new_tokens=8", "eval.judge_eval=true", "eval.judge_eval_limit=2", "eval.judge_eval_max_steps=1"])
     loads = []
-    real_open = presrm.engine.open_engine
+    real_open = presrm.engines.open_engine
     try:
-        presrm.engine.open_engine = lambda spec, options=None: loads.append(spec) or real_open(spec, options)
+        presrm.engines.open_engine = lambda spec, options=None: loads.append(spec) or real_open(spec, options)
         summary = run(cfg)
     finally:
-        presrm.engine.open_engine = real_open
+        presrm.engines.open_engine = real_open
     root = tmp_path / "l"
     assert summary["iterations"][0]["pairs"] == len(read_jsonl(root / "iter_0" / "pairs.jsonl")) > 0
     ev = read_json(root / "iter_0" / "eval.json")

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from presrm.data import Extractor, Match, load_problems, load_shots, load_task
 from presrm.decoding import Decoding, majority_vote, vote_key
-from presrm.engine import HFEngine
+from presrm.engines import HFEngine
 from presrm.errors import ConfigError
 from presrm.evaluate import (
     build_prompt,

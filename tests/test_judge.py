@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from presrm.config import JudgeConfig, load_config
-from presrm.engine import HFEngine
+from presrm.engines import HFEngine
 from presrm.errors import ConfigError
 from presrm.judge import (
     GenerativeJudge,
@@ -24,7 +24,7 @@ from presrm.judge import (
     parse_score,
     parse_verdict,
 )
-from presrm.judges import forward
+from presrm.engines import hf_forward as forward
 from presrm.judges.common import chains
 
 Q1 = "Tom has 3 apples and buys 4. How many?"

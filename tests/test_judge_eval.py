@@ -334,6 +334,42 @@ def test_unknown_judge_kind():
 # --------------------------------------------------------------------------- the CLI on the tiny model
 
 
+# --------------------------------------------------------------------------- the headline figures, by hand
+
+
+def _pair_counting(pos: list[float], neg: list[float]) -> float:
+    return sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def step_auroc_by_hand(samples: list[dict]) -> float:
+    """The step AUROC recomputed from ``samples.jsonl``: each distinct (question, previous steps, step) once,
+    right before a solution's first error and everywhere in a correct one, wrong at the first error, left
+    out after it. A flawed solution's correct twin is its correct sibling's step at that place (same score)."""
+    known: dict[tuple, tuple[float, bool]] = {}
+    for s in samples:
+        fe = s["first_error"]
+        for k, (step, score) in enumerate(zip(s["steps"], s["step_scores"], strict=True)):
+            if 0 <= fe < k:
+                break
+            known[(s["question"], tuple(s["steps"][:k]), step)] = (score, fe < 0 or k != fe)
+    for s in samples:
+        if s.get("correct_twin_score") is not None:
+            fe = s["first_error"]
+            siblings = [t for t in samples if t["problem_id"] == s["problem_id"] and t["first_error"] < 0
+                        and t["steps"][:fe] == s["steps"][:fe]]
+            if siblings:
+                assert siblings[0]["step_scores"][fe] == s["correct_twin_score"]
+            else:
+                known[("twin", s["id"])] = (s["correct_twin_score"], True)
+    return _pair_counting([sc for sc, ok in known.values() if ok], [sc for sc, ok in known.values() if not ok])
+
+
+def pair_accuracy_by_hand(samples: list[dict]) -> float:
+    """Right-vs-wrong accuracy from the verdicts: 1 when the correct side wins, 0.5 for a tie or no verdict."""
+    outcomes = [0.5 if s["winner"] in (None, "tie") else float(s["winner"] == s["correct_is"]) for s in samples]
+    return sum(outcomes) / len(outcomes)
+
+
 def _run_cli(tiny_model_dir, gsm8k_like, out, mode, *extra):
     return main(["judge-eval", "--model", str(tiny_model_dir), "--judge", mode, "--data-file", str(gsm8k_like),
                  "--limit", "4", "--device", "cpu", "--precision", "fp32", "--output-dir", str(out), *extra])
@@ -350,7 +386,13 @@ def test_judge_eval_cli_pointwise_writes_complete_results(tiny_model_dir, gsm8k_
     res, samples = _read(out)
     assert res["n"]["solutions"] == len(samples) == 8 and res["n"]["flawed_solutions"] == 4
     assert set(res["processbench"]) >= {"f1", "acc_flawed", "acc_correct"}
-    assert 0.0 <= res["step_auroc"]["value"] <= 1.0 and 0.0 <= res["pairwise"]["accuracy"] <= 1.0
+    assert res["step_auroc"]["value"] == pytest.approx(step_auroc_by_hand(samples))
+    twins = [(s["correct_twin_score"], s["step_scores"][s["first_error"]]) for s in samples
+             if s.get("correct_twin_score") is not None]
+    assert len(twins) == 4 and res["pairwise"]["accuracy"] == pytest.approx(
+        sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in twins) / 4)
+    for s in samples:  # the first step scored below the threshold, -1 for none
+        assert s["predicted_first_error"] == next((k for k, x in enumerate(s["step_scores"]) if x < 0.4), -1)
     assert res["pairwise"]["tie_rate"] is not None and res["speed"]["steps_per_s"] > 0
     assert res["protocol"]["mode"] == "pointwise" and res["protocol"]["threshold"] == 0.4
     assert res["protocol"]["model"] == str(tiny_model_dir) and "--judge pointwise" in res["protocol"]["command"]
@@ -366,7 +408,8 @@ def test_judge_eval_cli_pair_modes(tiny_model_dir, gsm8k_like, tmp_path, mode):
     assert _run_cli(tiny_model_dir, gsm8k_like, out, mode, "--max-new-tokens", "3", "--batch-size", "4") == 0
     res, samples = _read(out)
     assert res["n"]["solutions"] == 8 and res["pairwise"]["n"] == len(samples) == 4
-    assert 0.0 <= res["pairwise"]["accuracy"] <= 1.0 and res["processbench"]["f1"] is None
+    assert res["pairwise"]["accuracy"] == pytest.approx(pair_accuracy_by_hand(samples))
+    assert res["processbench"]["f1"] is None
     assert res["protocol"]["judge_options"]["both_orders"] is True
     assert all(len(s["orders"]) == 2 and s["correct_is"] in "AB" for s in samples)
     if mode == "generative":  # three tokens cannot hold an explanation and a verdict: kept raw, not guessed

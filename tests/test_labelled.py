@@ -23,7 +23,7 @@ from presrm.labelled import (
 from presrm.perturb import KINDS, confirmed_perturbation, perturb, perturb_value
 from presrm.schema import Problem
 from presrm.verify import check_step
-from tests.test_judge_eval import ConstantPointwise, FakePairwise, OraclePointwise
+from tests.test_judge_eval import ConstantPointwise, FakePairwise, OraclePointwise, step_auroc_by_hand
 
 # --------------------------------------------------------------------------- perturbations
 
@@ -214,9 +214,10 @@ def test_cli_natural_set_is_built_once_and_reused(tiny_model_dir, gsm8k_like, tm
     assert {"value", "n_correct", "n_incorrect", "mean_score"} <= set(res["natural"]["step_auroc"])
     assert res["labelled_set"]["source"].startswith("synthetic")
     assert "natural set" in capsys.readouterr().out
-    before = nat.read_text()
+    before, stat = nat.read_text(), nat.stat()
     assert _cli(tiny_model_dir, gsm8k_like, tmp_path / "b", *args) == 0
-    assert nat.read_text() == before  # reused, not rebuilt
+    # reused, not rebuilt: a rebuild, even one giving the same text, writes a new file in its place
+    assert nat.read_text() == before and (nat.stat().st_ino, nat.stat().st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
     samples = (tmp_path / "b" / "natural_samples.jsonl").read_text().splitlines()
     assert len(samples) == meta["steps"]
 
@@ -227,7 +228,9 @@ def test_cli_labelled_file(tiny_model_dir, gsm8k_like, tmp_path, capsys):
     assert _cli(tiny_model_dir, gsm8k_like, tmp_path / "o", "--labelled", str(path)) == 0
     res = json.loads((tmp_path / "o" / "results.json").read_text())
     assert res["labelled_set"]["source"] == "processbench-format file" and res["n"]["solutions"] == 2
-    assert res["processbench"]["f1"] is not None and 0.0 <= res["step_auroc"]["value"] <= 1.0
+    samples = [json.loads(x) for x in (tmp_path / "o" / "samples.jsonl").read_text().splitlines()]
+    assert res["processbench"]["f1"] is not None
+    assert res["step_auroc"]["value"] == pytest.approx(step_auroc_by_hand(samples))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "q"}\n')
     assert _cli(tiny_model_dir, gsm8k_like, tmp_path / "p", "--labelled", str(bad)) == 2

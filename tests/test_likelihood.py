@@ -10,12 +10,13 @@ import torch
 
 from presrm.cli import main
 from presrm.data import load_task
-from presrm.engine import HFEngine
+from presrm.engines import HFEngine
 from presrm.errors import ConfigError
 from presrm.generate import step_prompt
 from presrm.judge import LikelihoodJudge, StepToJudge, make_judge
 from presrm.perturb import result_spans
 from presrm.steps import final_answer_span
+from tests.test_judge_eval import step_auroc_by_hand
 
 ITEMS = [
     StepToJudge("Tom has 3 apples and buys 4. How many?", (), "Step 1: 3 + 4 = 7 apples"),
@@ -136,5 +137,7 @@ def test_judge_eval_cli_likelihood_on_both_sets(tiny_model_dir, gsm8k_like, tmp_
                  str(gsm8k_like), "--limit", "3", "--device", "cpu", "--precision", "fp32", "--output-dir", str(out),
                  "--natural", str(nat), "--natural-k", "2", "--natural-max-steps", "2"]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["protocol"]["mode"] == "likelihood" and 0.0 <= res["step_auroc"]["value"] <= 1.0
+    samples = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+    assert res["protocol"]["mode"] == "likelihood"
+    assert res["step_auroc"]["value"] == pytest.approx(step_auroc_by_hand(samples))
     assert res["natural"]["set"]["steps"] == len(nat.read_text().splitlines())

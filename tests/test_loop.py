@@ -270,12 +270,12 @@ def test_bad_search_and_init_settings(overrides, match):
 def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like, tmp_path, monkeypatch):
     """A model read by several stages in a row (M0: evaluation and judge evaluation; M1: its evaluation, its
     judge evaluation and the next search) is loaded once; every engine is closed before a model trains."""
-    import presrm.engine
+    import presrm.engines
     import presrm.train
     from presrm.loop import ENGINES
 
     loads, open_at_training = [], []
-    real_open = presrm.engine.open_engine
+    real_open = presrm.engines.open_engine
 
     def counting_open(spec, options=None):
         loads.append(spec)
@@ -287,7 +287,7 @@ def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like
         open_at_training.append(ENGINES.engine is not None)
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(presrm.engine, "open_engine", counting_open)
+    monkeypatch.setattr(presrm.engines, "open_engine", counting_open)
     monkeypatch.setattr(presrm.train, "train_step_dpo", watching_train)
     cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=2", "eval.judge_eval=true", "eval.judge_eval_limit=2",
                "eval.judge_eval_max_steps=1", "judge.mode=pointwise")

@@ -122,7 +122,7 @@ def test_run_refuses_what_cannot_run_before_any_stage(tiny_model_dir, gsm8k_like
 
 
 def test_vllm_needs_vllm_here(monkeypatch):
-    from presrm import vllm_engine
+    from presrm.engines import vllm as vllm_engine
 
     monkeypatch.setattr(vllm_engine, "vllm_available", lambda: "vLLM is not installed (pip install vllm)")
     with pytest.raises(ConfigError, match="engine: vllm cannot run here: vLLM is not installed"):
@@ -133,7 +133,7 @@ def test_vllm_needs_vllm_here(monkeypatch):
 
 
 def test_train_cli_engine_vllm_without_vllm_exits_2_at_once(tmp_path):
-    from presrm.vllm_engine import vllm_available
+    from presrm.engines.vllm import vllm_available
 
     if vllm_available() is None:
         pytest.skip("vllm is installed here")

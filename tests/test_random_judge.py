@@ -6,9 +6,9 @@ import pytest
 
 from presrm.cli import main
 from presrm.config import JudgeConfig, load_config
-from presrm.engine import HFEngine
+from presrm.engines import HFEngine
 from presrm.errors import ConfigError
-from presrm.judge import JUDGES, STEP_MODES, RandomJudge, StepToJudge, make_judge, make_judge_from_config
+from presrm.judge import RandomJudge, StepToJudge, judge_class, make_judge, make_judge_from_config, step_modes
 from presrm.search import step_search
 from tests.test_search import TASK, ScriptedSampler, _problems
 
@@ -52,7 +52,7 @@ def test_scores_spread_over_the_unit_interval():
 
 
 def test_registry_and_builders():
-    assert JUDGES["random"] is RandomJudge and "random" in STEP_MODES
+    assert judge_class("random") is RandomJudge and "random" in step_modes()
     judge = make_judge("random", None, seed=3)
     assert (judge.mode, judge.unit, judge.seed) == ("random", "step", 3)
     built = make_judge_from_config(JudgeConfig(mode="random"), None, task="gsm8k", tasks_dir="elsewhere", seed=3)

@@ -6,7 +6,7 @@ import pytest
 
 from presrm.config import SearchConfig
 from presrm.data import load_problems, load_task
-from presrm.engine import HFEngine
+from presrm.engines import HFEngine
 from presrm.judge import PointwiseJudge, Tournament, rank_tournament
 from presrm.judges.common import ScoreJudgeBase
 from presrm.schema import Problem

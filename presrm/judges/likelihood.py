@@ -20,7 +20,7 @@ numbers it wrote separates them (AUROC 0.85 on the same steps; docs/LOG.md). Its
 are mostly sampling slips that its own distribution, read at the result, does not back.
 
 The steps of one solution share their start, so the engine reads all of them from one pass over the
-whole solution (``one_pass``, :meth:`presrm.engine.EngineBase.span_logprobs`).
+whole solution (``one_pass``, :meth:`presrm.engines.EngineBase.span_logprobs`).
 
 >>> judge = LikelihoodJudge(engine)  # doctest: +SKIP
 >>> judge.score([StepToJudge("What is 3 + 4?", (), "Step 1: 3 + 4 = 7")])  # doctest: +SKIP

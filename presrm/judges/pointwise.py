@@ -19,7 +19,7 @@ class PointwiseJudge(ScoreJudgeBase):
     The steps of one solution share their start (question and earlier steps);
     with ``prefix_cache`` (the default) the HF engine encodes that start once
     per solution and each step runs only its own suffix (see
-    ``presrm.judges.forward``); vLLM caches shared prefixes by itself.
+    ``presrm.engines.hf_forward``); vLLM caches shared prefixes by itself.
 
     >>> judge = PointwiseJudge(engine)  # doctest: +SKIP
     >>> judge.score([StepToJudge("1+1?", (), "Step 1: 1 + 1 = 2")])  # doctest: +SKIP

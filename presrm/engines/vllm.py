@@ -1,4 +1,4 @@
-"""vLLM behind presrm's engine interface (:class:`presrm.engine.Engine`): ``vllm.LLM`` in this process.
+"""vLLM behind presrm's engine interface (:class:`presrm.engines.Engine`): ``vllm.LLM`` in this process.
 
 - ``generate``: one request per prompt with ``n`` samples (``SamplingParams.n``), stop strings, and
   vLLM's continuous batching; greedy at temperature 0.
@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from presrm.engine import EngineBase, EngineOptions, normalise_choices
+from presrm.engines.base import EngineBase, EngineOptions, normalise_choices
 from presrm.errors import ModelLoadError
 from presrm.progress import shows_bar
 
@@ -106,7 +106,7 @@ def cpu_binding(cores: Sequence[int] | None = None) -> dict[str, str]:
 
 
 class VLLMEngine(EngineBase):
-    """A ``vllm.LLM`` behind the engine interface; build it with :meth:`load` (or ``presrm.engine.open_engine``).
+    """A ``vllm.LLM`` behind the engine interface; build it with :meth:`load` (or ``presrm.engines.open_engine``).
 
     >>> engine = VLLMEngine.load("embedded", EngineOptions(name="vllm"))  # doctest: +SKIP
     """
@@ -166,17 +166,13 @@ class VLLMEngine(EngineBase):
             raise RuntimeError("this vLLM engine was closed")
         return self.llm.generate(self._token_prompts(prompts), params, use_tqdm=desc is not None and shows_bar())
 
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: Sequence[str] = (), seed: int = 0, batch_size: int | None = None,
-                 desc: str | None = None) -> list[list[str]]:
+    def _generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int, temperature: float, top_p: float,
+                  stop: Sequence[str], seed: int, batch_size: int | None, desc: str | None) -> list[list[str]]:
         """``n`` continuations per prompt, cut at the first stop string (``batch_size`` is vLLM's to choose)."""
         from vllm import SamplingParams
 
         from presrm.generate import cut_at_stop
 
-        self.check_request(n, temperature, top_p, max_new_tokens)
-        if not prompts:
-            return []
         stop = [s for s in stop if s]
         sampled = temperature > 0
         params = [SamplingParams(n=n, temperature=temperature, top_p=top_p if sampled else 1.0, top_k=0,

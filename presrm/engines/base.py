@@ -1,34 +1,15 @@
-"""Inference engines: the one interface every model call of search, judging and evaluation goes through.
+"""The engine interface: what search, the judges and evaluation need from a model, and what engines share.
 
-An engine holds one model (the policy and judge M_k) and answers three requests:
-
-- ``generate(prompts, n=, temperature=, top_p=, max_new_tokens=, stop=, seed=)``: ``n``
-  continuations per prompt (greedy when ``temperature == 0``), each cut at its first stop string;
-- ``greedy(prompts, max_new_tokens=, stop=)``: one greedy continuation per prompt;
-- ``choice_logprobs(prompts, choices)``: for each prompt, the log-probability that the next token
-  is in each of a few token-id sets, normalised over their union, so ``[P(Yes), P(No)]`` sum to one.
-  Logit judges read their verdicts from it (``Yes``/``No``, ``A``/``B`` after ``[[``).
-
-Two implementations, chosen by ``engine: hf | vllm`` in a recipe or ``--engine`` on the command line:
-
-- :class:`HFEngine`: transformers ``generate`` in length-sorted batches and batched forward passes
-  with two-level shared-prefix KV-cache reuse (:mod:`presrm.judges.forward`);
-- :class:`presrm.vllm_engine.VLLMEngine`: ``vllm.LLM`` in the same process, with automatic prefix
-  caching, n samples per request and the choice tokens read from its log-probabilities.
-
-Prompts are text that already holds the chat template (:func:`presrm.generate.render_chat`); both
-engines tokenize it with the same Hugging Face tokenizer and no added special tokens, so they see the
-very same token ids. :func:`open_engine` loads either from a model spec; ``close()`` (or ``with``)
-releases the model's memory, which the loop does before every training stage.
-
->>> engine = open_engine("embedded", EngineOptions(name="hf"))  # doctest: +SKIP
->>> engine.greedy(["Step 1:"], max_new_tokens=8)  # doctest: +SKIP
-[' 3 + 4 = 7']
+``Engine`` (the protocol: ``generate``, ``greedy``, ``choice_logprobs``, ``span_logprobs``, ``describe``,
+``close``), ``EngineBase`` (``greedy`` on ``generate``, ``span_logprobs`` on one ``_prompt_logprobs``
+method, ``with`` support, request checks), ``SpanPlan`` (which token sequences a span request feeds),
+``normalise_choices`` and ``EngineOptions`` (how to build an engine). No engine lives here: the HF engine is
+:mod:`presrm.engines.hf`, the vLLM one :mod:`presrm.engines.vllm`, and :func:`presrm.engines.open_engine`
+chooses between them.
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,9 +21,6 @@ from presrm.errors import ConfigError
 
 log = logging.getLogger(__name__)
 ENGINES = ("hf", "vllm")
-LOGITS_BUDGET = 4096
-"""Most (row, position) pairs whose vocabulary logits one HF forward pass of ``span_logprobs`` keeps (fp32:
-4096 x a 49k vocabulary = 0.8 GB)."""
 
 
 @runtime_checkable
@@ -86,6 +64,16 @@ class EngineBase:
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
                  top_p: float = 1.0, stop: Sequence[str] = (), seed: int = 0, batch_size: int | None = None,
                  desc: str | None = None) -> list[list[str]]:
+        """``n`` continuations per prompt, each cut at its first stop string: the request checked, then
+        ``_generate`` (each engine's own sampler) on a non-empty list of prompts."""
+        self.check_request(n, temperature, top_p, max_new_tokens)
+        if not prompts:
+            return []
+        return self._generate(prompts, max_new_tokens=max_new_tokens, n=n, temperature=temperature, top_p=top_p,
+                              stop=stop, seed=seed, batch_size=batch_size, desc=desc)
+
+    def _generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int, temperature: float, top_p: float,
+                  stop: Sequence[str], seed: int, batch_size: int | None, desc: str | None) -> list[list[str]]:
         raise NotImplementedError
 
     def greedy(self, prompts: Sequence[str], *, max_new_tokens: int, stop: Sequence[str] = (),
@@ -212,113 +200,6 @@ def normalise_choices(logprobs: torch.Tensor) -> torch.Tensor:
     return logprobs - torch.logsumexp(logprobs, dim=1, keepdim=True)
 
 
-class HFEngine(EngineBase):
-    """A loaded transformers model behind the engine interface (presrm's own batching and prefix reuse).
-
-    >>> engine = HFEngine(model, tok, batch_size=16)  # doctest: +SKIP
-    """
-
-    name = "hf"
-
-    def __init__(self, model, tok, *, batch_size: int = 16):
-        self.model, self.tok, self.batch_size = model, tok, batch_size
-
-    def generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int = 1, temperature: float = 0.0,
-                 top_p: float = 1.0, stop: Sequence[str] = (), seed: int = 0, batch_size: int | None = None,
-                 desc: str | None = None) -> list[list[str]]:
-        """``n`` continuations per prompt from ``model.generate`` (see :func:`presrm.generate.generate`)."""
-        from presrm.generate import generate
-
-        self.check_request(n, temperature, top_p, max_new_tokens)
-        if not prompts:
-            return []
-        return generate(self.model, self.tok, prompts, max_new_tokens=max_new_tokens,
-                        batch_size=batch_size or self.batch_size, stop=stop, num_return_sequences=n,
-                        temperature=temperature, top_p=top_p, seed=seed, desc=desc)
-
-    def choice_logprobs(self, prompts: Sequence[str], choices: Sequence[Sequence[int]], *,
-                        groups: Sequence[Sequence[int]] | None = None, batch_size: int | None = None,
-                        prefix_cache: bool = True, desc: str | None = None, unit: str = "prompt") -> torch.Tensor:
-        """``[len(prompts), len(choices)]`` log-probabilities, one forward pass per batch.
-
-        With ``prefix_cache`` the start every prompt shares, and each group's shared start
-        (``groups``: prompt indices, head first, see :func:`presrm.judges.common.chains`), are
-        encoded once (:func:`presrm.judges.forward.answer_logprobs`).
-        """
-        from presrm.judges.forward import answer_logprobs
-
-        with torch.inference_mode():
-            lp = answer_logprobs(self.model, self.tok, prompts, choices, batch_size=batch_size or self.batch_size,
-                                 groups=groups, prefix_cache=prefix_cache, desc=desc, unit=unit)
-        return normalise_choices(lp) if len(prompts) else lp
-
-    def _prompt_logprobs(self, ids: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], *,
-                         batch_size: int | None = None, desc: str | None = None) -> list[dict[int, float]]:
-        """``log p(ids[t] | ids[:t])`` at each of the token ``positions`` of each sequence, batched.
-
-        Left-padded batches with explicit position ids, so the wanted tokens (a step's, or a solution's,
-        at the end of every sequence) line up at the right edge and only the last ``keep`` logits go
-        through the vocabulary projection (``logits_to_keep``): a full [batch, length, vocabulary]
-        log-softmax costs more than the forward pass itself for a 49k-token vocabulary. A batch keeps
-        at most :data:`LOGITS_BUDGET` (row, position) logits.
-        """
-        from presrm.progress import bar
-
-        out: list[dict[int, float]] = [{} for _ in ids]
-        size = batch_size or self.batch_size
-        order = sorted((i for i in range(len(ids)) if positions[i]), key=lambda i: -len(ids[i]))
-        tail = {i: len(ids[i]) - min(positions[i]) + 1 for i in order}  # logits kept to reach the first wanted
-        progress = bar(total=len(order), desc=desc or "span log-probs", unit="text", disable=desc is None)
-        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
-        try:
-            start = 0
-            while start < len(order):
-                batch, keep = [order[start]], tail[order[start]]
-                for i in order[start + 1:start + size]:
-                    if (len(batch) + 1) * max(keep, tail[i]) > LOGITS_BUDGET:
-                        break
-                    batch.append(i)
-                    keep = max(keep, tail[i])
-                start += len(batch)
-                width = len(ids[batch[0]])
-                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    input_ids[row, width - len(ids[i]):] = torch.tensor(list(ids[i]), dtype=torch.long)
-                    mask[row, width - len(ids[i]):] = 1
-                pos = (mask.cumsum(-1) - 1).clamp(min=0)
-                device = self.model.device
-                with torch.inference_mode():
-                    logits = self.model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
-                                        position_ids=pos.to(device), logits_to_keep=keep).logits
-                    # kept column j predicts the token at padded index width - keep + j + 1
-                    target = torch.cat([input_ids[:, width - keep + 1:], input_ids[:, :1]], dim=1).to(logits.device)
-                    lp = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None])[..., 0].cpu()
-                for row, i in enumerate(batch):
-                    shift = width - len(ids[i]) - (width - keep) - 1  # token t -> kept column t + shift
-                    out[i] = {t: float(lp[row, t + shift]) for t in positions[i]}
-                progress.update(len(batch))
-        finally:
-            progress.close()
-        return out
-
-    def describe(self) -> dict[str, Any]:
-        from presrm.models import hardware
-
-        param = next(self.model.parameters(), None) if hasattr(self.model, "parameters") else None
-        device = param.device if param is not None else getattr(self.model, "device", None)
-        dtype = param.dtype if param is not None else getattr(self.model, "dtype", None)
-        return {"engine": self.name, "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
-                "device": str(device) if device is not None else None, "hardware": hardware(device, dtype)}
-
-    def close(self) -> None:
-        """Drop the model and return its memory (CUDA cache included) before training loads another."""
-        self.model = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
 @dataclass(frozen=True)
 class EngineOptions:
     """How to build an engine: ``name`` (hf or vllm) and the vLLM settings (see ``VLLMConfig``)."""
@@ -334,25 +215,3 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.name not in ENGINES:
             raise ConfigError(f"engine {self.name!r} is not one of: {', '.join(ENGINES)}")
-
-
-def open_engine(spec: str, options: EngineOptions | None = None) -> Engine:
-    """Load model ``spec`` (hub id, folder, .gguf, ``embedded``) into the engine ``options.name`` asks for.
-
-    With ``options.adapter`` a LoRA adapter is applied (HF) or merged into a cached folder first
-    (vLLM loads plain checkpoints). ``engine: vllm`` without vLLM installed is a ModelLoadError that
-    says what to install.
-    """
-    options = options or EngineOptions()
-    if options.name == "vllm":
-        from presrm.vllm_engine import VLLMEngine
-
-        return VLLMEngine.load(spec, options)
-    from presrm.models import load_model
-
-    model, tok = load_model(spec, device=options.device, precision=options.precision)
-    if options.adapter:
-        from presrm.train import load_with_adapter
-
-        model = load_with_adapter(model, options.adapter)
-    return HFEngine(model, tok, batch_size=options.batch_size)

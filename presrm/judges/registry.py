@@ -1,0 +1,143 @@
+"""The judge registry: every judge mode, once. Importing it imports no torch, so ``presrm --help`` stays fast.
+
+One :class:`JudgeSpec` per mode names its class (loaded on first use), the unit it judges, what it needs from
+an engine, which ``judge:`` config keys feed its constructor, and which stages can use it. Everything that
+lists modes reads this table: the CLI's ``--judge`` choices, config validation, judge-eval, the EFT data
+builder, the loop and the benchmarks. A new mode is one :func:`register` call (or one entry below) plus its class.
+
+>>> [m for m in modes() if spec(m).unit == "step"] == step_modes()
+True
+>>> search_modes()
+['pointwise', 'pairwise', 'generative', 'likelihood', 'random']
+>>> spec("likelihood").needs
+'span_logprobs'
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from presrm.errors import ConfigError
+
+UNITS = ("step", "pair", "solution")
+"""What a judge scores: one step in context, two candidate next steps, or a whole solution."""
+NEEDS = (None, "choice_logprobs", "span_logprobs", "generate")
+"""The engine method a judge calls (``presrm.engines.Engine``); None: it never calls the engine."""
+
+
+@dataclass(frozen=True)
+class JudgeSpec:
+    """One judge mode.
+
+    ``target``: ``"module:Class"``, imported by :meth:`load`. ``unit``: "step" judges give per-step scores
+    (evaluation reports, best-of-n and beam ranking); "pair" judges compare two candidates; "solution" judges
+    score whole solutions. ``needs``: the engine method it calls. ``options``: constructor keyword -> ``judge:``
+    config key, read by ``presrm.judge.make_judge_from_config`` (``batch_size`` goes to every judge).
+    ``search``: it can rank step search's candidates (a run's ``judge.mode``). ``eft``: it reads a verdict
+    (Yes/No, [[A]]/[[B]]) that EFT can train. ``generates``: it writes text, so ``max_new_tokens`` applies.
+    """
+
+    mode: str
+    target: str
+    unit: str
+    summary: str
+    needs: str | None = None
+    options: dict[str, str] = field(default_factory=dict)
+    search: bool = True
+    eft: bool = False
+    generates: bool = False
+
+    def __post_init__(self) -> None:
+        if self.unit not in UNITS:
+            raise ValueError(f"judge {self.mode!r}: unit must be one of {UNITS}, got {self.unit!r}")
+        if self.needs not in NEEDS:
+            raise ValueError(f"judge {self.mode!r}: needs must be one of {NEEDS}, got {self.needs!r}")
+        if ":" not in self.target:
+            raise ValueError(f"judge {self.mode!r}: target must be 'module:Class', got {self.target!r}")
+
+    def load(self) -> type:
+        """The judge class (imported now); its ``mode`` and ``unit`` must agree with this entry."""
+        module, _, name = self.target.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        if getattr(cls, "mode", None) != self.mode or getattr(cls, "unit", None) != self.unit:
+            raise TypeError(f"{self.target} has mode={getattr(cls, 'mode', None)!r}, "
+                            f"unit={getattr(cls, 'unit', None)!r}; the registry says {self.mode!r}, {self.unit!r}")
+        return cls
+
+
+_TABLE: dict[str, JudgeSpec] = {}
+
+
+def register(entry: JudgeSpec, *, replace: bool = False) -> JudgeSpec:
+    """Add a judge mode; ``replace`` to redefine an existing one. Returns ``entry``."""
+    if entry.mode in _TABLE and not replace:
+        raise ValueError(f"judge mode {entry.mode!r} is already registered")
+    _TABLE[entry.mode] = entry
+    return entry
+
+
+def unregister(mode: str) -> None:
+    """Remove a judge mode (tests that add a toy one)."""
+    _TABLE.pop(mode, None)
+
+
+def spec(mode: str) -> JudgeSpec:
+    """The entry of ``mode``; an unknown mode is a ConfigError that lists the known ones."""
+    try:
+        return _TABLE[mode]
+    except KeyError:
+        raise ConfigError(f"judge mode {mode!r} is not supported (choose: {', '.join(_TABLE)})") from None
+
+
+def modes() -> list[str]:
+    """Every registered mode, in registration order."""
+    return list(_TABLE)
+
+
+def step_modes() -> list[str]:
+    """The modes that score single steps, and so give evaluations their per-step scores."""
+    return [m for m, s in _TABLE.items() if s.unit == "step"]
+
+
+def search_modes() -> list[str]:
+    """The modes a run can search with (``judge.mode``)."""
+    return [m for m, s in _TABLE.items() if s.search]
+
+
+def eft_modes() -> list[str]:
+    """The modes with a verdict that EFT trains."""
+    return [m for m, s in _TABLE.items() if s.eft]
+
+
+def config_options(mode: str, judge_cfg: Any) -> dict[str, Any]:
+    """The constructor options of ``mode`` read from a ``judge:`` config section (``batch_size`` included)."""
+    entry = spec(mode)
+    return {"batch_size": judge_cfg.batch_size, **{kw: getattr(judge_cfg, key) for kw, key in entry.options.items()}}
+
+
+register(JudgeSpec(
+    "pointwise", "presrm.judges.pointwise:PointwiseJudge", "step",
+    "P(Yes) / (P(Yes) + P(No)) after 'is step k correct?'", needs="choice_logprobs",
+    options={"template": "template", "prefix_cache": "prefix_cache"}, eft=True))
+register(JudgeSpec(
+    "pairwise", "presrm.judges.pairwise:PairwiseJudge", "pair",
+    "P([[A]]) vs P([[B]]) for two candidate next steps (PReSRM), both orders", needs="choice_logprobs",
+    options={"template": "pairwise_template", "both_orders": "both_orders", "tie_margin": "tie_margin",
+             "prefix_cache": "prefix_cache"}, eft=True))
+register(JudgeSpec(
+    "generative", "presrm.judges.generative:GenerativeJudge", "pair",
+    "writes an explanation, then [[A]] or [[B]] (the paper's judge)", needs="generate",
+    options={"template": "generative_template", "both_orders": "both_orders", "max_new_tokens": "max_new_tokens"},
+    eft=True, generates=True))
+register(JudgeSpec(
+    "outcome", "presrm.judges.outcome:OutcomeJudge", "solution",
+    "Self-Rewarding's additive 5-point rubric on whole solutions", needs="generate",
+    options={"template": "outcome_template"}, search=False, generates=True))
+register(JudgeSpec(
+    "likelihood", "presrm.judges.likelihood:LikelihoodJudge", "step",
+    "the model's own probability of the results a step states (no judge prompt)", needs="span_logprobs"))
+register(JudgeSpec(
+    "random", "presrm.judges.random:RandomJudge", "step",
+    "a control, not a judge: a seeded hash of the step's text, uniform in [0, 1)", needs=None))
