@@ -17,6 +17,7 @@ import platform
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,15 +73,29 @@ def whole_weights():
 
     if is_deepspeed_zero3_enabled():
         unset_hf_deepspeed_config()  # a training stage arms it again when it builds its arguments
-    saved = os.environ.get("FSDP_CPU_RAM_EFFICIENT_LOADING")
-    os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = "false"
+    with env_var("FSDP_CPU_RAM_EFFICIENT_LOADING", "false"):
+        yield
+
+
+@contextmanager
+def env_var(name: str, value: str) -> Iterator[None]:
+    """Set environment variable ``name`` to ``value`` inside; afterwards it is as before (unset if it was).
+
+    >>> with env_var("PRESRM_DOCTEST", "1"):
+    ...     os.environ["PRESRM_DOCTEST"]
+    '1'
+    >>> "PRESRM_DOCTEST" in os.environ
+    False
+    """
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if saved is None:
-            os.environ.pop("FSDP_CPU_RAM_EFFICIENT_LOADING", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["FSDP_CPU_RAM_EFFICIENT_LOADING"] = saved
+            os.environ[name] = saved
 
 
 def cpu_native_bf16() -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 
 from presrm import dist
 from presrm.config import InitConfig, TrainConfig
-from presrm.models import hardware, pick_device, train_autocast, whole_weights
+from presrm.models import env_var, hardware, pick_device, train_autocast, whole_weights
 from presrm.tracking import report_to_list
 
 log = logging.getLogger(__name__)
@@ -149,15 +149,8 @@ def _fix_precision(args, cfg: TrainConfig, device: str) -> None:
 @contextmanager
 def _tensorboard_dir(work: Path) -> Iterator[None]:
     """transformers' TensorBoard callback reads its folder from ``TENSORBOARD_LOGGING_DIR`` when it is built."""
-    saved = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(work.parent / "logs")
-    try:
+    with env_var("TENSORBOARD_LOGGING_DIR", str(work.parent / "logs")):
         yield
-    finally:
-        if saved is None:
-            os.environ.pop("TENSORBOARD_LOGGING_DIR", None)
-        else:
-            os.environ["TENSORBOARD_LOGGING_DIR"] = saved
 
 
 def _shared(dataset, folder: Path):

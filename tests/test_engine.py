@@ -14,6 +14,7 @@ import torch
 from presrm.cli import main
 from presrm.config import load_config
 from presrm.engines import Engine, EngineBase, EngineOptions, HFEngine, normalise_choices, open_engine
+from presrm.engines import hf_forward as forward
 from presrm.errors import ConfigError, ModelLoadError
 from presrm.judge import (
     GenerativeJudge,
@@ -25,7 +26,6 @@ from presrm.judge import (
     StepToJudge,
     make_judge,
 )
-from presrm.engines import hf_forward as forward
 
 PROMPTS = ["<|im_start|>user\nTom has 3 apples.<|im_end|>\n<|im_start|>assistant\nStep 1:", "Step 1: 3 + 4 = 7",
            "A box holds 6 pens. Step 1:"]

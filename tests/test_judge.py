@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from presrm.config import JudgeConfig, load_config
 from presrm.engines import HFEngine
+from presrm.engines import hf_forward as forward
 from presrm.errors import ConfigError
 from presrm.judge import (
     GenerativeJudge,
@@ -24,7 +25,6 @@ from presrm.judge import (
     parse_score,
     parse_verdict,
 )
-from presrm.engines import hf_forward as forward
 from presrm.judges.common import chains
 
 Q1 = "Tom has 3 apples and buys 4. How many?"
