@@ -411,7 +411,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
         (cfg.judge.mode in search_modes(),
          f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(search_modes())}"),
-        (not (cfg.init.eft and cfg.judge.mode in search_modes() and cfg.judge.mode not in eft_modes()),
+        (not (cfg.init.eft and cfg.judge.mode not in eft_modes()),  # after the mode check: the first failure is raised
          f"init.eft trains a judge verdict, and judge.mode {cfg.judge.mode} reads none: turn init.eft off or use "
          f"{' or '.join(eft_modes())}"),
         (cfg.judge.batch_size >= 1, "judge.batch_size must be >= 1"),

@@ -24,7 +24,6 @@ In three parts:
 
 from presrm.judge_eval.command import (
     JUDGE_OPTIONS,
-    NATURAL_STEP_TOKENS,
     SCHEMA_VERSION,
     JudgeEvalArgs,
     natural_set_for,
@@ -36,6 +35,6 @@ from presrm.judge_eval.runners import evaluate_judge, evaluate_natural
 from presrm.labelled import build_labelled_set
 from presrm.stats import bootstrap_ci
 
-__all__ = ["JUDGE_OPTIONS", "NATURAL_STEP_TOKENS", "SCHEMA_VERSION", "JudgeEvalArgs", "auroc", "bootstrap_ci",
+__all__ = ["JUDGE_OPTIONS", "SCHEMA_VERSION", "JudgeEvalArgs", "auroc", "bootstrap_ci",
            "build_labelled_set", "evaluate_judge", "evaluate_natural", "first_error", "natural_set_for",
            "pairwise_accuracy", "position_bias", "processbench", "run_judge_eval", "summary_lines"]

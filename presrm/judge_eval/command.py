@@ -12,7 +12,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from presrm.config import STEP_TOKENS
 from presrm.errors import ConfigError
 from presrm.jsonio import write_json, write_jsonl
 from presrm.judge_eval.runners import evaluate_judge, evaluate_natural
@@ -133,21 +132,17 @@ def natural_set_for(args: JudgeEvalArgs, task, engine=None) -> NaturalSet:
         with open_engine(generator, args.engine_options(adapter=False)) as own:
             return natural_set_for(args, task, own)
     problems = load_problems(task, limit=args.limit, data_file=args.data_file)
-    search = SearchConfig(k=args.natural_k, temperature=args.natural_temperature,  # top_p: the search's default
-                          max_step_tokens=NATURAL_STEP_TOKENS, batch_size=32)
+    # top_p and max_step_tokens: the search's defaults
+    search = SearchConfig(k=args.natural_k, temperature=args.natural_temperature, batch_size=32)
     sampler = step_sampler(engine, search, [STEP_STOP, *task.stop])
     nat = build_natural_set(problems, partial(step_prompt, engine.tok, task), sampler,
                             max_steps=args.natural_max_steps, seed=args.seed)
     nat.meta.update(generator=generator, task=task.name, limit=args.limit, k=args.natural_k,
-                    temperature=args.natural_temperature, top_p=search.top_p, max_step_tokens=NATURAL_STEP_TOKENS,
+                    temperature=args.natural_temperature, top_p=search.top_p, max_step_tokens=search.max_step_tokens,
                     hardware=engine.describe()["hardware"], engine=engine.name)
     write_natural_set(path, nat)
     log.info("Natural set written to %s: %s", path, {k: nat.meta[k] for k in ("steps", "correct", "incorrect")})
     return nat
-
-
-NATURAL_STEP_TOKENS = STEP_TOKENS
-"""Cap on a sampled candidate step of the natural set, in tokens (the search's default)."""
 
 
 def run_judge_eval(args: JudgeEvalArgs, engine=None) -> dict[str, Any]:
