@@ -3,9 +3,12 @@
 Runs ``configs/smoke.yaml`` (one iteration: step search, step-DPO, eval) with full fine-tuning
 (``train.lora=false``), ``train.learning_rate=5e-7`` and ``train.precision=bf16``, then prints the largest
 absolute change of every weight tensor from M0 to M1, and whether it survives a cast to bf16 (what
-bf16 inference sees). With more than one GPU it then runs the same recipe under
-``configs/accelerate/ddp.yaml``, ``zero3.yaml`` (when deepspeed is installed) and ``fsdp2.yaml`` on all
-of them, one DPO step each, and checks their weights changed too. Figures go to ``<out>/gpu_check.json``.
+bf16 inference sees). On a GPU it then runs, where vllm imports, the same recipe on the vLLM engine in one
+process, and under ``accelerate launch`` on every GPU: ``configs/accelerate/single_gpu.yaml`` (one GPU) or
+``ddp.yaml`` (more), ``zero3.yaml`` (when deepspeed is installed) and ``fsdp2.yaml``, one DPO step each,
+checking that the weights changed; with two or more GPUs and vllm, also ``ddp.yaml`` with ``engine=vllm``
+(one vLLM engine per rank). One line per check says ``ok`` or what failed. Figures go to
+``<out>/gpu_check.json``.
 
 Exit status 1 when a check fails (no weight changed, not bf16 autocast, not fp32 master weights).
 ``benchmarks/gpu_check.sh`` installs everything on a bare machine first; ``--device cpu`` is a dry run
@@ -17,6 +20,7 @@ Run: ``python benchmarks/gpu_check.py [--device cuda|cpu] [--model M] [--out DIR
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import socket
@@ -28,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LR = 5e-7
+VLLM = ["engine=vllm", "vllm.enforce_eager=true", "vllm.gpu_memory_utilization=0.5"]  # eager: a quick start
 # GSM8K-format problems for a machine without the GSM8K files and without the hub (the check needs pairs,
 # not a benchmark): used only when the tasks' own data cannot be found.
 PROBLEMS = [
@@ -111,6 +116,13 @@ def check(label: str, train: dict, rows: list[dict], *, lr: float) -> list[str]:
     return problems
 
 
+def checked(result: dict, label: str, problems: list[str], before: int = 0) -> None:
+    """One line for the check ``label``: ok, or its problems (those added since ``before``)."""
+    mine = problems[before:]
+    result.setdefault("checks", {})[label] = "ok" if not mine else mine
+    print(f"gpu_check: {label}: {'ok' if not mine else 'FAILED: ' + '; '.join(mine)}", flush=True)
+
+
 def recipe_overrides(model: str, device: str, out: Path, name: str) -> list[str]:
     """The smoke recipe with full fine-tuning at lr 5e-7 in bf16 autocast, one DPO step; 4 problems searched
     (the recipe's 2 can leave no pair to train on)."""
@@ -169,22 +181,40 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(ROOT / "configs" / "smoke.yaml", recipe_overrides(args.model, args.device, out, name) + extra)
     run(cfg, resume=True)  # a rerun continues its earlier runs
     record("one process", out / name)
+    checked(result, "one process", problems)
 
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
-    if gpus > 1:
-        import importlib.util
-
-        configs = ["ddp.yaml", "fsdp2.yaml"] + (["zero3.yaml"] if importlib.util.find_spec("deepspeed") else [])
-        for config in configs:
-            name = config.removesuffix(".yaml")
-            code = launch(config, gpus, recipe_overrides(args.model, args.device, out, name)
-                          + ["eval.before=false", "eval.after=false"] + extra)
-            if code:
-                problems.append(f"{name} x{gpus}: accelerate launch failed (exit {code})")
-            else:
-                record(f"{name} x{gpus}", out / name)
-    else:
-        print(f"gpu_check: {gpus} GPU(s): the DDP / ZeRO-3 / FSDP2 checks need 2 or more (not run)")
+    has_vllm = importlib.util.find_spec("vllm") is not None
+    if gpus and has_vllm:  # the vLLM engine on one GPU: search and evaluation on vLLM, training on transformers
+        name = "vllm"
+        before = len(problems)
+        recipe = [*recipe_overrides(args.model, args.device, out, name), *VLLM, "eval.before=false", *extra]
+        code = subprocess.run([sys.executable, "-m", "presrm", "train", "--resume", "--config",
+                               str(ROOT / "configs" / "smoke.yaml"), *recipe], cwd=ROOT).returncode
+        if code:
+            problems.append(f"vllm: the run failed (exit {code})")
+        else:
+            record("vllm", out / name)
+        checked(result, "vllm", problems, before)
+    elif gpus:
+        print("gpu_check: vllm: not run (vllm does not import here)")
+    launches = [("single_gpu.yaml" if gpus == 1 else "ddp.yaml", [])]
+    launches += [("zero3.yaml", [])] if importlib.util.find_spec("deepspeed") else []
+    launches += [("fsdp2.yaml", [])]
+    if gpus > 1 and has_vllm:
+        launches += [("ddp.yaml", VLLM)]
+    for config, more in launches if gpus else []:
+        name = config.removesuffix(".yaml") + ("_vllm" if more else "")
+        label, before = f"{name} x{gpus}", len(problems)
+        code = launch(config, gpus, recipe_overrides(args.model, args.device, out, name)
+                      + ["eval.before=false", f"eval.after={'true' if more else 'false'}"] + more + extra)
+        if code:
+            problems.append(f"{label}: accelerate launch failed (exit {code})")
+        else:
+            record(label, out / name)
+        checked(result, label, problems, before)
+    if not gpus:
+        print("gpu_check: no GPU: the vLLM and accelerate launch checks are not run")
     result["problems"] = problems
     write_json(out / "gpu_check.json", result)
     print(f"gpu_check: {'FAILED: ' + '; '.join(problems) if problems else 'all checks passed'} "

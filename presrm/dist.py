@@ -5,7 +5,9 @@ of them), each running the whole loop:
 
 * **step search and evaluation are sharded**: each rank takes one contiguous block of the problems
   (:func:`shard`), works on it with its own copy of the model on its own GPU, and :func:`gather` puts the
-  blocks back together in rank order, which is problem order;
+  blocks back together in rank order, which is problem order. With ``engine: vllm`` and
+  ``vllm.tensor_parallel_size`` n > 1, n consecutive ranks hold one model together (:func:`set_group_size`):
+  they take the same block and :func:`gather` keeps the first rank's copy;
 * **training runs on every rank** through TRL and accelerate (DDP, DeepSpeed ZeRO-3 or FSDP2, whatever
   the accelerate config says);
 * **only rank 0 writes run files**, and a :func:`barrier` closes every stage, so every rank sees the same
@@ -33,6 +35,7 @@ TIMEOUT = timedelta(hours=3)
 28 GB) or runs a rank-0-only stage (judge evaluation), so this is hours, not torch's default 30 minutes."""
 
 _group: Any = None
+_group_size = 1
 
 
 def world_size() -> int:
@@ -93,6 +96,18 @@ def barrier() -> None:
     tdist.barrier(group=_group)
 
 
+def set_group_size(size: int) -> None:
+    """Ranks that hold one model together (vLLM's tensor parallel size under ``accelerate launch``; 1 otherwise).
+
+    :func:`shard` then splits the problems over ``world_size() // size`` groups of consecutive ranks, every rank
+    of a group taking its group's block, and :func:`gather` keeps one copy per group.
+    """
+    if size < 1 or world_size() % size:
+        raise ValueError(f"{size} ranks per model do not divide the {world_size()} processes of this run")
+    global _group_size
+    _group_size = size
+
+
 def shard_bounds(n: int, ranks: int | None = None, at: int | None = None) -> tuple[int, int]:
     """``(start, end)`` of rank ``at``'s contiguous block of ``n`` items split over ``ranks`` ranks.
 
@@ -102,8 +117,8 @@ def shard_bounds(n: int, ranks: int | None = None, at: int | None = None) -> tup
     >>> [shard_bounds(5, 2, r) for r in range(2)], [shard_bounds(1, 2, r) for r in range(2)]
     ([(0, 3), (3, 5)], [(0, 1), (1, 1)])
     """
-    ranks = world_size() if ranks is None else ranks
-    at = rank() if at is None else at
+    ranks = world_size() // _group_size if ranks is None else ranks
+    at = rank() // _group_size if at is None else at
     per = -(-n // ranks)
     return min(n, at * per), min(n, (at + 1) * per)
 
@@ -117,7 +132,8 @@ def shard(items: Sequence[T]) -> list[T]:
 def gather(local: Sequence[T]) -> list[T]:
     """Every rank's ``local`` list, concatenated in rank order, on every rank (``local`` itself in one process).
 
-    With :func:`shard` this restores the original order.
+    With :func:`shard` this restores the original order. Ranks of one model group (:func:`set_group_size`)
+    hold the same block: the group's first rank gives it.
     """
     if world_size() == 1:
         return list(local)
@@ -126,4 +142,26 @@ def gather(local: Sequence[T]) -> list[T]:
     init()
     parts: list[Any] = [None] * world_size()
     tdist.all_gather_object(parts, list(local), group=_group)
-    return [x for part in parts for x in part]
+    return joined(parts)
+
+
+def joined(parts: Sequence[Sequence[T]], group_size: int | None = None) -> list[T]:
+    """Every rank's part (in rank order) as one list, one copy per model group (the group's first rank's).
+
+    >>> joined([[1, 2], [1, 2], [3], [3]], group_size=2)
+    [1, 2, 3]
+    """
+    size = _group_size if group_size is None else group_size
+    return [x for at, part in enumerate(parts) if at % size == 0 for x in part]
+
+
+def broadcast(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in one process); every rank must call it."""
+    if world_size() == 1:
+        return obj
+    import torch.distributed as tdist
+
+    init()
+    box = [obj]
+    tdist.broadcast_object_list(box, src=0, group=_group)
+    return box[0]

@@ -78,11 +78,19 @@ def _free(*objs: Any) -> None:
 
 def _rank0_first(fn):
     """For a stage that is not sharded and skips itself when its output exists (on-policy steps, judge eval):
-    rank 0 runs it while the other ranks wait, then they run it too, find the output and read it."""
+    rank 0 runs it while the other ranks wait, then they run it too, find the output and read it.
+
+    With collective engines (vLLM under ``accelerate launch``: every rank opens and closes each engine
+    together with the others) the waiting ranks follow rank 0's engine changes meanwhile
+    (:meth:`EngineHolder.follow`)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if dist.is_main():
             result = fn(*args, **kwargs)
+            if ENGINES.collective:
+                dist.broadcast(None)  # the stage is over: the followers stop following
+        elif ENGINES.collective:
+            ENGINES.follow()
         dist.barrier()
         if not dist.is_main():
             result = fn(*args, **kwargs)
@@ -113,24 +121,45 @@ class EngineHolder:
     that samples gets a fresh engine when the open one has already drawn samples from a random state
     shared across requests (vLLM on CPU: ``Engine.sampled_from_shared_state``), so a stage's samples
     are the same whether the run went straight through or resumed there.
+
+    Under ``accelerate launch`` with ``engine: vllm`` the engines are *collective* (one vLLM engine per rank,
+    built with ``distributed_executor_backend="external_launcher"``): building one takes every rank, so
+    every rank must open and close the same engines in the same order. Rank 0 decides each change and
+    broadcasts it; in a stage that only rank 0 works on, the other ranks :meth:`follow` its changes.
     """
 
     def __init__(self) -> None:
         self.key: tuple | None = None
         self.engine = None
+        self.collective = False  # set by run(): vLLM under accelerate launch
 
     @contextlib.contextmanager
     def use(self, cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
-        from presrm.engines import EngineOptions, open_engine
+        from presrm.engines import EngineOptions
 
         options = EngineOptions(name=cfg.engine, device=cfg.device, precision=inference_precision(cfg, search=search),
                                 seed=cfg.seed, vllm=cfg.vllm)
         key = (spec, options)
         stale = samples and self.engine is not None and self.engine.sampled_from_shared_state
-        if self.key != key or stale:
-            self.release()
-            self.engine, self.key = open_engine(spec, options), key
+        reopen = self.key != key or stale
+        if self.collective:  # rank 0's choice holds on every rank (a stale engine may be stale on one rank only)
+            key, reopen = dist.broadcast((key, reopen))
+        if reopen:
+            self._open(key)
         yield self.engine
+
+    def _open(self, key: tuple) -> None:
+        from presrm.engines import open_engine
+
+        self.release()
+        self.engine, self.key = open_engine(*key), key
+
+    def follow(self) -> None:
+        """On a rank > 0 while rank 0 runs a stage alone: open what rank 0 opens, until it says the stage is over."""
+        while (message := dist.broadcast(None)) is not None:
+            key, reopen = message
+            if reopen:
+                self._open(key)
 
     def release(self) -> None:
         """Close the open engine (its memory freed) before training loads a model, or at the end of the run."""
@@ -171,7 +200,7 @@ def step_judge_mode(cfg: RunConfig) -> str:
 
 def check_runnable(cfg: RunConfig) -> None:
     """Refuse, in one line and before any stage starts, a recipe that cannot run here: ``engine: vllm`` without
-    vLLM (or under ``accelerate launch``), a missing ``init.model`` folder,
+    vLLM (or with a tensor parallel size that does not divide the processes), a missing ``init.model`` folder,
     task or data file. ``config.validate`` checks what needs no import and no file system."""
     if cfg.engine == "vllm":
         from presrm.engines.vllm import vllm_available
@@ -179,9 +208,9 @@ def check_runnable(cfg: RunConfig) -> None:
         reason = vllm_available()
         if reason:
             raise ConfigError(f"engine: vllm cannot run here: {reason}; or set engine: hf")
-        if dist.world_size() > 1:
-            raise ConfigError("engine: vllm runs in one process (vllm.tensor_parallel_size spreads a model over "
-                              "GPUs); launch the run without accelerate launch, or use engine: hf")
+        if dist.world_size() % cfg.vllm.tensor_parallel_size:
+            raise ConfigError(f"key 'vllm.tensor_parallel_size': {cfg.vllm.tensor_parallel_size} GPUs per model do "
+                              f"not divide the {dist.world_size()} processes of this accelerate launch")
     if cfg.init.model is not None and not (Path(cfg.init.model) / "config.json").is_file():
         missing = "does not exist" if not Path(cfg.init.model).exists() else "is not a model folder (no config.json)"
         raise ConfigError(f"key 'init.model': {cfg.init.model} {missing}; pass the model/ folder of an "
@@ -482,6 +511,9 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     check_runnable(cfg)
     dist.init()
+    vllm_ranks = cfg.engine == "vllm" and dist.world_size() > 1
+    dist.set_group_size(cfg.vllm.tensor_parallel_size if vllm_ranks else 1)
+    ENGINES.collective = vllm_ranks
     check_push(cfg)
     rd = _prepare(cfg, resume)
     trains_m1 = cfg.init.ift or cfg.init.eft

@@ -5,7 +5,7 @@ configs/accelerate/ddp.yaml on a machine without GPUs starts CPU processes over 
 pairs equal those of single-process runs from the same M1 on each rank's block of problems (the documented
 difference: a rank's batches are seeded like a single process's first batches); eval (batch size 1)
 equals a single process's; SFT and the adapter train; ``--resume`` redoes exactly the missing stage.
-DeepSpeed ZeRO-3 runs too where deepspeed is installed.
+DeepSpeed ZeRO-3 runs too (deepspeed is in the test extra).
 """
 
 import json
@@ -59,11 +59,31 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(config: Path, overrides: list[str], tmp_path: Path, tag: str, *flags: str) -> dict[str, list[str]]:
-    """``accelerate launch --num_processes 2 -m presrm train``; return each rank's replaced paths."""
+# accelerate picks FSDP only on accelerators: on CPU processes the launch of fsdp2.yaml becomes plain DDP
+# (AcceleratorState keeps MULTI_CPU). This hook lifts that one check, as accelerate itself does for GPUs
+# (`distributed_type = FSDP`, the plugin, its mixed precision); everything after it (accelerate's FSDP2
+# preparation, TRL's DPO under FSDP, presrm's gather and rebuild) runs unchanged, over gloo.
+FSDP_ON_CPU = '''
+from accelerate import state as _state
+_init = _state.AcceleratorState.__init__
+def _fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
+    _init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+    if fsdp_plugin is not None and self.distributed_type == _state.DistributedType.MULTI_CPU:
+        self.distributed_type = _state.DistributedType.FSDP
+        if self._mixed_precision != "no":
+            fsdp_plugin.set_mixed_precision(self._mixed_precision)
+        self.fsdp_plugin = fsdp_plugin
+_state.AcceleratorState.__init__ = _fsdp_on_cpu
+'''
+
+
+def _launch(config: Path, overrides: list[str], tmp_path: Path, tag: str, *flags: str,
+            hook: str = "") -> dict[str, list[str]]:
+    """``accelerate launch --num_processes 2 -m presrm train``; return each rank's replaced paths. ``hook``: more
+    code for every process's sitecustomize."""
     hooks = tmp_path / "hooks"
     hooks.mkdir(exist_ok=True)
-    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE + hook)
     log = tmp_path / f"writes-{tag}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PRESRM_TEST_WRITES": str(log),
            "PYTHONPATH": os.pathsep.join(p for p in (str(hooks), os.environ.get("PYTHONPATH")) if p)}
@@ -153,8 +173,8 @@ def test_accelerate_configs_parse():
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_deepspeed_zero3_trains_fp32_master_weights(tiny_model_dir, gsm8k_like, tmp_path, lora):
     """ZeRO-3 over two CPU processes: full fine-tuning at lr 5e-7 moves every weight (bf16 via torch autocast
-    over fp32 weights; the fp32 master values gathered into the saved model); LoRA SFT and DPO train and merge."""
-    pytest.importorskip("deepspeed", reason="deepspeed is not installed (pip install deepspeed)")
+    over fp32 weights; the fp32 master values gathered into the saved model); LoRA SFT and DPO train and merge.
+    deepspeed comes with the test extra, so this runs in CI."""
     from safetensors.torch import load_file
 
     lr = 5e-7 if not lora else 1e-2
@@ -231,3 +251,41 @@ def test_fsdp2_gather_and_rebuild(tiny_model_dir, tmp_path):
     result = json.loads(out.read_text())
     assert result["full"] == {"trained": 20, "names_match": True, "max_diff": 0.0}
     assert result["lora"] == {"trained": 16, "names_match": True, "max_diff": 0.0}  # A and B of q/k/v/o x 2 layers
+
+
+@pytest.mark.slow
+def test_fsdp2_trains_through_accelerate_like_one_process(tiny_model_dir, gsm8k_like, tmp_path):
+    """configs/accelerate/fsdp2.yaml over two CPU processes: the loop searches, then step-DPO trains under FSDP2
+    (full fine-tuning, fp32, one rank's batch of 1 each) and rank 0 saves the gathered model. One process
+    training on the same pairs with a batch of 2 (the same global batch, in the same order) gives the same
+    update: the relative L2 difference of the two weight updates is below 1e-3 (fp32 reductions in another
+    order; Adam's first step divides each gradient by its own size, so the check is on the update itself)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from presrm.models import load_model
+    from presrm.train import train_step_dpo
+
+    lr = 1e-4
+    extra = ["eval.before=false", "eval.after=false", "search.num_problems=4", "train.lora=false",
+             f"train.learning_rate={lr}", "train.precision=fp32", "train.max_steps=1"]
+    out = tmp_path / "runs"
+    _launch(ACCELERATE / "fsdp2.yaml", _overrides(tiny_model_dir, gsm8k_like, out, *extra, "train.batch_size=1"),
+            tmp_path, "fsdp2", hook=FSDP_ON_CPU)
+    it = out / "t" / "iter_0"
+    train = read_json(it / "train.json")
+    assert train["distributed"] == {"processes": 2, "type": "FSDP"} and train["master_weights_dtype"] == "float32"
+    pairs = read_jsonl(it / "pairs.jsonl")
+    assert len(pairs) >= 2 and train["optimizer_steps"] == 1
+
+    cfg = load_config(SMOKE, _overrides(tiny_model_dir, gsm8k_like, tmp_path / "one", *extra, "train.batch_size=2"))
+    model, tok = load_model(str(tiny_model_dir), device="cpu", training=True, precision="fp32")
+    _, alone = train_step_dpo(model, tok, pairs, cfg.train, tmp_path / "one" / "adapter", seed=cfg.seed,
+                              device="cpu")
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(it / "model" / "model.safetensors")
+    own = {n: p.detach() for n, p in alone.named_parameters()}
+    two = torch.cat([(after[n].float() - before[n].float()).flatten() for n in before])
+    one = torch.cat([(own[n].float() - before[n].float()).flatten() for n in before])
+    assert float(one.norm()) > 0 and all(after[n].dtype == torch.float32 for n in after)
+    assert float((two - one).norm() / one.norm()) < 1e-3

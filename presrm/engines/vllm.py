@@ -19,6 +19,12 @@ life: the same run (same calls in the same order, same vLLM build) repeats its s
 request's samples change when other requests come before it. On CUDA each request gets its own seed
 (``seed`` + its index), so a prompt's samples do not depend on the rest of the batch.
 
+Under ``accelerate launch`` (several processes) every rank builds its own engine inside its own process
+(``distributed_executor_backend="external_launcher"``, the way TRL colocates vLLM with training) on its
+own device, and works on its own block of the problems (:mod:`presrm.dist`); with
+``vllm.tensor_parallel_size`` n, n consecutive ranks hold one model together. Building an engine is then a
+collective step: the run's stages open and close engines on every rank together (``presrm.loop``).
+
 Installing: see docs/engines.md. vLLM starts its workers with ``spawn``, so a script that builds
 this engine needs an ``if __name__ == "__main__":`` guard (the ``presrm`` command has one).
 """
@@ -36,6 +42,7 @@ from typing import Any
 
 import torch
 
+from presrm import dist
 from presrm.engines.base import EngineBase, EngineOptions, normalise_choices
 from presrm.errors import ModelLoadError
 from presrm.progress import shows_bar
@@ -130,6 +137,7 @@ class VLLMEngine(EngineBase):
         self.llm, self.tok = llm, tok
         self.seed, self.dtype, self.device, self.version = seed, dtype, device, version
         self.per_request_seed = device != "cpu"
+        self.launched = False  # built under accelerate launch (external_launcher)
 
     @classmethod
     def load(cls, spec: str, options: EngineOptions) -> VLLMEngine:
@@ -153,9 +161,12 @@ class VLLMEngine(EngineBase):
                                       gpu_memory_utilization=cfg.gpu_memory_utilization,
                                       tensor_parallel_size=cfg.tensor_parallel_size,
                                       enforce_eager=eager_mode(cfg.enforce_eager, device))
+        launched = dist.world_size() > 1
+        if launched:  # one engine per rank of accelerate launch, in this process, on this rank's device
+            kwargs["distributed_executor_backend"] = "external_launcher"
         if device == "cpu":
             kwargs["kv_cache_memory_bytes"] = int(cfg.cpu_kv_cache_gb * 2**30)
-            binding = cpu_binding()
+            binding = {} if launched else cpu_binding()  # launched: no worker process to bind
             if binding:
                 log.info("vLLM computes on every core of this %d-core machine (%s; set VLLM_CPU_OMP_THREADS_BIND "
                          "to choose)", len(os.sched_getaffinity(0)), ", ".join(f"{k}={v}" for k, v in binding.items()))
@@ -168,8 +179,10 @@ class VLLMEngine(EngineBase):
             raise ModelLoadError(f"vLLM could not load {spec!r} from {path} ({why}); check the vllm: settings "
                                  "(max_model_len, gpu_memory_utilization, cpu_kv_cache_gb)") from e
         log.info("vLLM loaded %s (%s, %s) in %.0f s", spec, dtype, device, time.perf_counter() - start)
-        return cls(llm, load_tokenizer(spec if not options.adapter else path), seed=options.seed, dtype=dtype,
-                   device=device, version=vllm.__version__)
+        engine = cls(llm, load_tokenizer(spec if not options.adapter else path), seed=options.seed, dtype=dtype,
+                     device=device, version=vllm.__version__)
+        engine.launched = launched
+        return engine
 
     def _token_prompts(self, prompts: Sequence[str]) -> list[dict[str, list[int]]]:
         ids = self.tok(list(prompts), add_special_tokens=False)["input_ids"]
@@ -286,6 +299,10 @@ class VLLMEngine(EngineBase):
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         del llm, core
+        if self.launched:  # the next engine of this process builds its model-parallel groups again
+            from vllm.distributed.parallel_state import destroy_model_parallel
+
+            destroy_model_parallel()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
