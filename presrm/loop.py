@@ -208,7 +208,7 @@ def check_runnable(cfg: RunConfig) -> None:
         reason = vllm_available()
         if reason:
             raise ConfigError(f"engine: vllm cannot run here: {reason}; or set engine: hf")
-        if dist.world_size() % cfg.vllm.tensor_parallel_size:
+        if dist.world_size() > 1 and dist.world_size() % cfg.vllm.tensor_parallel_size:
             raise ConfigError(f"key 'vllm.tensor_parallel_size': {cfg.vllm.tensor_parallel_size} GPUs per model do "
                               f"not divide the {dist.world_size()} processes of this accelerate launch")
     if cfg.init.model is not None and not (Path(cfg.init.model) / "config.json").is_file():

@@ -80,3 +80,17 @@ def test_two_processes_on_vllm_equal_one(vllm_model_dir, gsm8k_like, tmp_path):
     for name in ("samples.jsonl", "natural_samples.jsonl"):  # every judged step's score, on both sets
         judged = [read_jsonl(a / "iter_0" / "judge_eval_before" / name) for a in (root, alone[0])]
         assert judged[0] == judged[1] and judged[0], name
+
+
+def test_a_tensor_parallel_size_must_divide_the_processes(monkeypatch, gsm8k_like, tmp_path):
+    """Refused before any stage, naming the key: 4 processes cannot hold models of 3 GPUs each."""
+    from presrm.config import load_config
+    from presrm.errors import ConfigError
+    from presrm.loop import check_runnable
+
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    cfg = load_config(SMOKE, _overrides("embedded", gsm8k_like, tmp_path, "vllm.tensor_parallel_size=3"))
+    with pytest.raises(ConfigError, match="key 'vllm.tensor_parallel_size': 3 GPUs per model do not divide the 4"):
+        check_runnable(cfg)
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: vLLM spreads the model over GPUs itself
+    check_runnable(load_config(SMOKE, _overrides("embedded", gsm8k_like, tmp_path, "vllm.tensor_parallel_size=3")))
