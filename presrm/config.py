@@ -138,6 +138,8 @@ class TrainConfig:
     learning_rate: float = _f(5e-5, "Learning rate (LoRA wants far more than DPOConfig's 1e-6 default).")
     beta: float = _f(0.1, "DPO beta.")
     loss_type: str = _f("sigmoid", "DPO loss type (see TRL's DPOConfig).")
+    sft_weight: float = _f(0.0, "Weight of an SFT loss on the chosen step added to the DPO loss (TRL's 'sft' loss "
+                                "type, as in RPO); it keeps the chosen steps likely. 0: DPO alone.")
     epochs: float = _f(1.0, "Epochs over the pairs.")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int = _f(4, "Pairs per device batch.")
@@ -407,6 +409,7 @@ def validate(cfg: RunConfig) -> None:
          "eval.judge_eval_limit and judge_eval_max_steps must be >= 1 and eval.judge_eval_k >= 2"),
         (cfg.init.offset >= 0 and cfg.search.offset >= 0, "init.offset and search.offset must be >= 0"),
         (cfg.train.learning_rate > 0 and cfg.init.learning_rate > 0, "learning rates must be > 0"),
+        (cfg.train.sft_weight >= 0, "train.sft_weight must be >= 0"),
         (0.0 <= cfg.search.top_p <= 1.0, "search.top_p must be in [0, 1]"),
         (cfg.search.temperature > 0, "search.temperature must be > 0 (candidates are sampled)"),
         (cfg.judge.mode in search_modes(),

@@ -352,8 +352,10 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
     args = DPOConfig(
         **_common_args(cfg, device, seed, work),
         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length,
+        max_steps=cfg.max_steps, beta=cfg.beta, max_length=cfg.max_length,
         precompute_ref_log_probs=True, remove_unused_columns=False,
+        **({"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight > 0
+           else {"loss_type": [cfg.loss_type]}),
     )
     _fix_precision(args, cfg, device)
     with _tensorboard_dir(work):

@@ -76,6 +76,23 @@ def test_full_finetune_moves_every_weight_without_adapter(tiny_model_dir, tmp_pa
     assert not trained.model.layers[0].mlp.up_proj.weight.equal(w0)
 
 
+def test_sft_weight_adds_the_chosen_steps_nll(tiny_model_dir, tmp_path):
+    """train.sft_weight > 0: TRL's 'sft' loss on the chosen step joins DPO's. At the first step DPO's loss is
+    log 2 (policy = reference); with the SFT term the logged loss adds the chosen step's mean NLL, which for the
+    random tiny model (a vocabulary of about 400 tokens) is near log 400 = 6."""
+    from presrm.models import load_model
+
+    first = {}
+    for weight in (0.0, 1.0):
+        model, tok = load_model(str(tiny_model_dir), device="cpu", training=True, precision="fp32")
+        cfg = TrainConfig(max_steps=1, batch_size=2, learning_rate=1e-3, lora_r=2, lora_alpha=4, sft_weight=weight,
+                          precision="fp32")
+        metrics, _ = train_step_dpo(model, tok, _pairs(tok), cfg, tmp_path / f"a{weight}", device="cpu")
+        first[weight] = metrics["first_loss"]
+    assert first[0.0] == pytest.approx(0.6931, abs=1e-3)
+    assert first[1.0] - first[0.0] > 3.0
+
+
 def test_sft_learns_completion_only(tiny_model_dir, tmp_path):
     import torch
 
