@@ -63,9 +63,17 @@ def configure(stream: TextIO | None = None) -> None:
         os.environ.setdefault(key, str(value))
 
 
+def bars_disabled() -> bool:
+    """Whether bars are off in this process (``TQDM_DISABLE``: ranks > 0 of a launch, or the user's choice)."""
+    return os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true"}
+
+
 def shows_bar(stream: TextIO | None = None) -> bool:
-    """Whether a library's own bar (vLLM's ``use_tqdm``) should be drawn now: always on a terminal; in a log
-    only when no presrm bar is live, the same rule :func:`bar` applies to presrm's nested bars."""
+    """Whether a library's own bar (vLLM's ``use_tqdm``) should be drawn now: never where bars are disabled
+    (vLLM divides by a disabled bar's elapsed time, 0); always on a terminal; in a log only when no presrm bar
+    is live, the same rule :func:`bar` applies to presrm's nested bars."""
+    if bars_disabled():
+        return False
     return interactive(stream) or not any(not b.disable for b in _live)
 
 
@@ -77,7 +85,7 @@ def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: s
     """
     from tqdm.auto import tqdm
 
-    disable = disable or os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true"}  # ranks > 0 of a launch
+    disable = disable or bars_disabled()
     if not interactive(file):
         disable = disable or any(not b.disable for b in _live)
         kwargs.update(mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ascii=True, dynamic_ncols=False)

@@ -61,7 +61,7 @@ def _port() -> int:
 
 # accelerate picks FSDP only on accelerators: on CPU processes the launch of fsdp2.yaml becomes plain DDP
 # (AcceleratorState keeps MULTI_CPU). This hook lifts that one check, as accelerate itself does for GPUs
-# (`distributed_type = FSDP`, the plugin, its mixed precision); everything after it (accelerate's FSDP2
+# (`distributed_type = FSDP` in both states, the plugin, its mixed precision); everything after it (accelerate's FSDP2
 # preparation, TRL's DPO under FSDP, presrm's gather and rebuild) runs unchanged, over gloo.
 FSDP_ON_CPU = '''
 from accelerate import state as _state
@@ -70,6 +70,7 @@ def _fsdp_on_cpu(self, *args, fsdp_plugin=None, **kwargs):
     _init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
     if fsdp_plugin is not None and self.distributed_type == _state.DistributedType.MULTI_CPU:
         self.distributed_type = _state.DistributedType.FSDP
+        _state.PartialState._shared_state["distributed_type"] = self.distributed_type  # as accelerate's init does
         if self._mixed_precision != "no":
             fsdp_plugin.set_mixed_precision(self._mixed_precision)
         self.fsdp_plugin = fsdp_plugin

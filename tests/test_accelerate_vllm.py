@@ -4,9 +4,10 @@ Every rank builds its own engine in its own process (``distributed_executor_back
 works on its block of the problems, and rank 0 writes the gathered results. Checked against single-process
 ``engine: vllm`` runs with the same seed: M0's greedy evaluation equals one process's evaluation of all the
 problems, the pairs equal those of one process searching each rank's block (the documented difference of
-sharded sampling, as with the HF engine in tests/test_accelerate.py), and the judge evaluation, which rank 0
-runs alone while rank 1 opens and closes the same engines with it, equals one process's (natural set and
-scores). Skipped where vllm does not import (``make test-vllm`` runs this file in .venv-vllm).
+sharded sampling, as with the HF engine in tests/test_accelerate.py; the single process runs vLLM's engine
+in-process, as a launched rank does), and the judge evaluation, which rank 0 runs alone while rank 1 opens
+and closes the same engines with it, equals one process's (natural set and scores). Skipped where vllm does
+not import (``make test-vllm`` runs this file in .venv-vllm).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def vllm_model_dir(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_processes_on_vllm_equal_one(vllm_model_dir, gsm8k_like, tmp_path):
+def test_two_processes_on_vllm_equal_one(vllm_model_dir, gsm8k_like, tmp_path, monkeypatch):
     from presrm.config import load_config
     from presrm.jsonio import read_json, read_jsonl
     from presrm.loop import run
@@ -62,7 +63,10 @@ def test_two_processes_on_vllm_equal_one(vllm_model_dir, gsm8k_like, tmp_path):
     assert read_json(it / "train.json")["distributed"] == {"processes": 2, "type": "MULTI_CPU"}
     assert read_json(it / "eval.json")["n"] == 3
 
-    # One process, the same seed: rank 0's block (with M0's evaluation and judge evaluation), then rank 1's.
+    # One process, the same seed: rank 0's block (with M0's evaluation and judge evaluation), then rank 1's. A
+    # launched rank's engine runs in its own process (external_launcher), so these do too: vLLM's engine core
+    # in a process of its own hands the n samples of a request out in another order (seen on rank 1's block).
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     alone = []
     for r in range(2):
         extra = [f"search.offset={r}", "search.num_problems=1", "eval.after=false"]

@@ -70,6 +70,13 @@ def test_a_library_bar_follows_the_same_rule():
     assert progress.shows_bar(log)
 
 
+def test_no_library_bar_where_bars_are_disabled(monkeypatch):
+    """Ranks > 0 of a launch (TQDM_DISABLE): vLLM gets use_tqdm=False even on a terminal (its disabled bar's
+    elapsed time is 0, and vLLM divides by it)."""
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert not progress.shows_bar(Terminal()) and not progress.shows_bar(io.StringIO())
+
+
 LIBRARY_BARS = """
 import sys, time
 from presrm.progress import bar, configure

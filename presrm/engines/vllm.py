@@ -31,6 +31,7 @@ this engine needs an ``if __name__ == "__main__":`` guard (the ``presrm`` comman
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -297,15 +298,36 @@ class VLLMEngine(EngineBase):
             return
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
-            core.shutdown()
+            with _keeping_launch_groups() if self.launched else contextlib.nullcontext():
+                core.shutdown()
         del llm, core
-        if self.launched:  # the next engine of this process builds its model-parallel groups again
-            from vllm.distributed.parallel_state import destroy_model_parallel
-
-            destroy_model_parallel()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def _keeping_launch_groups():
+    """Shut an engine built under ``accelerate launch`` down without ending the launch's process groups.
+
+    vLLM's ``EngineCore.shutdown`` ends with ``cleanup_dist_env_and_memory()``, which destroys torch's default
+    process group: right for a worker process of its own, fatal in-process under ``external_launcher`` (the
+    run's gathers and barriers, and accelerate's training, use that group). Meanwhile the cleanup destroys only
+    vLLM's model-parallel groups, which the next engine builds again; vLLM's world group stays for it to reuse.
+    """
+    import vllm.v1.engine.core as core_module
+    from vllm.distributed.parallel_state import destroy_model_parallel
+
+    def cleanup(*_: Any, **__: Any) -> None:
+        destroy_model_parallel()
+        gc.collect()
+
+    saved = core_module.cleanup_dist_env_and_memory
+    core_module.cleanup_dist_env_and_memory = cleanup
+    try:
+        yield
+    finally:
+        core_module.cleanup_dist_env_and_memory = saved
 
 
 def _shared(a: Sequence[int], b: Sequence[int]) -> int:
