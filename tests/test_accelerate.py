@@ -239,9 +239,9 @@ dist.destroy_process_group()
 
 
 def test_fsdp2_gather_and_rebuild(tiny_model_dir, tmp_path):
-    """What rank 0 does after FSDP2 training, on a model sharded by hand over two CPU processes (accelerate runs
-    FSDP on GPUs only; on CPU processes it falls back to DDP, so configs/accelerate/fsdp2.yaml itself is
-    exercised by benchmarks/gpu_check.sh on 2+ GPUs): the trained DTensors gathered whole, rebuilt exactly."""
+    """What rank 0 does after FSDP2 training, on a model sharded by hand over two CPU processes, full and LoRA:
+    the trained DTensors gathered whole and the model rebuilt exactly (training itself through accelerate's
+    FSDP2: test_fsdp2_trains_through_accelerate_like_one_process)."""
     script, out = tmp_path / "fsdp2_gather.py", tmp_path / "result.json"
     script.write_text(FSDP2_GATHER)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
