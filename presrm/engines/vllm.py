@@ -134,11 +134,12 @@ class VLLMEngine(EngineBase):
 
     name = "vllm"
 
-    def __init__(self, llm, tok, *, seed: int = 0, dtype: str = "", device: str = "", version: str = ""):
+    def __init__(self, llm, tok, *, seed: int = 0, dtype: str = "", device: str = "", version: str = "",
+                 launched: bool = False):
         self.llm, self.tok = llm, tok
         self.seed, self.dtype, self.device, self.version = seed, dtype, device, version
         self.per_request_seed = device != "cpu"
-        self.launched = False  # built under accelerate launch (external_launcher)
+        self.launched = launched  # built under accelerate launch (external_launcher, in this process)
 
     @classmethod
     def load(cls, spec: str, options: EngineOptions) -> VLLMEngine:
@@ -180,10 +181,8 @@ class VLLMEngine(EngineBase):
             raise ModelLoadError(f"vLLM could not load {spec!r} from {path} ({why}); check the vllm: settings "
                                  "(max_model_len, gpu_memory_utilization, cpu_kv_cache_gb)") from e
         log.info("vLLM loaded %s (%s, %s) in %.0f s", spec, dtype, device, time.perf_counter() - start)
-        engine = cls(llm, load_tokenizer(spec if not options.adapter else path), seed=options.seed, dtype=dtype,
-                     device=device, version=vllm.__version__)
-        engine.launched = launched
-        return engine
+        return cls(llm, load_tokenizer(spec if not options.adapter else path), seed=options.seed, dtype=dtype,
+                   device=device, version=vllm.__version__, launched=launched)
 
     def _token_prompts(self, prompts: Sequence[str]) -> list[dict[str, list[int]]]:
         ids = self.tok(list(prompts), add_special_tokens=False)["input_ids"]
