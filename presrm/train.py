@@ -354,8 +354,8 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, beta=cfg.beta, max_length=cfg.max_length,
         precompute_ref_log_probs=True, remove_unused_columns=False,
-        **({"loss_type": [cfg.loss_type, "sft"], "loss_weights": [1.0, cfg.sft_weight]} if cfg.sft_weight > 0
-           else {"loss_type": [cfg.loss_type]}),
+        loss_type=[cfg.loss_type] + (["sft"] if cfg.sft_weight > 0 else []),
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
     )
     _fix_precision(args, cfg, device)
     with _tensorboard_dir(work):

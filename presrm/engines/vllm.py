@@ -317,12 +317,8 @@ def _keeping_launch_groups():
     import vllm.v1.engine.core as core_module
     from vllm.distributed.parallel_state import destroy_model_parallel
 
-    def cleanup(*_: Any, **__: Any) -> None:
-        destroy_model_parallel()
-        gc.collect()
-
     saved = core_module.cleanup_dist_env_and_memory
-    core_module.cleanup_dist_env_and_memory = cleanup
+    core_module.cleanup_dist_env_and_memory = lambda *_, **__: destroy_model_parallel()  # close() collects after
     try:
         yield
     finally:
