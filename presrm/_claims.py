@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import itertools
 import re
-import time
 from dataclasses import dataclass
 
 from presrm._arith import (
     SCALES,
+    Budget,
     DivisionByZero,
     Limits,
     Literal,
@@ -62,10 +62,6 @@ class Run:
     start_poisoned: bool = False
     end_poisoned: bool = False
     after_word: bool = False
-
-
-class Deadline(Exception):
-    """The time budget ran out while scanning."""
 
 
 def _ends_operand(cur: list[Token]) -> bool:
@@ -200,9 +196,9 @@ def _mixed_tokens(whole: Token, num: Token, slash: Token, den: Token) -> list[To
 class _Scanner:
     """Walks the tokens once, growing the current run and closing it at prose boundaries."""
 
-    def __init__(self, toks: list[Token], deadline: float):
+    def __init__(self, toks: list[Token], budget: Budget):
         self.toks = toks
-        self.deadline = deadline
+        self.budget = budget
         self.runs: list[Run] = []
         self.run = Run([])
         self.dangling = False  # the last run ended in an operator followed by words: "7 + Shonda (1) + 2"
@@ -210,8 +206,7 @@ class _Scanner:
     def scan(self) -> list[Run]:
         i = 0
         while i < len(self.toks):
-            if i % 64 == 0 and time.monotonic() > self.deadline:
-                raise Deadline
+            self.budget.spend()
             kind = self.toks[i].kind
             if kind == "word" or (kind == "num" and _ends_operand(self.run.tokens)):
                 i = self._joined(i)
@@ -279,9 +274,9 @@ class _Scanner:
         return i + 1
 
 
-def find_runs(toks: list[Token], deadline: float) -> list[Run]:
+def find_runs(toks: list[Token], budget: Budget) -> list[Run]:
     """Group the tokens into runs that contain at least one ``=``."""
-    return _Scanner(toks, deadline).scan()
+    return _Scanner(toks, budget).scan()
 
 
 def _split_eq(tokens: list[Token]) -> list[list[Token]]:
@@ -326,8 +321,8 @@ def link_sides(left: list[Token], right: list[Token], left_poisoned: bool,
     return (lhs, rhs) if lhs and rhs else None
 
 
-def _value(side: list[Token], limits: Limits, deadline: float):
-    return Parser(side, limits, deadline).parse()
+def _value(side: list[Token], limits: Limits, budget: Budget):
+    return Parser(side, limits, budget).parse()
 
 
 def _literal_matches(value, side: list[Token], other: list[Token], approx: bool,
@@ -367,7 +362,7 @@ def _compare(lv, rv, lhs: list[Token], rhs: list[Token], approx: bool, limits: L
 
 
 def check_link(src: str, lhs: list[Token], rhs: list[Token], approx: bool, limits: Limits,
-               deadline: float, *, literals: bool = False) -> Claim | None:
+               budget: Budget, *, literals: bool = False) -> Claim | None:
     """Check ``lhs = rhs``; None when it is no arithmetic claim (malformed, or literal = literal
     unless ``literals``)."""
     text, lhs_text = src[lhs[0].start:rhs[-1].end], src[lhs[0].start:lhs[-1].end]
@@ -375,8 +370,8 @@ def check_link(src: str, lhs: list[Token], rhs: list[Token], approx: bool, limit
     try:
         if not literals and as_literal(lhs, limits) is not None and as_literal(rhs, limits) is not None:
             return None
-        lv = _value(lhs, limits, deadline)
-        rv = _value(rhs, limits, deadline)
+        lv = _value(lhs, limits, budget)
+        rv = _value(rhs, limits, budget)
     except Malformed:
         return None
     except Unverifiable as exc:
@@ -403,19 +398,19 @@ def _readings(lhs: list[Token], rhs: list[Token]) -> list[tuple[list[Token], lis
     return readings
 
 
-def _claim(src: str, lhs: list[Token], rhs: list[Token], approx: bool, limits: Limits, deadline: float,
+def _claim(src: str, lhs: list[Token], rhs: list[Token], approx: bool, limits: Limits, budget: Budget,
            annotation: bool) -> Claim | None:
-    claim = check_link(src, lhs, rhs, approx, limits, deadline, literals=annotation)
+    claim = check_link(src, lhs, rhs, approx, limits, budget, literals=annotation)
     if claim is None or claim.ok is not False:
         return claim
     for alt_lhs, alt_rhs, note in _readings(lhs, rhs):
-        alt = check_link(src, alt_lhs, alt_rhs, approx, limits, deadline, literals=annotation)
+        alt = check_link(src, alt_lhs, alt_rhs, approx, limits, budget, literals=annotation)
         if alt is not None and alt.ok:
             return Claim(claim.text, claim.lhs, claim.rhs, alt.value, True, alt.reason + note)
     return claim
 
 
-def claims_in(src: str, limits: Limits, deadline: float, *, annotation: bool = False) -> list[Claim]:
+def claims_in(src: str, limits: Limits, budget: Budget, *, annotation: bool = False) -> list[Claim]:
     """Every claim in the plain text ``src``, in order.
 
     ``annotation``: ``src`` is the inside of a calculator annotation, so there is
@@ -424,7 +419,7 @@ def claims_in(src: str, limits: Limits, deadline: float, *, annotation: bool = F
     claims: list[Claim] = []
     if not _HAS_EQUALS.search(src):
         return claims
-    for run in find_runs(tokenize(src), deadline):
+    for run in find_runs(tokenize(src), budget):
         sides = _split_eq(run.tokens)
         eqs = [t for t in run.tokens if t.kind == "eq"]
         for k in range(len(sides) - 1):
@@ -434,7 +429,7 @@ def claims_in(src: str, limits: Limits, deadline: float, *, annotation: bool = F
             if pair is None or (k == 0 and run.after_word and as_literal(pair[0], limits) is not None):
                 continue  # "Remaining 10 = 62,300/10": a label, not a quantity
             approx = eqs[k].text in ("≈", "\\approx")
-            claim = _claim(src, *pair, approx, limits, deadline, annotation)
+            claim = _claim(src, *pair, approx, limits, budget, annotation)
             if claim is not None and annotation:
                 claim = Claim(claim.text, claim.lhs, claim.rhs, claim.value, claim.ok,
                               "calculator annotation: " + claim.reason)
@@ -443,16 +438,16 @@ def claims_in(src: str, limits: Limits, deadline: float, *, annotation: bool = F
     return claims
 
 
-def step_claims(text: str, limits: Limits, deadline: float) -> list[Claim]:
+def step_claims(text: str, limits: Limits, budget: Budget) -> list[Claim]:
     """Claims of the calculator annotations ``<<a=b>>`` and then of the visible text.
 
     A visible claim that repeats an annotation's (same sides, ignoring spaces) is dropped.
     """
     claims = []
     for m in _ANNOTATION_RE.finditer(text):
-        claims.extend(claims_in(m.group(1), limits, deadline, annotation=True))
+        claims.extend(claims_in(m.group(1), limits, budget, annotation=True))
     seen = {("".join(c.lhs.split()), "".join(c.rhs.split())) for c in claims}
-    for claim in claims_in(_ANNOTATION_RE.sub("", text), limits, deadline):
+    for claim in claims_in(_ANNOTATION_RE.sub("", text), limits, budget):
         if ("".join(claim.lhs.split()), "".join(claim.rhs.split())) not in seen:
             claims.append(claim)
     return claims

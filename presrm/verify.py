@@ -24,15 +24,14 @@ import json
 import logging
 import os
 import re
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from sympy import Rational
 
-from presrm._arith import DEFAULT_LIMITS, Limits
-from presrm._claims import Deadline, step_claims
+from presrm._arith import DEFAULT_LIMITS, Budget, Limits, OutOfWork
+from presrm._claims import step_claims
 from presrm._mathverify import MV_TIMEOUT_S, math_verify_match
 from presrm._numbers import (
     CURRENCY,
@@ -72,8 +71,8 @@ MAX_TEXT_CHARS = 200_000
 """Only the last this-many characters of a completion are searched for its answer."""
 MAX_MARKERS = 32
 """Only the last this-many answer markers are tried, latest first."""
-TIMEOUT_REASON = "time budget exceeded"
-"""The ``reason`` of an ``unverifiable`` step whose check ran past ``Limits.time_budget_s`` (see :func:`is_timeout`)."""
+TIMEOUT_REASON = "work budget exceeded"
+"""The ``reason`` of an ``unverifiable`` step whose check spent ``Limits.max_work`` (see :func:`is_timeout`)."""
 
 
 class VerifyInputError(DataError):
@@ -310,33 +309,31 @@ def check_step(text: str, *, limits: Limits = DEFAULT_LIMITS) -> StepCheck:
     """
     if len(text) > limits.max_chars:
         return StepCheck("unverifiable", (), f"step longer than {limits.max_chars} characters")
-    deadline = time.monotonic() + limits.time_budget_s
     try:
-        claims = step_claims(text, limits, deadline)
-    except Deadline:
+        claims = step_claims(text, limits, Budget(limits.max_work))
+    except OutOfWork:
         return StepCheck("unverifiable", (), TIMEOUT_REASON)
     except Exception:  # a safety net: hostile text must never crash a training run
         logger.exception("check_step failed on a %d-character step", len(text))
         return StepCheck("unverifiable", (), "internal error")
-    if time.monotonic() > deadline:
-        return StepCheck("unverifiable", tuple(claims), TIMEOUT_REASON)
     if len(claims) > limits.max_claims:
         return StepCheck("unverifiable", (), f"more than {limits.max_claims} claims")
     return _verdict(claims)
 
 
 def is_timeout(check: StepCheck | dict[str, Any]) -> bool:
-    """Whether a step check (a :class:`StepCheck` or its ``to_dict()``) ran out of time.
+    """Whether a step check (a :class:`StepCheck` or its ``to_dict()``) ran out of its budget.
 
-    The time budget is wall-clock, so under load a check that would decide the step can
-    end ``unverifiable`` instead; evaluations count these (``verifier_timeouts``).
+    Evaluations count these (``verifier_timeouts``). The budget is counted work, so the count
+    is a property of the text, not of the machine's load; samples written before it was (a
+    wall-clock budget, reason "time budget exceeded") still count.
 
     >>> is_timeout(check_step("3 + 4 = 7")), is_timeout({"verdict": "unverifiable", "reason": TIMEOUT_REASON})
     (False, True)
     """
     verdict, reason = ((check.get("verdict"), check.get("reason")) if isinstance(check, dict)
                        else (check.verdict, check.reason))
-    return verdict == "unverifiable" and reason == TIMEOUT_REASON
+    return verdict == "unverifiable" and reason in (TIMEOUT_REASON, "time budget exceeded")
 
 
 def check_solution(steps: Sequence[str], *,

@@ -1,11 +1,12 @@
 """The step error rate (wrong / verifiable steps, pooled over problems), its bootstrap interval, verifier timeouts."""
 
-import itertools
+import time
 from types import SimpleNamespace
 
 import pytest
 
 import presrm.verify as verify
+from presrm._arith import Budget, Limits
 from presrm.evaluate import score_record, step_error_rate, summarize
 from presrm.grading import record_step_counts, step_counts
 from presrm.schema import Problem
@@ -112,14 +113,9 @@ def test_paired_bootstrap_p_value_and_interval():
 # ------------------------------------------------------------------ verifier timeouts
 
 
-class _SlowClock:
-    """A monotonic clock that advances one second per reading: every check overruns its time budget."""
-
-    def __init__(self):
-        self.t = itertools.count()
-
-    def monotonic(self):
-        return float(next(self.t))
+def _no_budget(_units):
+    """A budget spent before the check starts: every check runs out of work."""
+    return Budget(0)
 
 
 def test_ordinary_check_is_unchanged():
@@ -130,7 +126,7 @@ def test_ordinary_check_is_unchanged():
 
 
 def test_a_timeout_is_flagged_and_counted(monkeypatch):
-    monkeypatch.setattr(verify, "time", _SlowClock())
+    monkeypatch.setattr(verify, "Budget", _no_budget)
     c = check_step("3 + 4 = 7")
     assert (c.verdict, c.reason) == ("unverifiable", TIMEOUT_REASON) and is_timeout(c) and is_timeout(c.to_dict())
     slow = score_record(Problem(id="p", question="q", answer="15"), "Step 1: 3 + 4 = 7\nStep 2: 7 * 2 = 15")
@@ -140,3 +136,23 @@ def test_a_timeout_is_flagged_and_counted(monkeypatch):
     s = summarize([slow, fine])
     assert s["verifier_timeouts"] == 2
     assert (s["step_errors"]["wrong"], s["step_errors"]["verifiable"]) == (1, 2)  # only the decided steps count
+
+
+def test_the_budget_is_work_not_time(monkeypatch):
+    """A clock that jumps an hour per reading changes nothing: a loaded machine cannot turn a
+    checkable step unverifiable (it once did, with a wall-clock budget, in CI)."""
+    hours = iter(range(0, 10**9, 3600))
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(hours)))
+    monkeypatch.setattr(time, "thread_time", lambda: float(next(hours)))
+    assert check_step("(59.68)-((1250)*(0.06)) = -15.320000").verdict == "correct"
+
+
+def test_the_budget_is_the_same_on_every_call():
+    """Just enough work decides the step, one unit less does not, every time."""
+    text = "She pays 3 * (4 + 5) = 27 dollars, then 27 - 2 = 25 are left."
+    need = next(n for n in range(1, 200) if check_step(text, limits=Limits(max_work=n)).verdict == "correct")
+    for _ in range(3):
+        assert check_step(text, limits=Limits(max_work=need)).verdict == "correct"
+        short = check_step(text, limits=Limits(max_work=need - 1))
+        assert (short.verdict, short.reason) == ("unverifiable", TIMEOUT_REASON) and is_timeout(short)
+    assert need < Limits().max_work // 100
