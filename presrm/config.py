@@ -62,6 +62,10 @@ class SearchConfig:
     grounding: bool = _f(True, "Verifier grounding: drop pairs whose chosen step is verifiably wrong and flag pairs "
                                "whose rejected step is verifiably right; false reproduces the paper (no checks).")
     require_correct_answer: bool = _f(False, "With grounding: keep a problem's pairs only if its answer is right.")
+    no_repeats: bool = _f(False, "Rank a candidate that repeats an earlier step of its solution word for word "
+                                 "(the Step label aside) below every other: never chosen while another candidate "
+                                 "exists, and rejected first. A likelihood judge favours such steps (docs/RESULTS.md); "
+                                 "false is the paper.")
     deterministic: bool = _f(False, "Search in fp32 even where bf16 is native (GPU, AMX CPU), so the same seed "
                                     "gives the same pairs (bf16 batched sampling depends on padding).")
 

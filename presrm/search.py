@@ -19,6 +19,13 @@ chosen one is only unverifiable is kept but flagged; optionally a problem's
 pairs are kept only if its finished answer is right. With grounding off the
 pairs are exactly the paper's.
 
+``search.no_repeats`` (off by default) does change the path: a candidate that
+repeats an earlier step of its solution word for word is never chosen while
+another candidate exists and is the first to be rejected, whatever the judge
+says (a step the model already wrote is likely under it, so a likelihood judge
+scores it high, and the verifier finds its arithmetic as right as the first
+time). A pair of a fresh step over a repeat needs no win margin.
+
 Everything is batched across problems: one engine call to sample and one
 tournaments call per round for all problems still running. The engine (HF or
 vLLM, :mod:`presrm.engines`) and the judge (any of :mod:`presrm.judge`) are
@@ -38,7 +45,7 @@ from presrm.generate import STEP_STOP, policy_prompt, step_candidates, step_prom
 from presrm.progress import bar as progress_bar
 from presrm.rewards import aggregate
 from presrm.schema import Problem, StepPair
-from presrm.steps import is_final_answer
+from presrm.steps import is_final_answer, step_body
 from presrm.verify import answers_match, check_step, extract_answer
 
 log = logging.getLogger(__name__)
@@ -49,6 +56,7 @@ CHOSEN_WRONG = "chosen step has verifiably wrong arithmetic"
 FLAG_REJECTED_RIGHT = "rejected step verifiably right, chosen step unverifiable"
 ANSWER_WRONG = "final answer wrong (require_correct_answer)"
 ROLLED_BACK = "chosen step rolled back later (search.rollback_pairs: drop)"
+ALL_REPEAT = "every candidate repeats an earlier step (search.no_repeats)"
 
 Sampler = Callable[[Sequence[str], int], list[list[str]]]
 Group = tuple[str, tuple[str, ...], Sequence[str]]
@@ -134,8 +142,11 @@ def run_tournaments(judge, groups: Sequence[Group], *, desc: str | None = None) 
              "score_kind": t.score_kind} for t in judge.tournaments(groups, desc=desc)]
 
 
-def _drop_reason(cfg: SearchConfig, wins: list[float], best: int, worst: int, verdicts: list[str]) -> str | None:
-    if wins[best] - wins[worst] <= cfg.min_margin:
+def _drop_reason(cfg: SearchConfig, wins: list[float], best: int, worst: int, verdicts: list[str],
+                 repeats: list[bool]) -> str | None:
+    if repeats[best]:
+        return ALL_REPEAT
+    if not repeats[worst] and wins[best] - wins[worst] <= cfg.min_margin:
         return f"win margin {wins[best] - wins[worst]:.2f} <= min_margin"
     if cfg.grounding and verdicts[best] == "incorrect":
         return CHOSEN_WRONG
@@ -147,10 +158,12 @@ def _decide(state: ProblemState, n: int, cands: list[str], tour: dict[str, Any],
     """Record one tournament, then roll back (all tie) or append the winner and keep a pair."""
     wins, scores = tour["wins"], tour["scores"]
     verdicts = [check_step(c).verdict for c in cands]
+    earlier = {step_body(s) for s in state.steps} if cfg.no_repeats else set()
+    repeats = [step_body(c) in earlier for c in cands]
     entry: dict[str, Any] = {
         "round": state.rounds, "step": n,
-        "candidates": [{"text": c, "wins": w, "score": s, "verdict": v}
-                       for c, w, s, v in zip(cands, wins, scores, verdicts, strict=True)],
+        "candidates": [{"text": c, "wins": w, "score": s, "verdict": v, **({"repeat": True} if r else {})}
+                       for c, w, s, v, r in zip(cands, wins, scores, verdicts, repeats, strict=True)],
         "matches": tour["matches"], "score_kind": tour["score_kind"], "pair": False, "dropped": None,
     }
     state.trace.append(entry)
@@ -160,10 +173,10 @@ def _decide(state: ProblemState, n: int, cands: list[str], tour: dict[str, Any],
             entry["withdrawn_pair"] = state.roll_back(cfg)
         state.rollbacks += 1
         return
-    best = max(range(len(cands)), key=lambda i: (wins[i], -i))
-    worst = min(range(len(cands)), key=lambda i: (wins[i], i))
+    best = max(range(len(cands)), key=lambda i: (not repeats[i], wins[i], -i))
+    worst = min(range(len(cands)), key=lambda i: (not repeats[i], wins[i], i))
     entry.update(action="append", chosen=best, rejected=worst)
-    reason = _drop_reason(cfg, wins, best, worst, verdicts)
+    reason = _drop_reason(cfg, wins, best, worst, verdicts, repeats)
     pair = None
     if reason:
         entry["dropped"] = reason
@@ -177,6 +190,7 @@ def _decide(state: ProblemState, n: int, cands: list[str], tour: dict[str, Any],
                   "chosen_wins": wins[best], "rejected_wins": wins[worst],
                   "chosen_score": scores[best], "rejected_score": scores[worst],
                   "chosen_verdict": verdicts[best], "rejected_verdict": verdicts[worst], "flag": flag,
+                  "rejected_repeats": repeats[worst],
                   "previous_steps": list(state.steps)},
         )
     state.append(cands[best], scores[best], entry, pair)
@@ -299,6 +313,7 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
     side of 0.5. ``chosen_incorrect``: appended steps the verifier finds wrong.
     A falling agreement across iterations is the reward-hacking signal. ``tie_rollback_rate``: the
     share of rounds (tournaments) where every candidate tied and the search rolled back.
+    ``repeat_rejected_pairs`` (``search.no_repeats``): pairs whose rejected step repeats an earlier one.
     """
     reasons: dict[str, int] = {}
     agree = decided = scored = 0
@@ -336,6 +351,7 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
         "correct": sum(r["correct"] for r in records),
         "pairs": len(pairs),
         "flagged_pairs": sum(1 for p in pairs if p.meta.get("flag")),
+        "repeat_rejected_pairs": sum(1 for p in pairs if p.meta.get("rejected_repeats")),
         "mean_steps": sum(len(r["steps"]) for r in records) / n if n else 0.0,
         "mean_steps_finished": sum(len(r["steps"]) for r in finished) / len(finished) if finished else None,
         "mean_step_chars_finished": sum(step_chars) / len(step_chars) if step_chars else None,

@@ -11,6 +11,7 @@ from presrm.judge import PointwiseJudge, Tournament, rank_tournament
 from presrm.judges.common import ScoreJudgeBase
 from presrm.schema import Problem
 from presrm.search import (
+    ALL_REPEAT,
     ALL_TIE,
     ANSWER_WRONG,
     CHOSEN_WRONG,
@@ -327,3 +328,41 @@ def test_same_seed_same_pairs_other_seed_differs(tiny, gsm8k_like):
     b = [p.to_dict() for p in _run_tiny(tiny, gsm8k_like, seed=3)[1]]
     c = [p.to_dict() for p in _run_tiny(tiny, gsm8k_like, seed=4)[1]]
     assert a == b and a != c
+
+
+@pytest.mark.parametrize("no_repeats", [False, True])
+def test_no_repeats_never_chooses_a_repeated_step_and_rejects_it_first(tiny, no_repeats):
+    # at step 2 the judge's favourite (rankj) repeats step 1 word for word; rankb is fresh and its least favourite
+    script = {1: [" rankj 3 + 4 = 7", " rankc 3 + 4 = 7"],
+              2: [" rankj 3 + 4 = 7", " rankb 7 * 2 = 14", " rankc 7 * 3 = 21"],
+              3: [" rankj The answer is 7.", " rankb The answer is 8."]}
+    cfg = SearchConfig(k=3, max_steps=6, no_repeats=no_repeats)
+    records, pairs = _search(tiny, ScriptedSampler(script), FakePairwiseJudge(_digits), cfg)
+    second = records[0]["search"][1]
+    assert [c["wins"] for c in second["candidates"]] == [2.0, 0.0, 1.0]
+    pair = next(p for p in pairs if p.meta["step"] == 2)
+    if no_repeats:  # fresh steps rank above the repeat whatever their wins: rankc chosen, the repeat rejected
+        assert records[0]["steps"][1] == "Step 2: rankc 7 * 3 = 21"
+        assert (second["chosen"], second["rejected"]) == (2, 0) and second["candidates"][0]["repeat"] is True
+        assert pair.rejected == "Step 2: rankj 3 + 4 = 7\n" and pair.meta["rejected_repeats"] is True
+        assert pair.meta["chosen_wins"] < pair.meta["rejected_wins"]  # kept: fresh over repeat needs no margin
+        assert search_stats(records, pairs)["repeat_rejected_pairs"] == 1
+    else:  # the paper: the judge's favourite is chosen, repeat or not
+        assert records[0]["steps"][1] == "Step 2: rankj 3 + 4 = 7"
+        assert (second["chosen"], second["rejected"]) == (0, 1) and "repeat" not in second["candidates"][0]
+        assert pair.meta["rejected_repeats"] is False
+
+
+def test_no_repeats_drops_the_pair_when_every_candidate_repeats(tiny):
+    script = {1: [" 3 + 4 = 7", " 4 + 4 = 8"], 2: [" 7 * 2 = 14", " 1 + 1 = 2"],
+              3: [" 3 + 4 = 7", " 7 * 2 = 14"],  # both repeat an earlier step
+              4: [" The answer is 14."]}
+    scores = {"Step 1: 3 + 4 = 7": 0.9, "Step 1: 4 + 4 = 8": 0.1, "Step 2: 7 * 2 = 14": 0.8, "Step 2: 1 + 1 = 2": 0.2,
+              "Step 3: 3 + 4 = 7": 0.6, "Step 3: 7 * 2 = 14": 0.7}
+    cfg = SearchConfig(k=2, max_steps=6, no_repeats=True)
+    records, pairs = _search(tiny, ScriptedSampler(script), FakePointwiseJudge(scores.get), cfg)
+    third = records[0]["search"][2]
+    assert third["dropped"] == ALL_REPEAT and not third["pair"] and all(c["repeat"] for c in third["candidates"])
+    assert records[0]["steps"][2] == "Step 3: 7 * 2 = 14"  # the path goes on with the judge's favourite
+    assert [p.meta["step"] for p in pairs] == [1, 2]
+    assert search_stats(records, pairs)["no_pair_reasons"][ALL_REPEAT] == 1
