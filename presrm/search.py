@@ -158,8 +158,8 @@ def _decide(state: ProblemState, n: int, cands: list[str], tour: dict[str, Any],
     """Record one tournament, then roll back (all tie) or append the winner and keep a pair."""
     wins, scores = tour["wins"], tour["scores"]
     verdicts = [check_step(c).verdict for c in cands]
-    earlier = {step_body(s) for s in state.steps} if cfg.no_repeats else set()
-    repeats = [step_body(c) in earlier for c in cands]
+    earlier = {step_body(s) for s in state.steps} if cfg.no_repeats else None
+    repeats = [step_body(c) in earlier for c in cands] if earlier else [False] * len(cands)
     entry: dict[str, Any] = {
         "round": state.rounds, "step": n,
         "candidates": [{"text": c, "wins": w, "score": s, "verdict": v, **({"repeat": True} if r else {})}
