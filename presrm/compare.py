@@ -13,6 +13,10 @@ wrong) and ``c`` (A wrong, B right), and McNemar's test on them:
 
 With no discordant pair (b + c = 0) both p-values are 1.
 
+``repeats`` pairs the solutions that state one step twice, word for word
+(:func:`presrm.grading.repeats_a_step`), with the same McNemar test: ``b`` counts
+problems where only A repeats, ``c`` those where only B does.
+
 The step error rate (:func:`presrm.grading.step_error_rate`) is compared on the same
 problems too: the difference B - A of the pooled rates, a 95% paired bootstrap
 interval (problems resampled jointly for both runs, :data:`STEP_RESAMPLES` times
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from presrm.errors import DataError
-from presrm.grading import STEP_RESAMPLES, STEP_SEED, record_step_counts
+from presrm.grading import STEP_RESAMPLES, STEP_SEED, record_step_counts, repeats_a_step
 from presrm.jsonio import read_json, read_jsonl
 from presrm.layout import EvalLayout, samples_for
 from presrm.stats import paired_bootstrap, pooled_ratio
@@ -100,6 +104,15 @@ def paired(a: dict[str, dict[str, bool]], b: dict[str, dict[str, bool]], ids: Se
     return out
 
 
+def paired_repeats(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], ids: Sequence[str]) -> dict[str, Any]:
+    """How many solutions of A and of B repeat a step word for word, and McNemar on the discordant problems."""
+    ra, rb = ({i: repeats_a_step(side[i]) for i in ids} for side in (a, b))
+    n = len(ids)
+    return {"count_a": sum(ra.values()), "count_b": sum(rb.values()),
+            "share_a": sum(ra.values()) / n if n else 0.0, "share_b": sum(rb.values()) / n if n else 0.0,
+            **mcnemar(sum(ra[i] and not rb[i] for i in ids), sum(rb[i] and not ra[i] for i in ids))}
+
+
 def _rate_difference(xs: list[tuple[int, int, int, int]]) -> float | None:
     """B's pooled step error rate minus A's over ``(wrong_a, verifiable_a, wrong_b, verifiable_b)`` rows."""
     ra, rb = pooled_ratio([(w, v) for w, v, _, _ in xs]), pooled_ratio([(w, v) for _, _, w, v in xs])
@@ -152,7 +165,7 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, common: bool = False
     return {"a": str(ra), "b": str(rb), "n": len(ids), "evaluated": evaluated, "protocol_differs": differs,
             **paired(a, b, ids),
             "test": "McNemar, exact two-sided binomial on the discordant pairs (p_exact); mid-p also given",
-            "step_errors": paired_step_errors(rec_a, rec_b, ids)}
+            "step_errors": paired_step_errors(rec_a, rec_b, ids), "repeats": paired_repeats(rec_a, rec_b, ids)}
 
 
 def _pct(x: float | None, spec: str = "6.1f") -> str:
@@ -173,6 +186,11 @@ def format_comparison(result: dict[str, Any]) -> str:
         lines.append(f"{e:<10} {100 * r['accuracy_a']:6.1f}% {100 * r['accuracy_b']:6.1f}% "
                      f"{100 * r['difference']:+6.1f}% {r['b']:>10} {r['c']:>10} {r['p_exact']:8.4f} {r['p_mid']:8.4f}")
     lines += _step_error_lines(result.get("step_errors"))
+    r = result.get("repeats")
+    if r:
+        lines.append(f"{'repeats':<10} {100 * r['share_a']:6.1f}% {100 * r['share_b']:6.1f}% "
+                     f"{100 * (r['share_b'] - r['share_a']):+6.1f}% {r['b']:>10} {r['c']:>10} {r['p_exact']:8.4f} "
+                     f"{r['p_mid']:8.4f}  (solutions that state a step twice, word for word; b: only A, c: only B)")
     return "\n".join(lines)
 
 

@@ -15,6 +15,11 @@ bootstrap interval over problems (:func:`presrm.grading.step_error_rate`), and t
 steps whose verifier check ran out of time (``verifier_timeouts``). Both come
 from per-problem counts in ``samples.jsonl`` too.
 
+Two signs of a degenerate policy, each a count, a share and its Wilson interval:
+``repeats``, the solutions that state one step twice word for word
+(:func:`presrm.grading.repeats_a_step`), and ``no_answer``, those with no answer
+in the required format (nothing for the strict extractor).
+
 Every model call goes through an inference engine (:mod:`presrm.engines`, HF or
 vLLM). The records and their grading live in :mod:`presrm.grading`, which
 ``decoding`` and this module both import (and which is re-exported here).
@@ -42,6 +47,7 @@ from presrm.grading import (
     grade,
     judge_steps,
     record_step_counts,
+    repeats_a_step,
     score_record,
     step_error_rate,
 )
@@ -70,8 +76,13 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def _share(k: int, n: int) -> dict[str, Any]:
+    return {"count": k, "share": k / n if n else 0.0, "ci95": list(wilson_interval(k, n))}
+
+
 def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
-    """n, then per extractor: correct count, accuracy and its 95% Wilson interval; the step error rate.
+    """n, then per extractor: correct count, accuracy and its 95% Wilson interval; the step error rate;
+    ``repeats`` and ``no_answer`` (count, share, Wilson interval).
 
     ``step_errors`` (:func:`step_error_rate`) and ``verifier_timeouts`` (steps whose check ran
     out of time) are None when a record lacks its step counts (samples from before them).
@@ -83,6 +94,8 @@ def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
         lo, hi = wilson_interval(k, n)
         out[kind] = {"correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
     out["mean_steps"] = sum(len(r.steps) for r in records) / n if n else 0.0
+    out["repeats"] = _share(sum(repeats_a_step(r) for r in records), n)
+    out["no_answer"] = _share(sum(r.pred_strict is None for r in records), n)
     counts = [record_step_counts(r) for r in records]
     known = [c for c in counts if c is not None]
     if len(known) < n:

@@ -9,7 +9,9 @@ summarises (both import this module; it imports neither):
 - ``judge_steps``: the pointwise judge's score for every step of every record;
 - ``step_counts`` / ``record_step_counts``: how many steps the verifier decided, how many of
   them have wrong arithmetic, how many checks ran out of time; ``step_error_rate``: the
-  pooled share of wrong verifiable steps over problems, with its bootstrap interval.
+  pooled share of wrong verifiable steps over problems, with its bootstrap interval;
+- ``repeats_a_step``: whether a shown solution states one step twice, word for word (a
+  degeneration the verifier cannot see: a repeated right step is still right).
 
 >>> from presrm.schema import Problem
 >>> s = score_record(Problem(id="p", question="q", answer="7"), "Step 1: 3 + 4 = 7\\nThe answer is 7.")
@@ -28,7 +30,7 @@ import jinja2
 from presrm.data import DEFAULT_EXTRACTORS, Fewshot, Match, Task, shot_target
 from presrm.schema import EvalRecord, Problem, Step
 from presrm.stats import bootstrap_ci, pooled_ratio
-from presrm.steps import segment
+from presrm.steps import segment, step_body
 from presrm.verify import check_step, is_timeout
 
 _JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
@@ -149,6 +151,23 @@ def record_step_counts(record: Any) -> tuple[int, int, int] | None:
     if wrong is None or verifiable is None or timed_out is None:
         return None
     return int(wrong), int(verifiable), int(timed_out)
+
+
+def repeats_a_step(record: Any) -> bool:
+    """Whether the record's shown solution states one step twice, word for word (``Step n:`` markers aside).
+
+    ``record`` is an :class:`EvalRecord` or a samples.jsonl dict; its steps are dicts with ``text``
+    or :class:`Step` objects. Empty steps are ignored.
+
+    >>> repeats_a_step({"steps": [{"text": "Step 1: 3 + 4 = 7"}, {"text": "Step 2: 3 + 4 = 7"}]})
+    True
+    >>> repeats_a_step({"steps": [{"text": "Step 1: 3 + 4 = 7"}, {"text": "Step 2: 7 * 2 = 14"}]})
+    False
+    """
+    steps = record.get("steps") if isinstance(record, dict) else getattr(record, "steps", None)
+    bodies = [step_body(s.get("text", "") if isinstance(s, dict) else s.text) for s in steps or ()]
+    bodies = [b for b in bodies if b]
+    return len(set(bodies)) < len(bodies)
 
 
 def step_error_rate(ids: Sequence[str], counts: Sequence[tuple[int, int]], *, resamples: int = STEP_RESAMPLES,

@@ -186,3 +186,19 @@ def test_compare_cli_prints_the_step_error_rows(tmp_path, capsys):
     assert " 50.0%    0.0%  -50.0%" in out and "wrong / verifiable steps: A 4/8, B 0/8" in out
     assert "verifier timeouts: A 1, B 0" in out
     assert json.loads((tmp_path / "cmp.json").read_text())["step_errors"]["difference"] == -0.5
+
+
+def test_repeats_are_paired_with_mcnemar(tmp_path, capsys):
+    loop, fresh = [{"text": "Step 1: 3 + 4 = 7"}, {"text": "Step 2: 3 + 4 = 7"}], [{"text": "Step 1: 3 + 4 = 7"}]
+    ra, rb = _run(tmp_path / "a", SAME), _run(tmp_path / "b", SAME)
+    for path, looping in ((ra, {"a"}), (rb, {"a", "b", "c"})):  # B repeats on two more problems
+        samples = path.parent / "samples.jsonl"
+        rows = [json.loads(line) for line in samples.read_text().splitlines()]
+        for r in rows:
+            r["steps"] = loop if r["id"] in looping else fresh
+        samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = compare_runs(ra, rb)["repeats"]
+    assert (r["count_a"], r["count_b"], r["b"], r["c"]) == (1, 3, 0, 2)
+    assert (r["share_a"], r["share_b"], r["p_exact"]) == (0.25, 0.75, 0.5)
+    assert main(["compare", str(ra), str(rb)]) == 0
+    assert "repeats      25.0%   75.0%  +50.0%" in capsys.readouterr().out

@@ -8,7 +8,7 @@ import pytest
 import presrm.verify as verify
 from presrm._arith import Budget, Limits
 from presrm.evaluate import score_record, step_error_rate, summarize
-from presrm.grading import record_step_counts, step_counts
+from presrm.grading import record_step_counts, repeats_a_step, step_counts
 from presrm.schema import Problem
 from presrm.stats import bootstrap_ci, paired_bootstrap, pooled_ratio
 from presrm.verify import TIMEOUT_REASON, check_step, is_timeout
@@ -17,7 +17,7 @@ from presrm.verify import TIMEOUT_REASON, check_step, is_timeout
 def _record(pid, wrong, verifiable, timed_out=0, correct=False):
     """A graded record as summarize reads it (attributes), with hand-set step counts."""
     return SimpleNamespace(id=pid, steps=[{}] * (verifiable + 1), correct_strict=correct, correct_flexible=correct,
-                           steps_wrong=wrong, steps_verifiable=verifiable, steps_timed_out=timed_out)
+                           pred_strict="1" if correct else None, steps_wrong=wrong, steps_verifiable=verifiable, steps_timed_out=timed_out)
 
 
 @pytest.mark.parametrize(
@@ -93,8 +93,8 @@ def test_heavy_problem_weighs_more_in_the_interval():
 
 
 def test_old_records_without_counts_load():
-    old = [SimpleNamespace(id="1", steps=[{}], correct_strict=True, correct_flexible=True),
-           SimpleNamespace(id="2", steps=[], correct_strict=False, correct_flexible=True)]
+    old = [SimpleNamespace(id="1", steps=[{}], correct_strict=True, correct_flexible=True, pred_strict="1"),
+           SimpleNamespace(id="2", steps=[], correct_strict=False, correct_flexible=True, pred_strict=None)]
     s = summarize(old)
     assert s["step_errors"] is None and s["verifier_timeouts"] is None
     assert s["strict"]["correct"] == 1 and s["flexible"]["accuracy"] == 1.0
@@ -156,3 +156,28 @@ def test_the_budget_is_the_same_on_every_call():
         short = check_step(text, limits=Limits(max_work=need - 1))
         assert (short.verdict, short.reason) == ("unverifiable", TIMEOUT_REASON) and is_timeout(short)
     assert need < Limits().max_work // 100
+
+
+# ------------------------------------------------------------------ degeneration: repeated steps, no answer
+
+
+def test_repeated_steps_and_missing_answers_are_counted():
+    p = Problem(id="p", question="q", answer="14")
+    looping = score_record(p, "Step 1: 3 + 4 = 7\nStep 2: 3 + 4 = 7\nStep 3: 7 * 2 = 14\nThe answer is 14.")
+    fresh = score_record(p, "Step 1: 3 + 4 = 7\nStep 2: 7 * 2 = 14\nThe answer is 14.")
+    silent = score_record(p, "Step 1: 3 + 4 = 7\nStep 2: 7 * 2 = 14")
+    assert [repeats_a_step(r) for r in (looping, fresh, silent)] == [True, False, False]
+    assert repeats_a_step(looping.to_dict())  # a samples.jsonl line reads the same
+    s = summarize([looping, fresh, silent])
+    assert (s["repeats"]["count"], s["repeats"]["share"]) == (1, pytest.approx(1 / 3))
+    assert s["no_answer"]["count"] == 1 and silent.pred_strict is None
+    lo, hi = s["repeats"]["ci95"]
+    assert 0 < lo < 1 / 3 < hi < 1
+
+
+def test_a_repeat_is_the_same_body_under_any_marker():
+    same = [{"text": "Step 1: 3 + 4 = 7"}, {"text": "**Step 4:**  3 + 4 = 7 "}]
+    near = [{"text": "Step 1: 3 + 4 = 7"}, {"text": "Step 2: 3 + 4 = 7."}]
+    assert repeats_a_step({"steps": same}) and not repeats_a_step({"steps": near})
+    assert not repeats_a_step({"steps": [{"text": "Step 1:"}, {"text": "Step 2:"}]})  # empty bodies are no repeat
+    assert not repeats_a_step({})
