@@ -58,7 +58,8 @@ from presrm.schema import SCHEMA_VERSION, EvalRecord, Problem
 log = logging.getLogger(__name__)
 DEFAULT_MAX_NEW_TOKENS = 320
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "EvalSample", "build_prompt", "evaluate", "grade", "judge_steps",
-           "samples_path", "score_record", "step_error_rate", "summarize", "wilson_interval", "write_eval"]
+           "degeneration", "samples_path", "score_record", "step_error_rate", "summarize", "wilson_interval",
+           "write_eval"]
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -80,6 +81,22 @@ def _share(k: int, n: int) -> dict[str, Any]:
     return {"count": k, "share": k / n if n else 0.0, "ci95": list(wilson_interval(k, n))}
 
 
+def degeneration(records: Sequence[Any]) -> dict[str, Any]:
+    """``repeats`` and ``no_answer`` of records (objects or samples.jsonl dicts): count, share, Wilson interval.
+
+    >>> d = degeneration([{"steps": [{"text": "Step 1: 2 + 2 = 4"}, {"text": "Step 2: 2 + 2 = 4"}],
+    ...                    "pred_strict": None}, {"steps": [], "pred_strict": "4"}])
+    >>> d["repeats"]["count"], d["no_answer"]["share"]
+    (1, 0.5)
+    """
+    def pred(r: Any) -> Any:
+        return r.get("pred_strict") if isinstance(r, dict) else r.pred_strict
+
+    n = len(records)
+    return {"repeats": _share(sum(repeats_a_step(r) for r in records), n),
+            "no_answer": _share(sum(pred(r) is None for r in records), n)}
+
+
 def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
     """n, then per extractor: correct count, accuracy and its 95% Wilson interval; the step error rate;
     ``repeats`` and ``no_answer`` (count, share, Wilson interval).
@@ -94,8 +111,7 @@ def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
         lo, hi = wilson_interval(k, n)
         out[kind] = {"correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
     out["mean_steps"] = sum(len(r.steps) for r in records) / n if n else 0.0
-    out["repeats"] = _share(sum(repeats_a_step(r) for r in records), n)
-    out["no_answer"] = _share(sum(r.pred_strict is None for r in records), n)
+    out.update(degeneration(records))
     counts = [record_step_counts(r) for r in records]
     known = [c for c in counts if c is not None]
     if len(known) < n:

@@ -30,6 +30,7 @@ from markupsafe import Markup, escape
 
 from presrm import plots
 from presrm.errors import DataError
+from presrm.evaluate import degeneration
 from presrm.jsonio import read_json, read_jsonl, read_yaml, write_text_atomic
 from presrm.layout import EvalLayout, RunLayout, StageDir
 
@@ -70,9 +71,11 @@ def _eval_section(title: str, label: str, model_index: int,
     summary_file, samples_file = files
     if not summary_file.exists() or not samples_file.exists():
         return None
-    summary = read_json(summary_file)
+    summary, samples = read_json(summary_file), read_jsonl(samples_file)
+    if "repeats" not in summary:  # written before the degeneration counts: they come from the samples alone
+        summary.update(degeneration(samples))
     return {"title": title, "label": label, "model_index": model_index, "summary": summary,
-            "samples": read_jsonl(samples_file), "files": [summary_file.name, samples_file.name],
+            "samples": samples, "files": [summary_file.name, samples_file.name],
             "judge_quality": None, "step_judge": step_judge_label(summary)}
 
 

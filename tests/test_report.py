@@ -270,3 +270,17 @@ def test_old_summary_without_step_errors_renders(tmp_path):
     del res["step_errors"], res["verifier_timeouts"]
     (root / "results.json").write_text(json.dumps(res))
     assert re.search(r"\]</small></td><td>n/a</td>", write_report(root).read_text())
+
+
+def test_accuracy_table_shows_repeats_even_for_old_summaries(tmp_path):
+    root = make_eval_dir(tmp_path / "eval", problems=4)
+    rows = [json.loads(line) for line in (root / "samples.jsonl").read_text().splitlines()]
+    rows[0]["steps"] = rows[0]["steps"] + rows[0]["steps"][-1:]  # problem 0 states its last step twice
+    (root / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = json.loads((root / "results.json").read_text())
+    del res["repeats"], res["no_answer"]  # written before the counts existed: the report counts the samples
+    (root / "results.json").write_text(json.dumps(res))
+    html = write_report(root).read_text()
+    assert "repeats a step (95% CI)" in html and '<span title="count: 1">25.0%</span>' in html
+    report = json.loads((root / "report.json").read_text())
+    assert report["evals"][0]["summary"]["repeats"]["count"] == 1
