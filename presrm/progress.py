@@ -9,21 +9,31 @@ line of its own:
 
 * a bar redraws at most every :data:`LOG_INTERVAL_S` seconds (plus once when
   its label changes or it closes), in ASCII;
-* only the outermost presrm bar is drawn: a bar opened while another one is
-  live (generation batches inside a run's stage, judge batches inside step
-  search) stays silent. The ``stage start:`` / ``stage done:`` log lines say
-  where a run is.
+* only the outermost presrm bar is drawn as a bar. The ``stage start:`` /
+  ``stage done:`` log lines say where a run is;
+* a bar opened while the outermost one is live (a stage's evaluation, its step
+  search, vLLM's requests: :func:`library_bar`) becomes a **heartbeat**: one
+  plain log line (``presrm.progress``: label, percentage, count, elapsed and
+  time left) at most every :data:`LOG_INTERVAL_S` seconds, and none at all when
+  it ends sooner. One heartbeat at a time: bars opened inside it stay silent
+  (judge batches inside step search), so a 10-minute evaluation inside a
+  run's stage logs about 20 lines, and 10,000 short batches log none.
 
 >>> import io
 >>> b = bar(total=3, desc="demo", file=io.StringIO())  # not a terminal
->>> b.mininterval == LOG_INTERVAL_S, bar(total=2, desc="inner", file=io.StringIO()).disable
-(True, True)
->>> b.close()
+>>> inner = bar(total=2, desc="inner", file=io.StringIO())
+>>> b.mininterval == LOG_INTERVAL_S, inner.disable, inner.delay == LOG_INTERVAL_S  # a heartbeat
+(True, False, True)
+>>> bar(total=2, desc="innermost", file=io.StringIO()).disable
+True
+>>> inner.close(); b.close()
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sys
 import weakref
 from collections.abc import Iterable
@@ -35,7 +45,25 @@ LOG_INTERVAL_S = 30.0
 ASCII_BAR = " 123456789#"
 """tqdm's ASCII bar characters (what ``ascii=True`` draws)."""
 
+HEARTBEAT_FORMAT = "{desc}: {percentage:3.0f}% ({n_fmt}/{total_fmt} {unit}) [{elapsed}<{remaining}{postfix}]"
+"""A heartbeat's line: no bar, nothing that needs a terminal."""
+
+log = logging.getLogger(__name__)
+_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # a terminal's control sequence (tqdm's cursor moves)
 _live: weakref.WeakSet = weakref.WeakSet()  # presrm's open bars (a closed tqdm bar has disable=True)
+_beats: weakref.WeakSet = weakref.WeakSet()  # the open heartbeats (at most one)
+
+
+class _LogLines:
+    """A file for tqdm that makes each redraw one log record: no carriage return, no escape code."""
+
+    def write(self, text: str) -> None:
+        line = _ESCAPE.sub("", text).replace("\r", "").strip()
+        if line:
+            log.info("%s", line)
+
+    def flush(self) -> None:
+        pass
 
 
 def interactive(stream: TextIO | None = None) -> bool:
@@ -68,15 +96,6 @@ def bars_disabled() -> bool:
     return os.environ.get("TQDM_DISABLE", "").lower() in {"1", "true"}
 
 
-def shows_bar(stream: TextIO | None = None) -> bool:
-    """Whether a library's own bar (vLLM's ``use_tqdm``) should be drawn now: never where bars are disabled
-    (vLLM divides by a disabled bar's elapsed time, 0); always on a terminal; in a log only when no presrm bar
-    is live, the same rule :func:`bar` applies to presrm's nested bars."""
-    if bars_disabled():
-        return False
-    return interactive(stream) or not any(not b.disable for b in _live)
-
-
 def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str | None = None,
         unit: str = "it", disable: bool = False, leave: bool = True, file: TextIO | None = None, **kwargs: Any):
     """A tqdm bar: as asked on a terminal; in a log, throttled and silent inside another live bar.
@@ -86,10 +105,43 @@ def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: s
     from tqdm.auto import tqdm
 
     disable = disable or bars_disabled()
+    beat = False
     if not interactive(file):
-        disable = disable or any(not b.disable for b in _live)
         kwargs.update(mininterval=LOG_INTERVAL_S, maxinterval=LOG_INTERVAL_S, ascii=True, dynamic_ncols=False)
+        if not disable and _is_live(_live):
+            beat = not _is_live(_beats)
+            disable = not beat
+        if beat:
+            kwargs.update(delay=LOG_INTERVAL_S, bar_format=HEARTBEAT_FORMAT, position=0)  # no cursor moves
+            file = _LogLines()  # type: ignore[assignment]
     made = tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave, file=file, **kwargs)
     if not disable:
-        _live.add(made)
+        (_beats if beat else _live).add(made)
     return made
+
+
+def _is_live(bars: weakref.WeakSet) -> bool:
+    return any(not b.disable for b in bars)
+
+
+def library_bar(desc: str | None, stream: TextIO | None = None) -> bool | Any:
+    """What to pass as a library's ``use_tqdm`` (vLLM's ``generate``) for work labelled ``desc``.
+
+    False with no label or where bars are disabled (vLLM divides by a disabled bar's elapsed time, 0); True
+    (the library's own bar) on a terminal or when no presrm bar is live; in a log inside a live presrm bar, a
+    factory of :func:`bar` under ``desc`` (a heartbeat, or silent inside another heartbeat).
+    """
+    if desc is None or bars_disabled():
+        return False
+    if interactive(stream) or not _is_live(_live):
+        return True
+    if _is_live(_beats):
+        return False  # a bar inside a heartbeat would be disabled, and vLLM cannot take a disabled bar
+    label = desc
+
+    def factory(*args: Any, total: float | None = None, **kwargs: Any):
+        kwargs.pop("desc", None)  # vLLM's "Processed prompts": the caller's label says more
+        kwargs.pop("dynamic_ncols", None)
+        return bar(*args, total=total, desc=label, unit="prompt", **kwargs)
+
+    return factory

@@ -272,7 +272,7 @@ def _progress_callback():
     """A TrainerCallback that shows training through presrm's progress policy instead of transformers' own.
 
     transformers' ProgressCallback draws a nested bar (cursor-up codes in a log) and prints every logging
-    step's metric dict raw. This one draws a presrm bar (silent inside a stage's bar in a log) and writes
+    step's metric dict raw. This one draws a presrm bar on a terminal (none in a log) and writes
     one compact ``train step i/n: loss ..., ...`` line to presrm's logger: at most every
     :data:`presrm.progress.LOG_INTERVAL_S` seconds in a log (and at the last step), never on a terminal,
     where the bar's postfix shows the same figures. The full history stays in train.json.
@@ -288,7 +288,9 @@ def _progress_callback():
 
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                self.bar = progress_bar(total=state.max_steps, desc="train", unit="step", leave=False)
+                # in a log the "train step i/n" lines below are the progress: no heartbeat beside them
+                self.bar = progress_bar(total=state.max_steps, desc="train", unit="step", leave=False,
+                                        disable=not interactive())
                 self.last = time.monotonic()
 
         def on_step_end(self, args, state, control, **kwargs):

@@ -1,4 +1,4 @@
-"""Progress bars: unchanged on a terminal; throttled, ASCII and never nested in a log."""
+"""Progress bars: unchanged on a terminal; in a log throttled, ASCII, one bar and at most one heartbeat line."""
 
 import io
 import os
@@ -18,14 +18,18 @@ class Terminal(io.StringIO):
 def test_bars_on_a_terminal_and_in_a_log(stream, interactive):
     outer = bar(total=100, desc="stages", file=stream)
     inner = bar(total=10, desc="batches", file=stream, leave=False)
-    assert not outer.disable
-    assert inner.disable is not interactive  # in a log only the outermost bar draws
+    innermost = bar(total=3, desc="judge", file=stream, leave=False)
+    assert not outer.disable and not inner.disable
+    assert innermost.disable is not interactive  # in a log: one heartbeat at a time
     assert (outer.mininterval == LOG_INTERVAL_S) is not interactive
-    inner.close()
-    outer.close()
+    inner.update(10)
+    for b in (innermost, inner, outer):
+        b.close()
+    assert ("batches" in stream.getvalue()) is interactive  # in a log the heartbeat writes log records instead
     after = bar(total=10, desc="next stage", file=stream)  # the outer bar is closed: this one is outermost
     assert not after.disable
     after.close()
+    assert "next stage" in stream.getvalue()
 
 
 def test_a_log_gets_a_few_lines_not_one_per_update():
@@ -61,20 +65,54 @@ def test_stderr_that_cannot_say_is_no_terminal():
 
 
 def test_a_library_bar_follows_the_same_rule():
-    """vLLM's own bar (use_tqdm) draws on a terminal; in a log only while no presrm bar is live."""
+    """vLLM's own bar (use_tqdm) draws on a terminal or alone; in a log inside a presrm bar it is a heartbeat
+    factory under the caller's label; inside a heartbeat, none (vLLM cannot take a disabled bar)."""
     log = io.StringIO()
-    assert progress.shows_bar(Terminal()) and progress.shows_bar(log)
+    assert progress.library_bar("gen", Terminal()) is True and progress.library_bar("gen", log) is True
+    assert progress.library_bar(None, Terminal()) is False
     outer = bar(total=3, desc="stages", file=log)
-    assert progress.shows_bar(Terminal()) and not progress.shows_bar(log)
+    assert progress.library_bar("gen", Terminal()) is True
+    factory = progress.library_bar("M3 eval: greedy", log)
+    assert callable(factory)
+    pbar = factory(total=5, desc="Processed prompts", dynamic_ncols=True, postfix="est. speed input: 0 toks/s")
+    assert not pbar.disable and pbar.desc == "M3 eval: greedy" and pbar.unit == "prompt"
+    assert pbar.format_dict["elapsed"] >= 0  # vLLM reads it
+    assert progress.library_bar("inner", log) is False
+    pbar.close()
     outer.close()
-    assert progress.shows_bar(log)
+    assert progress.library_bar("gen", log) is True
+
+
+def test_a_heartbeat_logs_a_line_per_interval_and_short_work_none(monkeypatch, caplog):
+    import time
+
+    monkeypatch.setattr(progress, "LOG_INTERVAL_S", 0.05)
+    caplog.set_level("INFO", logger="presrm.progress")
+    stream = io.StringIO()
+    outer = bar(total=1, desc="run [M3 eval]", file=stream)
+    for _ in range(50):  # short work: never a line
+        quick = bar(total=2, desc="judge batch", file=stream)
+        quick.update(2)
+        quick.close()
+    assert not caplog.records
+    slow = bar(total=4, desc="M3 eval: greedy", unit="problem", file=stream)
+    for _ in range(4):
+        time.sleep(0.08)
+        slow.update(1)
+    slow.close()
+    outer.close()
+    lines = [r.getMessage() for r in caplog.records]
+    assert 2 <= len(lines) <= 5, lines
+    assert all(line.startswith("M3 eval: greedy: ") and "\r" not in line and "\x1b" not in line for line in lines)
+    assert lines[-1].startswith("M3 eval: greedy: 100% (4/4 problem) [")
+    assert "greedy" not in stream.getvalue() and "judge batch" not in stream.getvalue()
 
 
 def test_no_library_bar_where_bars_are_disabled(monkeypatch):
     """Ranks > 0 of a launch (TQDM_DISABLE): vLLM gets use_tqdm=False even on a terminal (its disabled bar's
     elapsed time is 0, and vLLM divides by it)."""
     monkeypatch.setenv("TQDM_DISABLE", "1")
-    assert not progress.shows_bar(Terminal()) and not progress.shows_bar(io.StringIO())
+    assert progress.library_bar("gen", Terminal()) is False and progress.library_bar("gen", io.StringIO()) is False
 
 
 LIBRARY_BARS = """

@@ -46,7 +46,7 @@ import torch
 from presrm import dist
 from presrm.engines.base import EngineBase, EngineOptions, normalise_choices
 from presrm.errors import ModelLoadError
-from presrm.progress import shows_bar
+from presrm.progress import library_bar
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class VLLMEngine(EngineBase):
     def _run(self, prompts: Sequence[str], params: list[Any], desc: str | None):
         if self.llm is None:
             raise RuntimeError("this vLLM engine was closed")
-        return self.llm.generate(self._token_prompts(prompts), params, use_tqdm=desc is not None and shows_bar())
+        return self.llm.generate(self._token_prompts(prompts), params, use_tqdm=library_bar(desc))
 
     def _generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int, temperature: float, top_p: float,
                   stop: Sequence[str], seed: int, batch_size: int | None, desc: str | None) -> list[list[str]]:
@@ -269,7 +269,7 @@ class VLLMEngine(EngineBase):
         params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0, detokenize=False,
                                 skip_reading_prefix_cache=not cached)
         results = self.llm.generate([{"prompt_token_ids": list(ids[i])} for i in which], [params] * len(which),
-                                    use_tqdm=desc is not None and shows_bar())
+                                    use_tqdm=library_bar(desc))
         again = []
         for i, res in zip(which, results, strict=True):
             read = res.num_cached_tokens or 0
