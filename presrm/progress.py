@@ -98,7 +98,8 @@ def bars_disabled() -> bool:
 
 def bar(iterable: Iterable | None = None, *, total: float | None = None, desc: str | None = None,
         unit: str = "it", disable: bool = False, leave: bool = True, file: TextIO | None = None, **kwargs: Any):
-    """A tqdm bar: as asked on a terminal; in a log, throttled and silent inside another live bar.
+    """A tqdm bar: as asked on a terminal; in a log, throttled, a heartbeat inside the outermost live bar and
+    silent inside a heartbeat.
 
     ``file`` defaults to stderr; the other arguments are tqdm's.
     """
@@ -129,7 +130,7 @@ def library_bar(desc: str | None, stream: TextIO | None = None) -> bool | Any:
 
     False with no label or where bars are disabled (vLLM divides by a disabled bar's elapsed time, 0); True
     (the library's own bar) on a terminal or when no presrm bar is live; in a log inside a live presrm bar, a
-    factory of :func:`bar` under ``desc`` (a heartbeat, or silent inside another heartbeat).
+    factory of :func:`bar` under ``desc`` (a heartbeat); False inside a heartbeat (no line from it).
     """
     if desc is None or bars_disabled():
         return False
