@@ -240,6 +240,7 @@ def test_evidence_recipe_and_its_ablation_arms_parse(tmp_path):
     path = Path(__file__).resolve().parents[1] / "configs" / "evidence_cpu.yaml"
     cfg = load_config(path)
     assert cfg.engine == "vllm" and cfg.judge.mode == "likelihood" and not cfg.init.eft
+    assert cfg.search.no_repeats and cfg.train.sft_weight == 1.0  # approach 4, the recipe that held up
     assert [cfg.eval.limit_of(m) for m in range(4)] == [300, None, 300, None]
     (tmp_path / "m1").mkdir()
     for mode in ("likelihood", "pointwise", "random"):
