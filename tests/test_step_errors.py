@@ -17,7 +17,8 @@ from presrm.verify import TIMEOUT_REASON, check_step, is_timeout
 def _record(pid, wrong, verifiable, timed_out=0, correct=False):
     """A graded record as summarize reads it (attributes), with hand-set step counts."""
     return SimpleNamespace(id=pid, steps=[{}] * (verifiable + 1), correct_strict=correct, correct_flexible=correct,
-                           pred_strict="1" if correct else None, steps_wrong=wrong, steps_verifiable=verifiable, steps_timed_out=timed_out)
+                           pred_strict="1" if correct else None, steps_wrong=wrong, steps_verifiable=verifiable,
+                           steps_timed_out=timed_out)
 
 
 @pytest.mark.parametrize(
