@@ -46,6 +46,7 @@ from presrm.grading import (
     build_prompt,
     grade,
     judge_steps,
+    record_field,
     record_step_counts,
     repeats_a_step,
     score_record,
@@ -89,12 +90,9 @@ def degeneration(records: Sequence[Any]) -> dict[str, Any]:
     >>> d["repeats"]["count"], d["no_answer"]["share"]
     (1, 0.5)
     """
-    def pred(r: Any) -> Any:
-        return r.get("pred_strict") if isinstance(r, dict) else r.pred_strict
-
     n = len(records)
     return {"repeats": _share(sum(repeats_a_step(r) for r in records), n),
-            "no_answer": _share(sum(pred(r) is None for r in records), n)}
+            "no_answer": _share(sum(record_field(r, "pred_strict") is None for r in records), n)}
 
 
 def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:

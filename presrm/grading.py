@@ -138,6 +138,11 @@ def step_counts(checks: Sequence[dict[str, Any]]) -> dict[str, int]:
             "steps_timed_out": sum(is_timeout(c) for c in checks)}
 
 
+def record_field(record: Any, key: str) -> Any:
+    """``record``'s ``key``: an attribute of a record object or a key of a samples.jsonl dict; None when absent."""
+    return record.get(key) if isinstance(record, dict) else getattr(record, key, None)
+
+
 def record_step_counts(record: Any) -> tuple[int, int, int] | None:
     """``(steps_wrong, steps_verifiable, steps_timed_out)`` of a record (an object or a samples.jsonl dict).
 
@@ -146,8 +151,7 @@ def record_step_counts(record: Any) -> tuple[int, int, int] | None:
     >>> record_step_counts({"steps_wrong": 1, "steps_verifiable": 3, "steps_timed_out": 0}), record_step_counts({})
     ((1, 3, 0), None)
     """
-    get = record.get if isinstance(record, dict) else lambda k: getattr(record, k, None)
-    wrong, verifiable, timed_out = (get(k) for k in STEP_COUNT_FIELDS)
+    wrong, verifiable, timed_out = (record_field(record, k) for k in STEP_COUNT_FIELDS)
     if wrong is None or verifiable is None or timed_out is None:
         return None
     return int(wrong), int(verifiable), int(timed_out)
@@ -164,8 +168,7 @@ def repeats_a_step(record: Any) -> bool:
     >>> repeats_a_step({"steps": [{"text": "Step 1: 3 + 4 = 7"}, {"text": "Step 2: 7 * 2 = 14"}]})
     False
     """
-    steps = record.get("steps") if isinstance(record, dict) else getattr(record, "steps", None)
-    bodies = [step_body(s.get("text", "") if isinstance(s, dict) else s.text) for s in steps or ()]
+    bodies = [step_body(record_field(s, "text") or "") for s in record_field(record, "steps") or ()]
     bodies = [b for b in bodies if b]
     return len(set(bodies)) < len(bodies)
 

@@ -138,11 +138,10 @@ def library_bar(desc: str | None, stream: TextIO | None = None) -> bool | Any:
         return True
     if _is_live(_beats):
         return False  # a bar inside a heartbeat would be disabled, and vLLM cannot take a disabled bar
-    label = desc
 
     def factory(*args: Any, total: float | None = None, **kwargs: Any):
         kwargs.pop("desc", None)  # vLLM's "Processed prompts": the caller's label says more
         kwargs.pop("dynamic_ncols", None)
-        return bar(*args, total=total, desc=label, unit="prompt", **kwargs)
+        return bar(*args, total=total, desc=desc, unit="prompt", **kwargs)
 
     return factory
