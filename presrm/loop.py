@@ -345,19 +345,33 @@ def _on_policy_steps(cfg: RunConfig, task, problems, out: StageDir):
     return nat
 
 
-def _apart_from_eval(cfg: RunConfig, problems: list) -> tuple[list, int]:
-    """Init problems minus any whose question is one the run evaluates on (accuracy or judge sets).
+def _evaluates(cfg: RunConfig) -> bool:
+    """Whether the run evaluates any model (accuracy, and the judge sets built from the same problems)."""
+    return cfg.eval.before or cfg.eval.after
 
-    GSM8K's train and test splits share no question, so with the stock tasks nothing is dropped; a
-    user's own data files get the same guarantee: train and test never mix.
-    """
+
+def _eval_questions(cfg: RunConfig) -> frozenset[str]:
+    """The questions the run evaluates on (accuracy or judge sets); empty when it evaluates nothing."""
+    if not _evaluates(cfg):
+        return frozenset()
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
     limits = [cfg.eval.largest_limit()] + ([cfg.eval.judge_eval_limit] if cfg.eval.judge_eval else [])
     limit = None if None in limits else max(limits)
-    held_out = {p.question.strip() for p in load_problems(eval_task, limit=limit, data_file=cfg.eval.data_file)}
+    return frozenset(p.question.strip() for p in load_problems(eval_task, limit=limit, data_file=cfg.eval.data_file))
+
+
+def _apart_from_eval(cfg: RunConfig, problems: list, stage: str) -> tuple[list, int]:
+    """``problems`` (init's or a search's) minus any whose question is one the run evaluates on.
+
+    GSM8K's train and test splits share no question, so with the stock tasks nothing is dropped; a
+    user's own data files get the same guarantee: train and test never mix. ``stage`` names the
+    caller in the warning.
+    """
+    held_out = _eval_questions(cfg)
     kept = [p for p in problems if p.question.strip() not in held_out]
     if len(kept) < len(problems):
-        log.warning("init: %d problem(s) left out because the run also evaluates on them", len(problems) - len(kept))
+        log.warning("%s: %d problem(s) left out because the run also evaluates on them", stage,
+                    len(problems) - len(kept))
     return kept, len(problems) - len(kept)
 
 
@@ -403,7 +417,7 @@ def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     n = max(cfg.init.ift_problems if cfg.init.ift else 0, cfg.init.eft_problems if cfg.init.eft else 0,
             cfg.init.on_policy_problems if cfg.init.eft and "on_policy" in cfg.init.eft_sources else 0)
     problems = load_problems(task, limit=n, offset=cfg.init.offset, data_file=cfg.init.data_file)
-    problems, overlap = _apart_from_eval(cfg, problems)
+    problems, overlap = _apart_from_eval(cfg, problems, "init")
     nat = _on_policy_steps(cfg, task, problems, out) if cfg.init.eft and "on_policy" in cfg.init.eft_sources else None
     ENGINES.release()  # no inference engine holds memory while a model trains
     model, tok = load_model(cfg.model, device=cfg.device, training=True, precision=cfg.train.precision)
@@ -461,6 +475,7 @@ def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[lis
     task = load_task(cfg.search.task, cfg.tasks_dir)
     offset, count = cfg.search.problems_at(k)
     problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
+    problems, overlap = _apart_from_eval(cfg, problems, f"iteration {k} search")
     with open_run_engine(cfg, spec, search=True, samples=True) as engine:  # released before training
         judge = make_run_judge(cfg, engine, task=cfg.search.task)
         # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
@@ -470,7 +485,7 @@ def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[lis
     records, pairs = dist.gather(records), dist.gather(pairs)
     if dist.is_main():
         write_jsonl(out.samples, records)
-        write_json(out.search, search_stats(records, pairs))
+        write_json(out.search, {**search_stats(records, pairs), "problems_dropped_as_eval_problems": overlap})
         write_jsonl(out.pairs, pairs)  # last: its presence marks the stage complete
     dist.barrier()
     # Read back, so that a fresh run and a resumed one train on byte-identical input.
@@ -520,7 +535,9 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
     m1 = cfg.init.model or (str(rd.init.model) if trains_m1 else None)  # None: iteration 0 starts from M0
     tracker = RunTracker.for_run(cfg.train.report_to, rd.root, cfg.name)
     eval_task = load_task(cfg.eval.task, cfg.tasks_dir)
-    eval_problems = load_problems(eval_task, limit=cfg.eval.largest_limit(), data_file=cfg.eval.data_file)
+    # read only when a model is evaluated: a run without evaluation needs no test split (offline, no local file)
+    eval_problems = load_problems(eval_task, limit=cfg.eval.largest_limit(), data_file=cfg.eval.data_file) \
+        if _evaluates(cfg) else []
 
     def problems_of(model: int) -> list:
         """The eval problems model M_``model`` is evaluated on (eval.limit, per model when a list)."""

@@ -311,3 +311,31 @@ def test_eval_limit_per_model(tiny_model_dir, gsm8k_like, tmp_path):
         == [3, 1, 1]
     with pytest.raises(ConfigError, match="eval.limit"):
         load_config(None, ["eval.limit=[3, 0]"])
+
+
+def test_a_run_that_evaluates_nothing_never_reads_the_eval_split(tiny_model_dir, gsm8k_like, tmp_path):
+    """eval.before and eval.after off: the eval task's data is never loaded, so a task whose data cannot be had
+    (offline, no local file) does not stop the run. The old loop loaded it first and failed before any stage."""
+    task = tmp_path / "no_data.yaml"
+    text = (Path(__file__).resolve().parents[1] / "tasks" / "gsm8k.yaml").read_text()
+    text = text.replace("${PRESRM_DATA_DIR}/gsm8k/test.jsonl", str(tmp_path / "absent.jsonl"))
+    text = text.replace("../../shared/data/gsm8k/test.jsonl", str(tmp_path / "absent.jsonl"))
+    task.write_text(text.replace("  hf_dataset: openai/gsm8k\n", "", 1).replace("name: gsm8k", "name: no_data"))
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.before=false", "eval.after=false", f"eval.task={task}",
+               "eval.data_file=null")
+    summary = run(cfg)
+    assert summary["iterations"][0]["pairs"] > 0
+    assert read_json(tmp_path / "t" / "iter_0" / "search.json")["problems_dropped_as_eval_problems"] == 0
+
+
+def test_search_problems_that_are_eval_problems_are_left_out(tiny_model_dir, gsm8k_like, tmp_path, caplog):
+    """Search and eval on the same file: the problems the run evaluates on are never searched (train and test
+    never mix), the count is in search.json and a warning says so. The old loop searched them silently."""
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.limit=1", "search.num_problems=3", "eval.after=false")
+    with caplog.at_level(logging.WARNING, logger="presrm.loop"):
+        run(cfg)
+    search = read_json(tmp_path / "t" / "iter_0" / "search.json")
+    assert search["problems_dropped_as_eval_problems"] == 1 and search["problems"] == 2
+    searched = {r["id"] for r in read_jsonl(tmp_path / "t" / "iter_0" / "samples.jsonl")}
+    assert searched == {"gsm8k_train-1", "gsm8k_train-2"}
+    assert "iteration 0 search: 1 problem(s) left out because the run also evaluates on them" in caplog.text
