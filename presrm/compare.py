@@ -15,7 +15,8 @@ With no discordant pair (b + c = 0) both p-values are 1.
 
 ``repeats`` pairs the solutions that state one step twice, word for word
 (:func:`presrm.grading.repeats_a_step`), with the same McNemar test: ``b`` counts
-problems where only A repeats, ``c`` those where only B does.
+problems where only A repeats, ``c`` those where only B does; ``no_answer`` the same
+for solutions with no final answer under strict extraction.
 
 The step error rate (:func:`presrm.grading.step_error_rate`) is compared on the same
 problems too: the difference B - A of the pooled rates, a 95% paired bootstrap
@@ -30,7 +31,7 @@ either side of zero (:func:`presrm.stats.paired_bootstrap`). It is None, with a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from math import comb
 from pathlib import Path
@@ -104,13 +105,26 @@ def paired(a: dict[str, dict[str, bool]], b: dict[str, dict[str, bool]], ids: Se
     return out
 
 
+def paired_flag(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], ids: Sequence[str],
+                flag: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """How many records of A and of B have ``flag``, and McNemar on the discordant problems (``b``: only A has it,
+    ``c``: only B)."""
+    fa, fb = ({i: bool(flag(side[i])) for i in ids} for side in (a, b))
+    n = len(ids)
+    return {"count_a": sum(fa.values()), "count_b": sum(fb.values()),
+            "share_a": sum(fa.values()) / n if n else 0.0, "share_b": sum(fb.values()) / n if n else 0.0,
+            **mcnemar(sum(fa[i] and not fb[i] for i in ids), sum(fb[i] and not fa[i] for i in ids))}
+
+
 def paired_repeats(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], ids: Sequence[str]) -> dict[str, Any]:
     """How many solutions of A and of B repeat a step word for word, and McNemar on the discordant problems."""
-    ra, rb = ({i: repeats_a_step(side[i]) for i in ids} for side in (a, b))
-    n = len(ids)
-    return {"count_a": sum(ra.values()), "count_b": sum(rb.values()),
-            "share_a": sum(ra.values()) / n if n else 0.0, "share_b": sum(rb.values()) / n if n else 0.0,
-            **mcnemar(sum(ra[i] and not rb[i] for i in ids), sum(rb[i] and not ra[i] for i in ids))}
+    return paired_flag(a, b, ids, repeats_a_step)
+
+
+def paired_no_answer(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]], ids: Sequence[str]) -> dict[str, Any]:
+    """How many solutions of A and of B state no final answer (strict extraction), and McNemar on the discordant
+    problems."""
+    return paired_flag(a, b, ids, lambda rec: rec.get("pred_strict") is None)
 
 
 def _rate_difference(xs: list[tuple[int, int, int, int]]) -> float | None:
@@ -165,7 +179,8 @@ def compare_runs(path_a: str | Path, path_b: str | Path, *, common: bool = False
     return {"a": str(ra), "b": str(rb), "n": len(ids), "evaluated": evaluated, "protocol_differs": differs,
             **paired(a, b, ids),
             "test": "McNemar, exact two-sided binomial on the discordant pairs (p_exact); mid-p also given",
-            "step_errors": paired_step_errors(rec_a, rec_b, ids), "repeats": paired_repeats(rec_a, rec_b, ids)}
+            "step_errors": paired_step_errors(rec_a, rec_b, ids), "repeats": paired_repeats(rec_a, rec_b, ids),
+            "no_answer": paired_no_answer(rec_a, rec_b, ids)}
 
 
 def _pct(x: float | None, spec: str = "6.1f") -> str:
@@ -186,11 +201,13 @@ def format_comparison(result: dict[str, Any]) -> str:
         lines.append(f"{e:<10} {100 * r['accuracy_a']:6.1f}% {100 * r['accuracy_b']:6.1f}% "
                      f"{100 * r['difference']:+6.1f}% {r['b']:>10} {r['c']:>10} {r['p_exact']:8.4f} {r['p_mid']:8.4f}")
     lines += _step_error_lines(result.get("step_errors"))
-    r = result.get("repeats")
-    if r:
-        lines.append(f"{'repeats':<10} {100 * r['share_a']:6.1f}% {100 * r['share_b']:6.1f}% "
-                     f"{100 * (r['share_b'] - r['share_a']):+6.1f}% {r['b']:>10} {r['c']:>10} {r['p_exact']:8.4f} "
-                     f"{r['p_mid']:8.4f}  (solutions that state a step twice, word for word; b: only A, c: only B)")
+    for key, what in (("repeats", "solutions that state a step twice, word for word"),
+                      ("no_answer", "solutions with no final answer (strict)")):
+        r = result.get(key)
+        if r:
+            lines.append(f"{key:<10} {100 * r['share_a']:6.1f}% {100 * r['share_b']:6.1f}% "
+                         f"{100 * (r['share_b'] - r['share_a']):+6.1f}% {r['b']:>10} {r['c']:>10} "
+                         f"{r['p_exact']:8.4f} {r['p_mid']:8.4f}  ({what}; b: only A, c: only B)")
     return "\n".join(lines)
 
 
