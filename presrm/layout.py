@@ -9,6 +9,7 @@ aside and renamed into place)::
     <output_dir>/<name>/            RunLayout(root)
         config.yaml                 resolved config, library versions, seed, git hash         .config
         natural.jsonl               with eval.judge_eval: M0's own steps on eval problems      .natural
+        stages.jsonl                every stage that ran (not those skipped on resume): label, seconds  .stages
         logs/                       with train.report_to: the loop's per-iteration figures    .logs
         model_card.md               with train.push_to_hub                                    .model_card
         report.html, report.json                                                              .report_html/_json
@@ -119,6 +120,7 @@ class RunLayout:
 
     config = property(lambda self: self.root / "config.yaml")
     natural = property(lambda self: self.root / "natural.jsonl")
+    stages = property(lambda self: self.root / "stages.jsonl", doc="one line per stage run: label, seconds, when")
     logs = property(lambda self: self.root / "logs")
     model_card = property(lambda self: self.root / "model_card.md")
     report_html = property(lambda self: self.root / "report.html")

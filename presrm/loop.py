@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
 import gc
 import logging
 import subprocess
+import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -248,14 +250,16 @@ class Progress:
 
     Each stage logs ``stage start: <label>`` and ``stage done: <label>``; a stage
     skipped on resume leaves the bar's total, so the estimate counts only real work.
+    Each stage that ran adds a line to ``stages`` (``stages.jsonl``: label, seconds, when it ended).
     """
 
-    def __init__(self, labels: list[str], name: str):
-        self.name = name
+    def __init__(self, labels: list[str], name: str, stages: Path | None = None):
+        self.name, self.stages, self.started = name, stages, time.monotonic()
         self.bar = progress_bar(total=len(labels), desc=f"{name}", unit="stage", position=0)
 
     def start(self, label: str) -> None:
         self.bar.set_description(f"{self.name} [{label}]")
+        self.started = time.monotonic()
         log.info("stage start: %s", label)
 
     def done(self, label: str, *, skipped: bool) -> None:
@@ -264,6 +268,11 @@ class Progress:
             self.bar.refresh()
         else:
             self.bar.update(1)
+            if self.stages is not None and dist.is_main():
+                done = read_jsonl(self.stages) if self.stages.is_file() else []
+                ended = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+                write_jsonl(self.stages, [*done, {"stage": label, "seconds": round(time.monotonic() - self.started, 1),
+                                                  "ended": ended}])
         log.info("stage %s: %s", "skipped" if skipped else "done", label)
 
     def close(self) -> None:
@@ -547,7 +556,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         raise DataError(f"eval.task {eval_task.name}: no problems to evaluate in "
                         f"{cfg.eval.data_file or 'its data'}; fix eval.data_file or set eval.before/after: false")
     summary: dict[str, Any] = {"run_dir": str(rd.root), "iterations": []}
-    progress = Progress(_stage_labels(cfg), cfg.name)
+    progress = Progress(_stage_labels(cfg), cfg.name, rd.stages)
     try:
         if cfg.eval.before:
             summary["before"] = _staged(progress, "M0 eval", _eval_stage, cfg, cfg.model, rd.iteration(0),

@@ -1,0 +1,265 @@
+"""``presrm reproduce``: the headline finding from nothing, in one command, ending in a one-page report card.
+
+Two arms from one M1 (docs/RESULTS.md, "The judge ablation"):
+
+- ``self_judge``: the recipe as given (``configs/reproduce.yaml``: M0 -> M1 by IFT, then two self-rewarding
+  iterations ranked by the model's own likelihood judge);
+- ``random``: the same iterations from the same M1 (``init.model``: the first arm's ``init/model``), the same
+  seeds and problems, with ``judge.mode=random``: the candidates ranked by a seeded hash, the verifier's
+  grounding unchanged.
+
+M1 and both final models are evaluated on the recipe's test problems (the full 1,319 by default), and the card
+pairs them: the final model against M1, and the self-judge arm against the random arm (McNemar on accuracy,
+repeats and no answer; paired bootstrap on the step error rate). Each arm is an ordinary run folder under
+``<output_dir>/<name>/``, so ``--resume`` continues after a crash, even ``kill -9``, exactly as
+``presrm train --resume`` does; the card is rebuilt from the files every time.
+
+>>> reproduce(load_config("configs/reproduce.yaml", []), resume=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from presrm.compare import compare_runs
+from presrm.config import RunConfig
+from presrm.errors import RunStateError
+from presrm.jsonio import read_json, read_jsonl, read_yaml, write_json, write_text_atomic
+from presrm.layout import RunLayout
+
+log = logging.getLogger(__name__)
+
+ARMS = ("self_judge", "random")
+ALPHA = 0.05
+
+
+@dataclasses.dataclass(frozen=True)
+class CardLayout:
+    """Where ``presrm reproduce`` writes: one run folder per arm, and the card beside them."""
+
+    root: Path
+
+    def arm(self, name: str) -> RunLayout:
+        return RunLayout(self.root / name)
+
+    card_md = property(lambda self: self.root / "report_card.md")
+    card_html = property(lambda self: self.root / "report_card.html")
+    card_json = property(lambda self: self.root / "report_card.json")
+
+
+def pick_engine(overrides: list[str]) -> str | None:
+    """``vllm`` where it can run here and no ``engine=`` override says otherwise, else ``hf``; None when the
+    overrides name the engine themselves."""
+    if any(o.split("=", 1)[0].strip() == "engine" for o in overrides):
+        return None
+    from presrm.engines.vllm import vllm_available
+
+    reason = vllm_available()
+    if reason:
+        log.info("reproduce: engine hf (vLLM cannot run here: %s)", reason)
+        return "hf"
+    log.info("reproduce: engine vllm")
+    return "vllm"
+
+
+def arm_configs(cfg: RunConfig) -> dict[str, RunConfig]:
+    """The two arms' recipes: ``cfg`` itself, and the random-ranking arm from its M1."""
+    if cfg.iterations < 1 or not (cfg.init.ift or cfg.init.eft):
+        raise RunStateError("reproduce needs a recipe that trains M1 (init.ift or init.eft) and runs at least one "
+                            "iteration from it")
+    card = CardLayout(Path(cfg.output_dir) / cfg.name)
+    own = dataclasses.replace(cfg, output_dir=str(card.root), name="self_judge")
+    m1 = card.arm("self_judge").init.model
+    random_arm = dataclasses.replace(
+        own, name="random", judge=dataclasses.replace(cfg.judge, mode="random"),
+        init=dataclasses.replace(cfg.init, ift=False, eft=False, model=str(m1), evaluate=False),
+        eval=dataclasses.replace(cfg.eval, before=False, judge_eval=False))
+    return {"self_judge": own, "random": random_arm}
+
+
+def reproduce(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
+    """Run both arms (each resumable), then compare and write the card; return the card's data."""
+    from presrm.loop import run
+
+    arms = arm_configs(cfg)
+    card = CardLayout(Path(cfg.output_dir) / cfg.name)
+    if card.root.exists() and any(card.root.iterdir()) and not resume:
+        raise RunStateError(f"{card.root} already exists; pass --resume to continue it, or choose another "
+                            "name=... / output_dir=...")
+    for name in ARMS:
+        log.info("reproduce: arm %s", name)
+        run(arms[name], resume=resume)
+    data = collect(card.root, iterations=cfg.iterations)
+    write_card(card, data)
+    return data
+
+
+def _final_eval(arm: RunLayout, iterations: int) -> Path:
+    return arm.iteration(iterations - 1).eval_files("eval")[0]
+
+
+def _auroc(folder: Path) -> dict[str, Any] | None:
+    results = folder / "results.json"
+    if not results.is_file():
+        return None
+    natural = read_json(results).get("natural") or {}
+    return natural.get("step_auroc")
+
+
+def _model_row(label: str, summary: dict[str, Any]) -> dict[str, Any]:
+    se = summary.get("step_errors") or {}
+    return {"model": label, "n": summary["n"], "strict": summary["strict"], "flexible": summary["flexible"],
+            "step_errors": {"rate": se.get("rate"), "ci95": se.get("ci95"), "wrong": se.get("wrong"),
+                            "verifiable": se.get("verifiable")},
+            "repeats": summary.get("repeats"), "no_answer": summary.get("no_answer"),
+            "mean_steps": summary.get("mean_steps")}
+
+
+def _stages(arm: str, layout: RunLayout) -> list[dict[str, Any]]:
+    path = layout.stages
+    return [{"arm": arm, **r} for r in read_jsonl(path)] if path.is_file() else []
+
+
+def collect(root: str | Path, *, iterations: int) -> dict[str, Any]:
+    """The card's data, read from the two arms' run folders under ``root``."""
+    card = CardLayout(Path(root))
+    own, rnd = card.arm("self_judge"), card.arm("random")
+    m1_eval, own_eval, rnd_eval = own.init.eval_files("eval")[0], _final_eval(own, iterations), _final_eval(rnd,
+                                                                                                           iterations)
+    last = f"M{iterations + 1}"
+    models = [("M1", m1_eval), (f"{last}, self-judge", own_eval), (f"{last}, random ranking", rnd_eval)]
+    missing = [str(p) for _, p in models if not p.is_file()]
+    if missing:
+        raise RunStateError(f"the reproduction is not complete: {', '.join(missing)} missing; rerun with --resume")
+    rows = [_model_row(label, read_json(path)) for label, path in models]
+    comparisons = {
+        "self_vs_m1": compare_runs(m1_eval, own_eval, common=True),
+        "self_vs_random": compare_runs(rnd_eval, own_eval, common=True),
+        "random_vs_m1": compare_runs(m1_eval, rnd_eval, common=True),
+    }
+    judges = [{"model": "M0", "auroc": _auroc(own.iteration(0).path / "judge_eval_before")},
+              {"model": "M1", "auroc": _auroc(own.init.path / "judge_eval")}]
+    judges += [{"model": f"M{k + 2}, self-judge", "auroc": _auroc(own.iteration(k).path / "judge_eval")}
+               for k in range(iterations)]
+    saved = read_yaml(own.config) or {}
+    protocol = read_json(own_eval).get("protocol") or {}
+    hardware = protocol.get("hardware") or {}
+
+    def finding(key: str, what: str) -> dict[str, Any]:
+        se = comparisons[key]["step_errors"]
+        diff, p = se.get("difference"), se.get("p_bootstrap")
+        return {"what": what, "difference": diff, "ci95": se.get("ci95"), "p": p,
+                "holds": diff is not None and p is not None and diff < 0 and p < ALPHA}
+
+    return {
+        "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "root": str(card.root), "iterations": iterations, "alpha": ALPHA,
+        "findings": [finding("self_vs_m1", f"the final model ({last}) has a lower step error rate than M1"),
+                     finding("self_vs_random", "the self-judge arm has a lower step error rate than the "
+                                               "random-ranking arm")],
+        "models": rows, "comparisons": comparisons,
+        "judges": [j for j in judges if j["auroc"] is not None],
+        "stages": _stages("self_judge", own) + _stages("random", rnd),
+        "machine": {"cpu": hardware.get("cpu"), "cores": os.cpu_count(), "device": hardware.get("device"),
+                    "precision": protocol.get("dtype"), "engine": protocol.get("engine"),
+                    "processes": protocol.get("processes")},
+        "git": saved.get("git"), "versions": saved.get("versions") or {},
+        "recipe": saved.get("config") or {},
+    }
+
+
+def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The card as titled tables of formatted cells: one layout for the Markdown and the HTML card."""
+    def share(block: dict[str, Any] | None, count: str = "count", rate: str = "share") -> str:
+        return "n/a" if not block else f"{block[count]} ({_pct(block[rate])} {_ci(block.get('ci95'))})"
+
+    def test(block: dict[str, Any], key: str = "p_exact") -> str:
+        return f"{block['count_a']} -> {block['count_b']} (p {_pval(block[key])})"
+
+    out = [{"title": "Findings", "note": f"Each holds when the difference is below 0 at p < {data['alpha']} "
+                                         "(paired bootstrap over problems).",
+            "headers": ["finding", "step error difference", "95% CI", "p", "holds"],
+            "rows": [[f["what"], _pct(f["difference"], True), _ci(f["ci95"], True), _pval(f["p"]),
+                      "yes" if f["holds"] else "no"] for f in data["findings"]]}]
+    out.append({"title": "Models", "note": "Accuracy and shares: Wilson 95% intervals. Step error rate: wrong / "
+                                           "verifiable steps, pooled, 95% bootstrap interval over problems.",
+                "headers": ["model", "problems", "strict", "flexible", "step error rate", "repeats a step",
+                            "no answer", "steps per solution"],
+                "rows": [[m["model"], str(m["n"]), share(m["strict"], "correct", "accuracy"),
+                          share(m["flexible"], "correct", "accuracy"),
+                          f"{_pct(m['step_errors']['rate'])} {_ci(m['step_errors']['ci95'])} "
+                          f"({m['step_errors']['wrong']} of {m['step_errors']['verifiable']})",
+                          share(m["repeats"]), share(m["no_answer"]), f"{m['mean_steps'] or 0:.1f}"]
+                         for m in data["models"]]})
+    rows = []
+    for key, label in (("self_vs_m1", "M1 -> self-judge"), ("random_vs_m1", "M1 -> random ranking"),
+                       ("self_vs_random", "random ranking -> self-judge")):
+        c = data["comparisons"][key]
+        se = c["step_errors"]
+        rows.append([f"{label} ({c['n']} problems)",
+                     f"{c['strict']['correct_a']} -> {c['strict']['correct_b']} (p {_pval(c['strict']['p_exact'])})",
+                     f"{c['flexible']['correct_a']} -> {c['flexible']['correct_b']} "
+                     f"(p {_pval(c['flexible']['p_exact'])})",
+                     f"{_pct(se.get('difference'), True)} {_ci(se.get('ci95'), True)} "
+                     f"(p {_pval(se.get('p_bootstrap'))})",
+                     test(c["repeats"]), test(c["no_answer"])])
+    out.append({"title": "Paired comparisons", "note": "A -> B on the same problems: correct counts with McNemar's "
+                                                       "exact p; step error rate B - A with its paired bootstrap "
+                                                       "interval and p; repeats and no answer with McNemar's p.",
+                "headers": ["A -> B", "strict", "flexible", "step error rate", "repeats a step", "no answer"],
+                "rows": rows})
+    out.append({"title": "The self-judge, measured", "note": "Natural-set step AUROC of each model as its own judge "
+                                                              "(M0's sampled steps, labelled by the verifier).",
+                "headers": ["model", "step AUROC", "95% CI", "right / wrong steps"],
+                "rows": [[j["model"], "n/a" if j["auroc"].get("value") is None else f"{j['auroc']['value']:.3f}",
+                          "" if not j["auroc"].get("ci95") else "[{:.3f}, {:.3f}]".format(*j["auroc"]["ci95"]),
+                          f"{j['auroc'].get('n_correct')} / {j['auroc'].get('n_incorrect')}"]
+                         for j in data["judges"]]})
+    total = sum(s["seconds"] for s in data["stages"])
+    out.append({"title": "Stage wall times", "note": "Stages skipped on a resume are not listed again.",
+                "headers": ["arm", "stage", "wall time"],
+                "rows": [[s["arm"], s["stage"], _mins(s["seconds"])] for s in data["stages"]]
+                + [["both", "total", _mins(total)]]})
+    m = data["machine"]
+    out.append({"title": "Machine and versions", "note": "", "headers": ["what", "value"],
+                "rows": [["CPU", f"{m['cpu']} ({m['cores']} cores)"], ["device", str(m["device"])],
+                         ["precision", str(m["precision"])], ["engine", str(m["engine"])],
+                         ["processes", str(m["processes"])], ["commit", str(data["git"])]]
+                + [[k, str(v)] for k, v in sorted(data["versions"].items())]})
+    return out
+
+
+def write_card(card: CardLayout, data: dict[str, Any]) -> tuple[Path, Path]:
+    """``report_card.json`` (the data), ``report_card.md`` and ``report_card.html`` (the same tables)."""
+    import jinja2
+
+    from presrm.report import TEMPLATES
+
+    write_json(card.card_json, data)
+    tables = sections(data)
+    for path, autoescape in ((card.card_md, False), (card.card_html, True)):
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=autoescape,
+                                 undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+        write_text_atomic(path, env.get_template(f"card{path.suffix}.j2").render(d=data, sections=tables))
+    return card.card_md, card.card_html
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    return "n/a" if x is None else f"{100 * x:{'+' if signed else ''}.1f}%"
+
+
+def _ci(ci: list[float] | None, signed: bool = False) -> str:
+    return "" if not ci else f"[{_pct(ci[0], signed)}, {_pct(ci[1], signed)}]"
+
+
+def _pval(p: float | None) -> str:
+    return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def _mins(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds / 60:.1f} min"
