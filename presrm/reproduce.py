@@ -111,7 +111,15 @@ def _auroc(folder: Path) -> dict[str, Any] | None:
     return natural.get("step_auroc")
 
 
-def _model_row(label: str, summary: dict[str, Any]) -> dict[str, Any]:
+def _model_row(label: str, path: Path) -> dict[str, Any]:
+    """One model's line of the card from its evaluation (repeats and no answer counted from the samples where
+    the summary predates them)."""
+    from presrm.evaluate import degeneration
+    from presrm.layout import samples_for
+
+    summary = read_json(path)
+    if "repeats" not in summary:
+        summary.update(degeneration(read_jsonl(samples_for(path))))
     se = summary.get("step_errors") or {}
     return {"model": label, "n": summary["n"], "strict": summary["strict"], "flexible": summary["flexible"],
             "step_errors": {"rate": se.get("rate"), "ci95": se.get("ci95"), "wrong": se.get("wrong"),
@@ -136,7 +144,7 @@ def collect(root: str | Path, *, iterations: int) -> dict[str, Any]:
     missing = [str(p) for _, p in models if not p.is_file()]
     if missing:
         raise RunStateError(f"the reproduction is not complete: {', '.join(missing)} missing; rerun with --resume")
-    rows = [_model_row(label, read_json(path)) for label, path in models]
+    rows = [_model_row(label, path) for label, path in models]
     comparisons = {
         "self_vs_m1": compare_runs(m1_eval, own_eval, common=True),
         "self_vs_random": compare_runs(rnd_eval, own_eval, common=True),
