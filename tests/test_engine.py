@@ -180,7 +180,7 @@ def test_engine_vllm_without_vllm_is_one_clear_error(monkeypatch, tmp_path, caps
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
-    (["engine=tpu"], "engine must be hf or vllm"),
+    (["engine=tpu"], "engine must be one of: hf, vllm; got 'tpu'"),
     (["vllm.dtype=float8"], "vllm.dtype"),
     (["vllm.gpu_memory_utilization=1.5"], "gpu_memory_utilization"),
     (["vllm.cpu_kv_cache_gb=0"], "cpu_kv_cache_gb"),
