@@ -197,8 +197,8 @@ def _prefix_hashes(ids: Sequence[int]):
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the earliest stop string; return the text and whether a stop was found.
 
-    >>> cut_at_stop("7 + 1 = 8\nStep 2: ...", ["\nStep "])
-    ('7 + 1 = 8', True)
+    >>> cut_at_stop("3 + 4 = 7. Step 2: 7 * 2", [" Step ", "<|im_end|>"])
+    ('3 + 4 = 7.', True)
     """
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)

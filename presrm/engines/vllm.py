@@ -23,7 +23,7 @@ Under ``accelerate launch`` (several processes) every rank builds its own engine
 (``distributed_executor_backend="external_launcher"``, the way TRL colocates vLLM with training) on its
 own device, and works on its own block of the problems (:mod:`presrm.dist`); with
 ``vllm.tensor_parallel_size`` n, n consecutive ranks hold one model together. Building an engine is then a
-collective step: the run's stages open and close engines on every rank together (``presrm.loop``).
+collective step: the run's stages open and close engines on every rank together (:mod:`presrm.engines.holder`).
 
 Installing: see docs/engines.md. vLLM starts its workers with ``spawn``, so a script that builds
 this engine needs an ``if __name__ == "__main__":`` guard (the ``presrm`` command has one).
