@@ -56,7 +56,8 @@ def generations(model_spec: str, task_name: str, n: int, max_new_tokens: int, ba
             log.info("Using %d cached generations from %s", n, path)
             return records
     from presrm.data import load_problems, load_task
-    from presrm.generate import generate, policy_prompt
+    from presrm.engines.hf_generate import generate
+    from presrm.generate import policy_prompt
     from presrm.models import load_model
 
     task = load_task(task_name)

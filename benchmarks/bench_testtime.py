@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks._report import publish  # noqa: E402
 from presrm.compare import mcnemar  # noqa: E402
 from presrm.decoding import majority_vote, vote_key, weighted_vote  # noqa: E402
-from presrm.engines import ENGINES  # noqa: E402
+from presrm.engines import registry as engines  # noqa: E402
 from presrm.evaluate import judge_steps, score_record, wilson_interval  # noqa: E402
 from presrm.judges.registry import step_modes  # noqa: E402
 from presrm.rewards import aggregate  # noqa: E402
@@ -185,7 +185,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--judge-batch-size", type=int, default=32)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    p.add_argument("--engine", default="hf", choices=ENGINES, help="inference engine (docs/engines.md)")
+    p.add_argument("--engine", default="hf", choices=engines.names(), help="inference engine (docs/engines.md)")
     p.add_argument("--greedy-samples", help="an eval samples.jsonl of the policy on the same problems (greedy)")
     p.add_argument("--output", help="also write the figures as JSON here")
     p.add_argument("--no-write", action="store_true", help="print only; leave docs/BENCHMARKS.md alone")

@@ -15,6 +15,7 @@ import signal
 import sys
 from pathlib import Path
 
+from presrm.engines import registry as engines
 from presrm.errors import PresrmError
 from presrm.judges.registry import modes as judge_modes
 from presrm.judges.registry import step_modes
@@ -321,8 +322,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=POSITIVE, default=16)
     e.add_argument("--max-new-tokens", type=TOKENS, help="cap on new tokens (default: the task's, else 320)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    e.add_argument("--engine", default="hf", choices=["hf", "vllm"],
-                   help="inference engine: hf (transformers) or vllm (needs vLLM installed; docs/engines.md)")
+    e.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
+                   help=f"inference engine: {engines.describe()}")
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32); fp32 reproduces exactly")
     e.add_argument("--decoding", default="greedy",
@@ -402,8 +403,8 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--max-new-tokens", type=int,
                    help="generative/outcome: cap on the judge's reply (default: the judge's own)")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    j.add_argument("--engine", default="hf", choices=["hf", "vllm"],
-                   help="inference engine: hf (transformers) or vllm (needs vLLM installed; docs/engines.md)")
+    j.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
+                   help=f"inference engine: {engines.describe()}")
     j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32: emulated bf16 is slow)")
     j.add_argument("--labelled", help="a ProcessBench-format file (JSON or JSONL: id, problem, steps, label, "

@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from presrm.engines.registry import names as engine_names
 from presrm.errors import ConfigError
 from presrm.jsonio import read_yaml, yaml_problem
 from presrm.judges.registry import eft_modes, search_modes
@@ -429,7 +430,7 @@ def validate(cfg: RunConfig) -> None:
          f"train.report_to must be a tracker name or a list of names (tensorboard, wandb, ...), got "
          f"{cfg.train.report_to!r}"),
         (cfg.device in {"auto", "cpu", "cuda"}, "device must be auto, cpu or cuda"),
-        (cfg.engine in {"hf", "vllm"}, f"engine must be hf or vllm, got {cfg.engine!r}"),
+        (cfg.engine in engine_names(), f"engine must be one of: {', '.join(engine_names())}; got {cfg.engine!r}"),
         (cfg.vllm.dtype in {None, "float32", "bfloat16", "float16"},
          f"vllm.dtype must be float32, bfloat16, float16 or null, got {cfg.vllm.dtype!r}"),
         (cfg.vllm.max_model_len >= 256 and cfg.vllm.tensor_parallel_size >= 1 and cfg.vllm.cpu_kv_cache_gb > 0

@@ -8,7 +8,6 @@ run stopped and rebuilds exactly what was lost.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import functools
@@ -26,6 +25,8 @@ import yaml
 from presrm import dist
 from presrm.config import RunConfig, dump_config
 from presrm.data import load_problems, load_task
+from presrm.engines import registry as engine_registry
+from presrm.engines.holder import RUN_ENGINE, inference_precision, open_run_engine
 from presrm.errors import ConfigError, DataError, RunStateError
 from presrm.jsonio import read_json, read_jsonl, read_yaml, writable_dir, write_json, write_jsonl, write_text_atomic
 from presrm.layout import RunLayout, StageDir
@@ -84,15 +85,14 @@ def _rank0_first(fn):
 
     With collective engines (vLLM under ``accelerate launch``: every rank opens and closes each engine
     together with the others) the waiting ranks follow rank 0's engine changes meanwhile
-    (:meth:`EngineHolder.follow`)."""
+    (:meth:`presrm.engines.holder.EngineHolder.follow`)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if dist.is_main():
             result = fn(*args, **kwargs)
-            if ENGINES.collective:
-                dist.broadcast(None)  # the stage is over: the followers stop following
-        elif ENGINES.collective:
-            ENGINES.follow()
+            RUN_ENGINE.stop_followers()
+        else:
+            RUN_ENGINE.follow()
         dist.barrier()
         if not dist.is_main():
             result = fn(*args, **kwargs)
@@ -111,74 +111,6 @@ def _save_trained(trained, tok, out: StageDir, metrics: dict[str, Any], *, lora:
         save_model_atomic(final, tok, out.model)
         write_json(out.train, metrics)  # last: marks the stage complete
     dist.barrier()
-
-
-class EngineHolder:
-    """The run's one open inference engine, kept between stages that read the same model.
-
-    Loading a model into vLLM takes minutes on a small CPU, and a run reads each model M_k in several
-    stages in a row (its evaluation, its judge evaluation, the next iteration's search). The holder
-    keeps the engine open while the model and its settings stay the same, and closes it when another
-    model is asked for, before every training stage (:meth:`release`) and when the run ends. A stage
-    that samples gets a fresh engine when the open one has already drawn samples from a random state
-    shared across requests (vLLM on CPU: ``Engine.sampled_from_shared_state``), so a stage's samples
-    are the same whether the run went straight through or resumed there.
-
-    Under ``accelerate launch`` with ``engine: vllm`` the engines are *collective* (one vLLM engine per rank,
-    built with ``distributed_executor_backend="external_launcher"``): building one takes every rank, so
-    every rank must open and close the same engines in the same order. Rank 0 decides each change and
-    broadcasts it; in a stage that only rank 0 works on, the other ranks :meth:`follow` its changes.
-    """
-
-    def __init__(self) -> None:
-        self.key: tuple | None = None
-        self.engine = None
-        self.collective = False  # set by run(): vLLM under accelerate launch
-
-    @contextlib.contextmanager
-    def use(self, cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
-        from presrm.engines import EngineOptions
-
-        options = EngineOptions(name=cfg.engine, device=cfg.device, precision=inference_precision(cfg, search=search),
-                                seed=cfg.seed, vllm=cfg.vllm)
-        key = (spec, options)
-        stale = samples and self.engine is not None and self.engine.sampled_from_shared_state
-        reopen = self.key != key or stale
-        if self.collective:  # rank 0's choice holds on every rank (a stale engine may be stale on one rank only)
-            key, reopen = dist.broadcast((key, reopen))
-        if reopen:
-            self._open(key)
-        yield self.engine
-
-    def _open(self, key: tuple) -> None:
-        from presrm.engines import open_engine
-
-        self.release()
-        self.engine, self.key = open_engine(*key), key
-
-    def follow(self) -> None:
-        """On a rank > 0 while rank 0 runs a stage alone: open what rank 0 opens, until it says the stage is over."""
-        while (message := dist.broadcast(None)) is not None:
-            key, reopen = message
-            if reopen:
-                self._open(key)
-
-    def release(self) -> None:
-        """Close the open engine (its memory freed) before training loads a model, or at the end of the run."""
-        engine, self.engine, self.key = self.engine, None, None
-        if engine is not None:
-            engine.close()
-            gc.collect()
-
-
-ENGINES = EngineHolder()
-"""The engine the current run's stages share (one run at a time per process)."""
-
-
-def open_run_engine(cfg: RunConfig, spec: str, *, search: bool = False, samples: bool = False):
-    """The inference engine the recipe asks for (``engine: hf | vllm``) holding model ``spec`` (M_k), as a
-    context manager: the run's shared engine (:class:`EngineHolder`), opened when the model changes."""
-    return ENGINES.use(cfg, spec, search=search, samples=samples)
 
 
 def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None, task: str | None = None):
@@ -201,18 +133,11 @@ def step_judge_mode(cfg: RunConfig) -> str:
 
 
 def check_runnable(cfg: RunConfig) -> None:
-    """Refuse, in one line and before any stage starts, a recipe that cannot run here: ``engine: vllm`` without
-    vLLM (or with a tensor parallel size that does not divide the processes), a missing ``init.model`` folder,
-    task or data file. ``config.validate`` checks what needs no import and no file system."""
-    if cfg.engine == "vllm":
-        from presrm.engines.vllm import vllm_available
-
-        reason = vllm_available()
-        if reason:
-            raise ConfigError(f"engine: vllm cannot run here: {reason}; or set engine: hf")
-        if dist.world_size() > 1 and dist.world_size() % cfg.vllm.tensor_parallel_size:
-            raise ConfigError(f"key 'vllm.tensor_parallel_size': {cfg.vllm.tensor_parallel_size} GPUs per model do "
-                              f"not divide the {dist.world_size()} processes of this accelerate launch")
+    """Refuse, in one line and before any stage starts, a recipe that cannot run here: an engine that cannot run
+    here (``engines.registry.check_runnable``: ``engine: vllm`` without vLLM, or with a tensor parallel size that
+    does not divide the processes), a missing ``init.model`` folder, task or data file. ``config.validate``
+    checks what needs no import and no file system."""
+    engine_registry.check_runnable(cfg, processes=dist.world_size())
     if cfg.init.model is not None and not (Path(cfg.init.model) / "config.json").is_file():
         missing = "does not exist" if not Path(cfg.init.model).exists() else "is not a model folder (no config.json)"
         raise ConfigError(f"key 'init.model': {cfg.init.model} {missing}; pass the model/ folder of an "
@@ -277,16 +202,6 @@ class Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
-    """Precision for generation and judging: fp32 for a deterministic search, else the loader's ``auto``.
-
-    ``auto`` is bf16 where the hardware computes it natively (a bf16 GPU, an AMX-BF16 CPU) and fp32
-    elsewhere (``presrm.models.compute_dtype``); bf16 batched sampling depends on padding, so
-    ``search.deterministic`` asks for fp32.
-    """
-    return "fp32" if search and cfg.search.deterministic else "auto"
 
 
 def _stage_labels(cfg: RunConfig) -> list[str]:
@@ -428,7 +343,7 @@ def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     problems = load_problems(task, limit=n, offset=cfg.init.offset, data_file=cfg.init.data_file)
     problems, overlap = _apart_from_eval(cfg, problems, "init")
     nat = _on_policy_steps(cfg, task, problems, out) if cfg.init.eft and "on_policy" in cfg.init.eft_sources else None
-    ENGINES.release()  # no inference engine holds memory while a model trains
+    RUN_ENGINE.release()  # no inference engine holds memory while a model trains
     model, tok = load_model(cfg.model, device=cfg.device, training=True, precision=cfg.train.precision)
     examples: list[dict[str, Any]] = []
     if cfg.init.ift:
@@ -511,7 +426,7 @@ def _train_stage(cfg: RunConfig, spec: str, out: StageDir, pairs: list[dict[str,
     if not pairs:
         raise RunStateError(f"iteration {k} produced no preference pairs ({out.samples} says why "
                             "each step was dropped); raise search.num_problems or search.k")
-    ENGINES.release()  # no inference engine holds memory while a model trains
+    RUN_ENGINE.release()  # no inference engine holds memory while a model trains
     model, tok = load_model(spec, device=cfg.device, training=True, precision=cfg.train.precision)
     metrics, trained = train_step_dpo(model, tok, pairs, cfg.train, out.adapter, seed=cfg.seed + k,
                                       device=cfg.device)
@@ -535,9 +450,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     check_runnable(cfg)
     dist.init()
-    vllm_ranks = cfg.engine == "vllm" and dist.world_size() > 1
-    dist.set_group_size(cfg.vllm.tensor_parallel_size if vllm_ranks else 1)
-    ENGINES.collective = vllm_ranks
+    RUN_ENGINE.start(cfg)
     check_push(cfg)
     rd = _prepare(cfg, resume)
     trains_m1 = cfg.init.ift or cfg.init.eft
@@ -596,7 +509,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             summary["iterations"].append(it)
             tracker.update(summary)
     finally:
-        ENGINES.release()
+        RUN_ENGINE.release()
         progress.close()
         tracker.finish()
     summary["report"] = str(rd.report_html)

@@ -1,4 +1,4 @@
-"""Finding and loading the policy/judge model.
+"""Finding and loading the policy/judge model (and a LoRA adapter over it: :func:`load_with_adapter`).
 
 ``--model`` takes a Hugging Face hub id, a local HF-format directory, a path
 to a ``.gguf`` file, or ``embedded``: SmolLM2-135M-Instruct, shipped as a
@@ -376,3 +376,31 @@ def load_model(spec: str, *, device: str = "auto", training: bool = False, preci
         model.generation_config.pad_token_id = tok.pad_token_id
     log.info("Loaded %s from %s on %s in %s", spec, path, dev, dtype)
     return model, tok
+
+
+def load_with_adapter(model, adapter_dir: str | Path, *, merge: bool = True):
+    """Apply a saved LoRA adapter to ``model``; merged into the weights by default.
+
+    The merge is computed in fp32 and the result cast back to the model's dtype and device. For a model
+    loaded in bf16 that means reading its weights again in fp32 (from ``model.name_or_path``): weights
+    already rounded to bf16 would round a LoRA delta below half an ulp away, while fp32 weights plus the
+    delta round to the nearer bf16 value. Both engines load adapters for inference through it (the vLLM
+    engine merges once into a cached folder).
+    """
+    from peft import PeftModel
+
+    dtype, device = model.dtype, model.device
+    if merge and dtype != torch.float32:
+        if Path(model.name_or_path).is_dir():
+            from transformers import AutoModelForCausalLM
+
+            generation_config = model.generation_config
+            with whole_weights():
+                model = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=torch.float32)
+            model.generation_config = generation_config
+        else:  # no fp32 copy to read: merge over the upcast weights
+            model = model.float()
+    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+    merged = peft_model.merge_and_unload().to(device=device, dtype=dtype) if merge else peft_model
+    merged.eval()
+    return merged

@@ -412,31 +412,3 @@ def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, 
     metrics = {"examples": len(examples), **trained,
                "tokens_per_epoch": tokens}
     return metrics, final
-
-
-def load_with_adapter(model, adapter_dir: str | Path, *, merge: bool = True):
-    """Apply a saved LoRA adapter to ``model``; merged into the weights by default.
-
-    The merge is computed in fp32 and the result cast back to the model's dtype and device. For a model
-    loaded in bf16 that means reading its weights again in fp32 (from ``model.name_or_path``): weights
-    already rounded to bf16 would round a LoRA delta below half an ulp away, while fp32 weights plus the
-    delta round to the nearer bf16 value.
-    """
-    import torch
-    from peft import PeftModel
-
-    dtype, device = model.dtype, model.device
-    if merge and dtype != torch.float32:
-        if Path(model.name_or_path).is_dir():
-            from transformers import AutoModelForCausalLM
-
-            generation_config = model.generation_config
-            with whole_weights():
-                model = AutoModelForCausalLM.from_pretrained(model.name_or_path, dtype=torch.float32)
-            model.generation_config = generation_config
-        else:  # no fp32 copy to read: merge over the upcast weights
-            model = model.float()
-    peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
-    merged = peft_model.merge_and_unload().to(device=device, dtype=dtype) if merge else peft_model
-    merged.eval()
-    return merged

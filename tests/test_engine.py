@@ -180,7 +180,7 @@ def test_engine_vllm_without_vllm_is_one_clear_error(monkeypatch, tmp_path, caps
 
 
 @pytest.mark.parametrize(("overrides", "match"), [
-    (["engine=tpu"], "engine must be hf or vllm"),
+    (["engine=tpu"], "engine must be one of: hf, vllm; got 'tpu'"),
     (["vllm.dtype=float8"], "vllm.dtype"),
     (["vllm.gpu_memory_utilization=1.5"], "gpu_memory_utilization"),
     (["vllm.cpu_kv_cache_gb=0"], "cpu_kv_cache_gb"),
@@ -262,3 +262,21 @@ def test_vllm_cpu_binding_uses_every_core_of_a_small_machine(monkeypatch):
     assert cpu_binding([0, 1, 2, 3]) == {}  # vLLM's own choice on a larger machine
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0")
     assert cpu_binding([0, 1]) == {}  # the user's setting wins
+
+
+def test_open_engine_applies_an_adapter(tiny_model_dir, tmp_path):
+    """``EngineOptions.adapter`` reaches the HF engine's load: its model is the base with the LoRA merged in."""
+    from peft import LoraConfig, get_peft_model
+
+    from presrm.models import load_model
+
+    base, _ = load_model(str(tiny_model_dir), device="cpu", precision="fp32")
+    lora = get_peft_model(base, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "adapter")
+    plain = open_engine(str(tiny_model_dir), EngineOptions(device="cpu", precision="fp32"))
+    adapted = open_engine(str(tiny_model_dir), EngineOptions(device="cpu", precision="fp32",
+                                                             adapter=str(tmp_path / "adapter")))
+    merged = lora.merge_and_unload().state_dict()
+    got, before = adapted.model.state_dict(), plain.model.state_dict()
+    changed = [k for k in got if "q_proj" in k and not torch.equal(got[k], before[k])]
+    assert changed and all(torch.allclose(got[k], merged[k], atol=1e-6) for k in changed)

@@ -1,7 +1,9 @@
 import pytest
 
 from presrm.data import load_task
-from presrm.generate import cut_at_stop, generate, policy_prompt, render_chat
+from presrm.engines.base import cut_at_stop
+from presrm.engines.hf_generate import generate
+from presrm.generate import policy_prompt, render_chat
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from presrm.config import load_config
+from presrm.engines.holder import inference_precision
 from presrm.errors import ConfigError, RunStateError
 from presrm.jsonio import read_json, read_jsonl
-from presrm.loop import _stage_labels, inference_precision, run
+from presrm.loop import _stage_labels, run
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -273,7 +274,7 @@ def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like
     judge evaluation and the next search) is loaded once; every engine is closed before a model trains."""
     import presrm.engines
     import presrm.train
-    from presrm.loop import ENGINES
+    from presrm.engines.holder import RUN_ENGINE
 
     loads, open_at_training = [], []
     real_open = presrm.engines.open_engine
@@ -285,7 +286,7 @@ def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like
     real_train = presrm.train.train_step_dpo
 
     def watching_train(*args, **kwargs):
-        open_at_training.append(ENGINES.engine is not None)
+        open_at_training.append(RUN_ENGINE.engine is not None)
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(presrm.engines, "open_engine", counting_open)
@@ -298,7 +299,7 @@ def test_one_engine_per_model_and_none_while_training(tiny_model_dir, gsm8k_like
     # M0: evaluation + natural set + judge eval + search (a fresh engine after the natural set sampled? the HF
     # engine seeds every batch itself, so it never needs one); M1: eval + judge eval + search; M2: eval + judge eval
     assert loads == [str(tiny_model_dir), m1, m2]
-    assert open_at_training == [False, False] and ENGINES.engine is None
+    assert open_at_training == [False, False] and RUN_ENGINE.engine is None
 
 
 def test_eval_limit_per_model(tiny_model_dir, gsm8k_like, tmp_path):

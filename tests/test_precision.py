@@ -13,8 +13,8 @@ import torch
 
 from presrm.config import TrainConfig, load_config
 from presrm.generate import render_chat
-from presrm.models import load_model
-from presrm.train import _fix_precision, load_with_adapter, rebuild, train_step_dpo
+from presrm.models import load_model, load_with_adapter
+from presrm.train import _fix_precision, rebuild, train_step_dpo
 
 PAPER = Path(__file__).resolve().parents[1] / "configs" / "presrm_paper.yaml"
 FLOOR = 2.0 ** -6

@@ -3,9 +3,8 @@ import torch
 
 from presrm.config import InitConfig, TrainConfig
 from presrm.generate import render_chat
-from presrm.models import train_autocast
+from presrm.models import load_with_adapter, train_autocast
 from presrm.train import (
-    load_with_adapter,
     lora_weights_norm,
     pairs_dataset,
     sft_dataset,

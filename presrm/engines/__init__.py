@@ -9,10 +9,12 @@ An engine holds one model (the policy and judge M_k) and answers three requests:
   is in each of a few token-id sets, normalised over their union, so ``[P(Yes), P(No)]`` sum to one.
   Logit judges read their verdicts from it (``Yes``/``No``, ``A``/``B`` after ``[[``).
 
-Two implementations, chosen by ``engine: hf | vllm`` in a recipe or ``--engine`` on the command line:
+Two implementations, chosen by ``engine: hf | vllm`` in a recipe or ``--engine`` on the command line (the names,
+what each supports and whether it can run here: :mod:`presrm.engines.registry`):
 
-- :class:`presrm.engines.hf.HFEngine`: transformers ``generate`` in length-sorted batches and batched forward passes
-  with two-level shared-prefix KV-cache reuse (:mod:`presrm.engines.hf_forward`);
+- :class:`presrm.engines.hf.HFEngine`: transformers ``generate`` in length-sorted batches
+  (:mod:`presrm.engines.hf_generate`) and batched forward passes with two-level shared-prefix KV-cache reuse
+  (:mod:`presrm.engines.hf_forward`);
 - :class:`presrm.engines.vllm.VLLMEngine`: ``vllm.LLM`` in the same process, with automatic prefix
   caching, n samples per request and the choice tokens read from its log-probabilities.
 
@@ -20,7 +22,11 @@ Prompts are text that already holds the chat template (:func:`presrm.generate.re
 engines tokenize it with the same Hugging Face tokenizer and no added special tokens, so they see the
 very same token ids. The interface and what engines share live in :mod:`presrm.engines.base`;
 :func:`open_engine` loads either from a model spec; ``close()`` (or ``with``)
-releases the model's memory, which the loop does before every training stage.
+releases the model's memory, which the loop does before every training stage (the run's one open engine:
+:mod:`presrm.engines.holder`).
+
+Importing this package imports no torch (the CLI reads :mod:`presrm.engines.registry` for its choices); the
+names below load their module on first use.
 
 >>> engine = open_engine("embedded", EngineOptions(name="hf"))  # doctest: +SKIP
 >>> engine.greedy(["Step 1:"], max_new_tokens=8)  # doctest: +SKIP
@@ -30,30 +36,34 @@ releases the model's memory, which the loop does before every training stage.
 
 from __future__ import annotations
 
-from presrm.engines.base import ENGINES, Engine, EngineBase, EngineOptions, SpanPlan, normalise_choices
-from presrm.engines.hf import HFEngine
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["ENGINES", "Engine", "EngineBase", "EngineOptions", "HFEngine", "SpanPlan", "normalise_choices",
-           "open_engine"]
+if TYPE_CHECKING:
+    from presrm.engines.base import Engine, EngineBase, EngineOptions, SpanPlan, normalise_choices
+    from presrm.engines.hf import HFEngine
+
+__all__ = ["Engine", "EngineBase", "EngineOptions", "HFEngine", "SpanPlan", "normalise_choices", "open_engine"]
+_LAZY = {"Engine": "base", "EngineBase": "base", "EngineOptions": "base", "SpanPlan": "base",
+         "normalise_choices": "base", "HFEngine": "hf"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"presrm.engines.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'presrm.engines' has no attribute {name!r}")
 
 
 def open_engine(spec: str, options: EngineOptions | None = None) -> Engine:
     """Load model ``spec`` (hub id, folder, .gguf, ``embedded``) into the engine ``options.name`` asks for.
 
-    With ``options.adapter`` a LoRA adapter is applied (HF) or merged into a cached folder first
-    (vLLM loads plain checkpoints). ``engine: vllm`` without vLLM installed is a ModelLoadError that
-    says what to install.
+    The engine's class comes from :mod:`presrm.engines.registry` and loads the model itself
+    (``load(spec, options)``): with ``options.adapter`` a LoRA adapter is applied (HF) or merged into a
+    cached folder first (vLLM loads plain checkpoints). ``engine: vllm`` without vLLM installed is a
+    ModelLoadError that says what to install.
     """
+    from presrm.engines.base import EngineOptions
+    from presrm.engines.registry import spec as engine_spec
+
     options = options or EngineOptions()
-    if options.name == "vllm":
-        from presrm.engines.vllm import VLLMEngine
-
-        return VLLMEngine.load(spec, options)
-    from presrm.models import load_model
-
-    model, tok = load_model(spec, device=options.device, precision=options.precision)
-    if options.adapter:
-        from presrm.train import load_with_adapter
-
-        model = load_with_adapter(model, options.adapter)
-    return HFEngine(model, tok, batch_size=options.batch_size)
+    return engine_spec(options.name).load().load(spec, options)

@@ -3,9 +3,9 @@
 ``Engine`` (the protocol: ``generate``, ``greedy``, ``choice_logprobs``, ``span_logprobs``, ``describe``,
 ``close``), ``EngineBase`` (``greedy`` on ``generate``, ``span_logprobs`` on one ``_prompt_logprobs``
 method, ``with`` support, request checks), ``SpanPlan`` (which token sequences a span request feeds),
-``normalise_choices`` and ``EngineOptions`` (how to build an engine). No engine lives here: the HF engine is
-:mod:`presrm.engines.hf`, the vLLM one :mod:`presrm.engines.vllm`, and :func:`presrm.engines.open_engine`
-chooses between them.
+``normalise_choices``, ``cut_at_stop`` and ``EngineOptions`` (how to build an engine). No engine lives here: the
+HF engine is :mod:`presrm.engines.hf`, the vLLM one :mod:`presrm.engines.vllm`, :mod:`presrm.engines.registry`
+names them and :func:`presrm.engines.open_engine` builds the one asked for.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from presrm.errors import ConfigError
+from presrm.engines.registry import DEFAULT, spec
 
 log = logging.getLogger(__name__)
-ENGINES = ("hf", "vllm")
 
 
 @runtime_checkable
@@ -195,6 +194,16 @@ def _prefix_hashes(ids: Sequence[int]):
         yield h
 
 
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; return the text and whether a stop was found.
+
+    >>> cut_at_stop("3 + 4 = 7. Step 2: 7 * 2", [" Step ", "<|im_end|>"])
+    ('3 + 4 = 7.', True)
+    """
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
 def normalise_choices(logprobs: torch.Tensor) -> torch.Tensor:
     """Rows of log P(set) turned into log P(set | the union of the sets): each row's probabilities sum to 1."""
     return logprobs - torch.logsumexp(logprobs, dim=1, keepdim=True)
@@ -202,9 +211,10 @@ def normalise_choices(logprobs: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to build an engine: ``name`` (hf or vllm) and the vLLM settings (see ``VLLMConfig``)."""
+    """How to build an engine: ``name`` (one of :mod:`presrm.engines.registry`) and the vLLM settings (see
+    ``VLLMConfig``). An unknown ``name`` is a ConfigError that lists the known ones."""
 
-    name: str = "hf"
+    name: str = DEFAULT
     device: str = "auto"
     precision: str = "auto"
     batch_size: int = 16
@@ -213,5 +223,4 @@ class EngineOptions:
     vllm: Any = None  # a presrm.config.VLLMConfig; None: its defaults
 
     def __post_init__(self) -> None:
-        if self.name not in ENGINES:
-            raise ConfigError(f"engine {self.name!r} is not one of: {', '.join(ENGINES)}")
+        spec(self.name)  # an unknown engine: a ConfigError listing the known ones

@@ -1,6 +1,6 @@
 """The Hugging Face engine: a loaded transformers model behind the engine interface.
 
-``generate`` is :func:`presrm.generate.generate` (length-sorted batches); ``choice_logprobs`` batched forward
+``generate`` is :func:`presrm.engines.hf_generate.generate` (length-sorted batches); ``choice_logprobs`` batched forward
 passes with shared-prefix KV-cache reuse (:mod:`presrm.engines.hf_forward`); ``span_logprobs`` left-padded
 batches that keep only the logits they read (:data:`LOGITS_BUDGET`).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from presrm.engines.base import EngineBase, normalise_choices
+from presrm.engines.base import EngineBase, EngineOptions, normalise_choices
 
 LOGITS_BUDGET = 4096
 """Most (row, position) pairs whose vocabulary logits one HF forward pass of ``span_logprobs`` keeps (fp32:
@@ -31,10 +31,20 @@ class HFEngine(EngineBase):
     def __init__(self, model, tok, *, batch_size: int = 16):
         self.model, self.tok, self.batch_size = model, tok, batch_size
 
+    @classmethod
+    def load(cls, spec: str, options: EngineOptions) -> HFEngine:
+        """Load ``spec`` on ``options.device`` in ``options.precision``, with ``options.adapter`` merged in."""
+        from presrm.models import load_model, load_with_adapter
+
+        model, tok = load_model(spec, device=options.device, precision=options.precision)
+        if options.adapter:
+            model = load_with_adapter(model, options.adapter)
+        return cls(model, tok, batch_size=options.batch_size)
+
     def _generate(self, prompts: Sequence[str], *, max_new_tokens: int, n: int, temperature: float, top_p: float,
                   stop: Sequence[str], seed: int, batch_size: int | None, desc: str | None) -> list[list[str]]:
-        """``n`` continuations per prompt from ``model.generate`` (see :func:`presrm.generate.generate`)."""
-        from presrm.generate import generate
+        """``n`` continuations per prompt from ``model.generate`` (see :func:`presrm.engines.hf_generate.generate`)."""
+        from presrm.engines.hf_generate import generate
 
         return generate(self.model, self.tok, prompts, max_new_tokens=max_new_tokens,
                         batch_size=batch_size or self.batch_size, stop=stop, num_return_sequences=n,

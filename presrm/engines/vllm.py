@@ -23,7 +23,7 @@ Under ``accelerate launch`` (several processes) every rank builds its own engine
 (``distributed_executor_backend="external_launcher"``, the way TRL colocates vLLM with training) on its
 own device, and works on its own block of the problems (:mod:`presrm.dist`); with
 ``vllm.tensor_parallel_size`` n, n consecutive ranks hold one model together. Building an engine is then a
-collective step: the run's stages open and close engines on every rank together (``presrm.loop``).
+collective step: the run's stages open and close engines on every rank together (:mod:`presrm.engines.holder`).
 
 Installing: see docs/engines.md. vLLM starts its workers with ``spawn``, so a script that builds
 this engine needs an ``if __name__ == "__main__":`` guard (the ``presrm`` command has one).
@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from presrm import dist
-from presrm.engines.base import EngineBase, EngineOptions, normalise_choices
+from presrm.engines.base import EngineBase, EngineOptions, cut_at_stop, normalise_choices
 from presrm.errors import ModelLoadError
 from presrm.progress import library_bar
 
@@ -79,8 +79,7 @@ def merged_adapter_dir(spec: str, adapter: str) -> Path:
     """A cached folder holding model ``spec`` with the LoRA ``adapter`` merged in (vLLM loads plain checkpoints)."""
     import hashlib
 
-    from presrm.models import cache_dir, load_model, save_model_atomic
-    from presrm.train import load_with_adapter
+    from presrm.models import cache_dir, load_model, load_with_adapter, save_model_atomic
 
     src = Path(adapter).resolve()
     stamp = "|".join(f"{p.name}:{p.stat().st_size}:{int(p.stat().st_mtime)}" for p in sorted(src.iterdir())
@@ -197,8 +196,6 @@ class VLLMEngine(EngineBase):
                   stop: Sequence[str], seed: int, batch_size: int | None, desc: str | None) -> list[list[str]]:
         """``n`` continuations per prompt, cut at the first stop string (``batch_size`` is vLLM's to choose)."""
         from vllm import SamplingParams
-
-        from presrm.generate import cut_at_stop
 
         stop = [s for s in stop if s]
         sampled = temperature > 0

@@ -12,6 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from presrm.engines import registry as engines
 from presrm.errors import ConfigError
 from presrm.jsonio import write_json, write_jsonl
 from presrm.judge_eval.runners import evaluate_judge, evaluate_natural
@@ -51,13 +52,14 @@ class JudgeEvalArgs:
     natural_k: int = 4
     natural_max_steps: int = 8
     natural_temperature: float = 0.7
-    engine: str = "hf"
+    engine: str = engines.DEFAULT
     vllm: Any = None  # a presrm.config.VLLMConfig (engine vllm); None: its defaults
 
     def validate(self) -> None:
         checks = [
             (self.mode in modes(), f"--judge must be one of {', '.join(modes())}, got {self.mode!r}"),
-            (self.engine in ("hf", "vllm"), f"--engine must be hf or vllm, got {self.engine!r}"),
+            (self.engine in engines.names(), f"--engine must be one of {', '.join(engines.names())}, got "
+             f"{self.engine!r}"),
             (self.limit >= 1, f"--limit must be at least 1, got {self.limit}"),
             (0.0 <= self.threshold <= 1.0 and not math.isnan(self.threshold),
              f"--threshold must be in [0, 1], got {self.threshold}"),
@@ -83,7 +85,7 @@ class JudgeEvalArgs:
         parts = ["presrm judge-eval", f"--model {self.model}", f"--judge {self.mode}", f"--limit {self.limit}",
                  f"--output-dir {self.output_dir}", f"--threshold {self.threshold}", f"--seed {self.seed}"]
         optional = {"--precision": None if self.precision == "auto" else self.precision, "--adapter": self.adapter,
-                    "--engine": None if self.engine == "hf" else self.engine,
+                    "--engine": None if self.engine == engines.DEFAULT else self.engine,
                     "--task": self.task if self.task != "gsm8k" else None,
                     "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template,
                     "--labelled": self.labelled, "--natural": self.natural, "--natural-model": self.natural_model,
