@@ -59,7 +59,8 @@ def data_overrides(out: Path) -> list[str]:
     path = out / "problems.jsonl"
     out.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in PROBLEMS))
-    return [f"search.data_file={path}", f"eval.data_file={path}"]
+    # the first two evaluate, the other four are searched: a run never searches a problem it evaluates on
+    return [f"search.data_file={path}", f"eval.data_file={path}", "eval.limit=2", "search.offset=2"]
 
 
 def load_weights(folder: Path) -> dict:

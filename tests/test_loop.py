@@ -18,7 +18,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def _cfg(tiny_model_dir, gsm8k_like, tmp_path, *extra):
     return load_config(None, [
         f"model={tiny_model_dir}", f"output_dir={tmp_path}", "name=t", "device=cpu",
-        f"search.data_file={gsm8k_like}", "search.num_problems=2", "search.k=3", "search.max_steps=2",
+        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3", "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0",
         # A random model's P([[A]]) is ~0.51 whatever the steps: in both orders, or within the default
         # tie margin, every match would tie; one order and no margin give A (the first candidate) the win.
@@ -110,7 +110,7 @@ def test_two_iterations_chain_models(tiny_model_dir, gsm8k_like, tmp_path):
 
 
 def test_num_problems_per_iteration(tiny_model_dir, gsm8k_like, tmp_path):
-    run(_cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=2", "search.num_problems=[1, 3]",
+    run(_cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=2", "search.num_problems=[1, 3]", "search.offset=0",
              "eval.before=false", "eval.after=false"))
     ids = [[r["id"] for r in read_jsonl(tmp_path / "t" / f"iter_{k}" / "samples.jsonl")] for k in (0, 1)]
     assert ids == [["gsm8k_train-0"], ["gsm8k_train-1", "gsm8k_train-2", "gsm8k_train-3"]]
@@ -332,7 +332,8 @@ def test_a_run_that_evaluates_nothing_never_reads_the_eval_split(tiny_model_dir,
 def test_search_problems_that_are_eval_problems_are_left_out(tiny_model_dir, gsm8k_like, tmp_path, caplog):
     """Search and eval on the same file: the problems the run evaluates on are never searched (train and test
     never mix), the count is in search.json and a warning says so. The old loop searched them silently."""
-    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.limit=1", "search.num_problems=3", "eval.after=false")
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.limit=1", "search.offset=0", "search.num_problems=3",
+               "eval.after=false")
     with caplog.at_level(logging.WARNING, logger="presrm.loop"):
         run(cfg)
     search = read_json(tmp_path / "t" / "iter_0" / "search.json")
