@@ -328,6 +328,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
     return cls(**kwargs)
 
 
+def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "", source: str = "a mapping") -> Any:
+    """A config dataclass (``RunConfig`` or one section, e.g. ``JudgeConfig`` with ``prefix="judge."``) from a
+    mapping such as a run's saved ``config.yaml``: values coerced to their types, unknown keys refused."""
+    return _build(cls, data, prefix, source)
+
+
 def _merge(base: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = base
