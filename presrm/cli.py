@@ -137,26 +137,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_step_judge(args: argparse.Namespace) -> tuple[str, str]:
-    """The judge that scores ``presrm eval``'s steps and where that choice came from: ``--judge``; else, for a
-    run's model folder (``RUN/init/model``, ``RUN/iter_k/model``), the run's ``judge.mode`` when it scores single
-    steps; else pointwise (a pair judge, pairwise or generative, gives no per-step score)."""
+def _run_judge(model: str):
+    """The ``judge:`` section of the run whose model folder ``model`` is (``RUN/init/model``, ``RUN/iter_k/model``)
+    and that run's ``config.yaml``; ``(None, None)`` for any other model."""
+    from presrm.config import JudgeConfig, from_dict
     from presrm.errors import ConfigError
     from presrm.jsonio import read_yaml
-    from presrm.judges.registry import step_modes
+
+    folder = Path(model)
+    recipe = folder.parent.parent / "config.yaml"
+    if not (folder.name == "model" and folder.is_dir() and recipe.is_file()):
+        return None, None
+    saved = read_yaml(recipe, error=ConfigError) or {}
+    section = ((saved.get("config") or {}).get("judge") or {}) if isinstance(saved, dict) else {}
+    return from_dict(JudgeConfig, section, prefix="judge.", source=str(recipe)), recipe
+
+
+def _eval_step_judge(args: argparse.Namespace) -> tuple[str, str]:
+    """The judge that scores ``presrm eval``'s steps and where that choice came from: ``--judge``; else, for a
+    run's model folder (``RUN/init/model``, ``RUN/iter_k/model``), the per-step judge of that run's evaluations
+    (:func:`presrm.judges.registry.step_judge_for`, as the loop decides it); else pointwise."""
+    from presrm.judges.registry import step_judge_for
 
     if args.judge:
         return args.judge, "--judge"
-    model = Path(args.model)
-    recipe = model.parent.parent / "config.yaml"
-    if model.name == "model" and model.is_dir() and recipe.is_file():
-        saved = read_yaml(recipe, error=ConfigError) or {}
-        mode = ((saved.get("config") or {}).get("judge") or {}).get("mode") if isinstance(saved, dict) else None
-        if mode in step_modes():
-            return mode, f"judge.mode of {recipe}"
-        if mode is not None:
-            return "pointwise", f"pointwise: judge.mode {mode} of {recipe} gives no per-step score"
-    return "pointwise", "default"
+    run_judge, recipe = _run_judge(args.model)
+    if run_judge is None:
+        return step_judge_for(None), "default"
+    mode = step_judge_for(run_judge.mode)
+    if mode == run_judge.mode:
+        return mode, f"judge.mode of {recipe}"
+    return mode, f"{mode}: judge.mode {run_judge.mode} of {recipe} gives no per-step score"
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -166,13 +177,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from presrm.errors import ConfigError, DataError
     from presrm.evaluate import evaluate, write_eval
     from presrm.jsonio import writable_dir
-    from presrm.judge import context_options, make_judge
+    from presrm.judge import judge_config, make_judge_from_config
+    from presrm.judges.registry import step_modes, template_key
     from presrm.report import write_report
 
     step_mode, source = _eval_step_judge(args)
-    if args.judge_template and step_mode != "pointwise":
-        raise ConfigError(f"--judge-template overrides the pointwise judge's prompt; the {step_mode} judge "
-                          f"({source}) has none: drop it or pass --judge pointwise")
+    if args.judge_template and template_key(step_mode) is None:
+        with_one = ", ".join(m for m in step_modes() if template_key(m))
+        raise ConfigError(f"--judge-template overrides the judge's prompt; the {step_mode} judge ({source}) has "
+                          f"none: drop it or pass --judge with one of: {with_one}")
+    # A run's model is judged with that run's judge settings (templates, batch size, prefix cache).
+    run_judge, _ = _run_judge(args.model)
+    judge_cfg = judge_config(step_mode, base=run_judge, template=args.judge_template)
     task = load_task(args.task, args.tasks_dir)
     if args.num_fewshot is not None:
         task = task.with_shots(args.num_fewshot)
@@ -189,9 +205,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             adapter=args.adapter, seed=args.seed)
     with open_engine(args.model, options) as engine:
         use_judge = args.judge_steps or decoding.scores_steps
-        options = {"template": args.judge_template} if args.judge_template else {}
-        options.update(context_options(step_mode, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed))
-        judge = make_judge(step_mode, engine, **options) if use_judge else None
+        judge = make_judge_from_config(judge_cfg, engine, task=args.task, tasks_dir=args.tasks_dir,
+                                       seed=args.seed) if use_judge else None
         summary, records = evaluate(engine, task, problems, max_new_tokens=args.max_new_tokens,
                                     batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)
     if judge is not None:
@@ -234,15 +249,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_judge_eval(args: argparse.Namespace) -> int:
     from presrm.jsonio import writable_dir
+    from presrm.judge import judge_config
     from presrm.judge_eval import JudgeEvalArgs, run_judge_eval, summary_lines
 
     _adapter_dir(args.adapter)
     writable_dir(args.output_dir, "--output-dir")
+    judge = judge_config(args.judge, template=args.template, batch_size=args.batch_size,
+                         max_new_tokens=args.max_new_tokens, tie_margin=args.tie_margin,
+                         both_orders=False if args.one_order else None,
+                         prefix_cache=False if args.no_prefix_cache else None)
     results = run_judge_eval(JudgeEvalArgs(
-        model=args.model, mode=args.judge, limit=args.limit, output_dir=args.output_dir, adapter=args.adapter,
+        model=args.model, judge=judge, limit=args.limit, output_dir=args.output_dir, adapter=args.adapter,
         threshold=args.threshold, seed=args.seed, task=args.task, tasks_dir=args.tasks_dir,
-        data_file=args.data_file, template=args.template, batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens, device=args.device, precision=args.precision, labelled=args.labelled,
+        data_file=args.data_file, device=args.device, precision=args.precision, labelled=args.labelled,
         natural=args.natural, natural_model=args.natural_model, natural_k=args.natural_k,
         natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature, engine=args.engine))
     print("\n".join(summary_lines(results)))
@@ -399,9 +418,13 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--tasks-dir", help="folder of task YAMLs")
     j.add_argument("--data-file", help="override the task's data file (JSONL)")
     j.add_argument("--template", help="a Jinja template file overriding the judge prompt")
-    j.add_argument("--batch-size", type=int, help="judge prompts per batch (default: the judge's own)")
+    j.add_argument("--batch-size", type=int, help="judge prompts per batch (default: judge.batch_size's)")
     j.add_argument("--max-new-tokens", type=int,
-                   help="generative/outcome: cap on the judge's reply (default: the judge's own)")
+                   help="generative/outcome: cap on the judge's reply (default: judge.max_new_tokens's)")
+    j.add_argument("--one-order", action="store_true", help="pair judges: judge each pair with A first only")
+    j.add_argument("--tie-margin", type=float, help="pairwise: a tie when |P(A better) - 0.5| < margin / 2 "
+                                                     "(default: judge.tie_margin's)")
+    j.add_argument("--no-prefix-cache", action="store_true", help="logit judges: no shared-prefix KV reuse")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     j.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
                    help=f"inference engine: {engines.describe()}")
@@ -413,9 +436,14 @@ def make_parser() -> argparse.ArgumentParser:
                                      "from --limit problems of --task when the file does not exist, else reused")
     j.add_argument("--natural-model", help="the model that writes the natural set when it is built "
                                            "(default: --model); build it once with M0 and judge M1, M2 on it")
-    j.add_argument("--natural-k", type=int, default=4, help="candidate steps sampled at each prefix")
-    j.add_argument("--natural-max-steps", type=int, default=8, help="rounds (steps) per problem")
-    j.add_argument("--natural-temperature", type=float, default=0.7, help="sampling temperature of the candidates")
+    from presrm.config import EvalConfig, SearchConfig  # a run's natural set: the same defaults
+
+    j.add_argument("--natural-k", type=int, default=EvalConfig.judge_eval_k,
+                   help="candidate steps sampled at each prefix (default: eval.judge_eval_k's)")
+    j.add_argument("--natural-max-steps", type=int, default=EvalConfig.judge_eval_max_steps,
+                   help="rounds (steps) per problem (default: eval.judge_eval_max_steps's)")
+    j.add_argument("--natural-temperature", type=float, default=SearchConfig.temperature,
+                   help="sampling temperature of the candidates (default: search.temperature's)")
     j.set_defaults(func=cmd_judge_eval)
 
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")

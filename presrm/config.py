@@ -129,7 +129,7 @@ class JudgeConfig:
     both_orders: bool = _f(True, "Pairwise/generative: judge each pair with A first and with B first; a tie when "
                                  "the orders disagree.")
     tie_margin: float = _f(0.1, "Pairwise: a tie when |P(A better) - 0.5| < tie_margin / 2.")
-    max_new_tokens: int = _f(128, "Generative judge: cap on its explanation, in tokens.")
+    max_new_tokens: int = _f(128, "Judges that write (generative, outcome): cap on their reply, in tokens.")
     prefix_cache: bool = _f(True, "Logit judges: encode the shared start of related prompts once and reuse its KV "
                                   "cache (falls back to plain batches for models without a plain DynamicCache).")
     aggregate: str = _f("min", "How step scores become a process reward: min, mean, prod, last, gmean.")
@@ -327,6 +327,12 @@ def _build(cls: type, data: dict[str, Any], prefix: str, source: str) -> Any:
         else:
             kwargs[key] = _coerce(value, tp, where)
     return cls(**kwargs)
+
+
+def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "", source: str = "a mapping") -> Any:
+    """A config dataclass (``RunConfig`` or one section, e.g. ``JudgeConfig`` with ``prefix="judge."``) from a
+    mapping such as a run's saved ``config.yaml``: values coerced to their types, unknown keys refused."""
+    return _build(cls, data, prefix, source)
 
 
 def _merge(base: dict[str, Any], dotted: str, value: Any) -> None:

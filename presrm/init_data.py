@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from presrm.judges.registry import eft_modes
+from presrm.judges.registry import eft_modes, spec
 from presrm.labelled import NaturalStep, right_wrong_couples
 from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
@@ -129,11 +129,15 @@ def eft_pairwise_examples(pairs: Sequence[LabelledPair], render: Callable[[str, 
 
 
 def eft_pointwise_examples(pairs: Sequence[LabelledPair], render: Callable[[str, tuple[str, ...], str], str],
-                           ) -> list[dict[str, Any]]:
-    """Pointwise judge examples: the gold step answered ``Yes``, its wrong twin ``No`` (balanced)."""
+                           verdicts: tuple[str, str]) -> list[dict[str, Any]]:
+    """Step judge examples: the gold step answered ``verdicts[0]``, its wrong twin ``verdicts[1]`` (balanced).
+
+    ``verdicts``: the judge's words for a right and a wrong step (its registry entry's; pointwise: Yes, No).
+    """
+    yes, no = verdicts
     out = []
     for p in pairs:
-        for step, label in ((p.right, "Yes"), (p.wrong, "No")):
+        for step, label in ((p.right, yes), (p.wrong, no)):
             out.append({"prompt": render(p.question, p.previous, step), "completion": label, "kind": "eft",
                         "source": "gold", "id": p.problem_id, "label": label})
     return out
@@ -141,34 +145,41 @@ def eft_pointwise_examples(pairs: Sequence[LabelledPair], render: Callable[[str,
 
 def eft_examples(problems: Sequence[Problem], render: Callable[..., str], *, mode: str, seed: int = 0,
                  prefill: str = "", per_problem: int = 1) -> list[dict[str, Any]]:
-    """Gold-source EFT examples for the judge ``mode``: pairwise, generative (explanation + verdict) or pointwise."""
+    """Gold-source EFT examples for the judge ``mode`` (its registry entry decides): a step judge's verdict words
+    (pointwise: Yes, No), a pair judge's ``[[A]]``/``[[B]]``, after an explanation when the judge writes one
+    (generative)."""
     if mode not in eft_modes():
         raise ValueError(f"EFT has no examples for judge mode {mode!r}")
+    entry = spec(mode)
     pairs = labelled_pairs(problems, seed=seed, per_problem=per_problem)
-    if mode == "pointwise":
-        return eft_pointwise_examples(pairs, render)
-    return eft_pairwise_examples(pairs, render, explain=mode == "generative", prefill=prefill)
+    if entry.unit == "step":
+        return eft_pointwise_examples(pairs, render, entry.verdicts)
+    return eft_pairwise_examples(pairs, render, explain=entry.generates, prefill=prefill)
 
 
 def on_policy_examples(steps: Sequence[NaturalStep], render: Callable[..., str], *, mode: str, seed: int = 0,
                        prefill: str = "", per_group: int = 2) -> list[dict[str, Any]]:
     """On-policy EFT examples from the policy's own verifier-labelled steps (a natural set on train problems).
 
-    Pointwise: every verifiably right step ``Yes`` and every verifiably wrong one ``No``, the larger
-    class cut down (seeded) to the size of the smaller, so the labels are balanced. Pairwise: a right
-    and a wrong candidate sampled after the same prefix, in both orders (at most ``per_group`` couples
-    a prefix). Generative judges get no on-policy examples: their explanation needs the perturbation.
+    Step judges (pointwise): every verifiably right step answered with the judge's right verdict (``Yes``) and
+    every verifiably wrong one with its wrong verdict (``No``), the larger class cut down (seeded) to the size
+    of the smaller, so the labels are balanced. Pair judges (pairwise): a right and a wrong candidate sampled
+    after the same prefix, in both orders (at most ``per_group`` couples a prefix). Judges that write an
+    explanation (generative) get no on-policy examples: their explanation needs the perturbation.
     """
-    if mode == "pointwise":
+    entry = spec(mode)
+    if not entry.eft or entry.generates:
+        return []
+    if entry.unit == "step":
         right = [s for s in steps if s.label == "correct"]
         wrong = [s for s in steps if s.label == "incorrect"]
         rng = random.Random(seed)
         n = min(len(right), len(wrong))
         chosen = sorted(rng.sample(right, n) + rng.sample(wrong, n), key=lambda s: s.id)
-        return [{"prompt": render(s.question, s.previous, s.step), "completion": "Yes" if s.label == "correct"
-                 else "No", "kind": "eft", "source": "on_policy", "id": s.problem_id,
-                 "label": "Yes" if s.label == "correct" else "No"} for s in chosen]
-    if mode == "pairwise":
+        word = dict(zip(("correct", "incorrect"), entry.verdicts, strict=True))
+        return [{"prompt": render(s.question, s.previous, s.step), "completion": word[s.label], "kind": "eft",
+                 "source": "on_policy", "id": s.problem_id, "label": word[s.label]} for s in chosen]
+    if entry.unit == "pair":
         pairs = [LabelledPair(r.problem_id, r.question, r.previous, r.step, w.step, {"group": r.group})
                  for r, w in right_wrong_couples(steps, per_group=per_group, seed=seed)]
         return [{**e, "source": "on_policy"} for e in eft_pairwise_examples(pairs, render, prefill=prefill)]

@@ -28,8 +28,12 @@ unit is "step" (pointwise, likelihood, random) also give per-step scores
 (``step_modes()``).
 
 Prompts are Jinja templates in ``presrm/prompts/``; each judge takes
-``template=`` (a file path) to override its own. Chat templates are applied
-when the tokenizer has one.
+``template=`` (a file path) to override its own (config key: ``template_key(mode)``). Chat templates are
+applied when the tokenizer has one.
+
+One builder, :func:`make_judge_from_config`, turns a ``judge:`` section (every setting) and the run's context
+(task, tasks folder, seed) into a judge; :func:`judge_config` makes such a section from command-line flags.
+Which judge gives an evaluation its per-step scores is :func:`step_judge_for` (the registry's).
 
 >>> judge = make_judge("pairwise", engine)  # doctest: +SKIP
 >>> judge.tournament("1+1?", (), ["Step 1: 1 + 1 = 2", "Step 1: 1 + 1 = 3"]).wins  # doctest: +SKIP
@@ -38,8 +42,10 @@ when the tokenizer has one.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from presrm.errors import ConfigError
@@ -61,7 +67,16 @@ from presrm.judges.outcome import OutcomeJudge, OutcomeVerdict, parse_score
 from presrm.judges.pairwise import PairwiseJudge
 from presrm.judges.pointwise import PointwiseJudge
 from presrm.judges.random import RandomJudge
-from presrm.judges.registry import JudgeSpec, config_options, modes, register, spec, step_modes
+from presrm.judges.registry import (
+    JudgeSpec,
+    config_options,
+    modes,
+    register,
+    spec,
+    step_judge_for,
+    step_modes,
+    template_key,
+)
 
 if TYPE_CHECKING:
     from presrm.config import JudgeConfig
@@ -84,9 +99,11 @@ __all__ = [
     "SolutionToJudge",
     "StepToJudge",
     "Tournament",
+    "check_templates",
     "combine_orders",
     "context_options",
     "judge_class",
+    "judge_config",
     "load_template",
     "make_judge",
     "make_judge_from_config",
@@ -95,7 +112,9 @@ __all__ = [
     "parse_verdict",
     "rank_tournament",
     "register",
+    "step_judge_for",
     "step_modes",
+    "template_key",
 ]
 
 
@@ -136,7 +155,9 @@ def context_options(mode: str, *, task: str | None = None, tasks_dir: str | None
 
 def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None, task: str | None = None,
                            tasks_dir: str | None = None, seed: int | None = None) -> Judge:
-    """The judge a ``judge:`` config section describes; ``mode`` overrides ``cfg.mode``.
+    """The judge a ``judge:`` config section describes; ``mode`` overrides ``cfg.mode``. The one builder: step
+    search, the loop's evaluations and judge evaluations, ``presrm eval`` and ``presrm judge-eval`` all build
+    their judge here (the commands from a section made of their flags, :func:`judge_config`).
 
     Each mode reads the config keys its registry entry lists (``JudgeSpec.options``: ``template`` for
     pointwise, ``pairwise_template``, ``generative_template``, ``outcome_template`` ...).
@@ -146,3 +167,43 @@ def make_judge_from_config(cfg: JudgeConfig, engine, *, mode: str | None = None,
     options = config_options(mode, cfg)
     options.update(context_options(mode, task=task, tasks_dir=tasks_dir, seed=seed))
     return make_judge(mode, engine, **options)
+
+
+def judge_config(mode: str, *, base: JudgeConfig | None = None, template: str | None = None,
+                 **settings: Any) -> JudgeConfig:
+    """A ``judge:`` section for ``mode``: ``base`` (default: the section's own defaults) with ``template`` under
+    the mode's template key (:func:`presrm.judges.registry.template_key`) and every setting that is not None.
+
+    >>> judge_config("pairwise", template="p.jinja", tie_margin=0.0, batch_size=None).pairwise_template
+    'p.jinja'
+    """
+    from presrm.config import JudgeConfig
+
+    cfg = dataclasses.replace(base or JudgeConfig(), mode=mode,
+                              **{k: v for k, v in settings.items() if v is not None})
+    if template is not None:
+        key = template_key(mode)
+        if key is None:
+            raise ConfigError(f"the {mode} judge reads no prompt template; judges with one: "
+                              f"{', '.join(m for m in modes() if template_key(m))}")
+        cfg = dataclasses.replace(cfg, **{key: template})
+    return cfg
+
+
+def check_templates(cfg: JudgeConfig, built: Sequence[str]) -> None:
+    """Read every template the ``judge:`` section names, whichever mode it belongs to, so that a broken one fails
+    now as a ConfigError naming its key; ``built``: the modes the caller builds (a named template of another
+    mode is logged as unused)."""
+    for mode in modes():
+        key = template_key(mode)
+        path = getattr(cfg, key) if key else None
+        if path is None:
+            continue
+        cls = judge_class(mode)
+        try:
+            load_template(path, mode, **cls.template_sample)
+        except ConfigError as e:
+            raise ConfigError(f"key 'judge.{key}': {e}") from None
+        if mode not in built:
+            log.warning("judge.%s is set, but this run builds no %s judge (it builds: %s)", key, mode,
+                        ", ".join(dict.fromkeys(built)))

@@ -126,18 +126,23 @@ def make_run_judge(cfg: RunConfig, engine, *, mode: str | None = None, task: str
 
 def step_judge_mode(cfg: RunConfig) -> str:
     """The judge that gives evaluations their per-step scores: the run's own when it scores single steps
-    (pointwise, likelihood, random), else (pairwise, generative: they compare two steps) the pointwise judge."""
-    from presrm.judges.registry import step_modes
+    (pointwise, likelihood, random), else (pairwise, generative: they compare two steps) the pointwise judge
+    (:func:`presrm.judges.registry.step_judge_for`, which ``presrm eval`` asks too)."""
+    from presrm.judges.registry import step_judge_for
 
-    return cfg.judge.mode if cfg.judge.mode in step_modes() else "pointwise"
+    return step_judge_for(cfg.judge.mode)
 
 
 def check_runnable(cfg: RunConfig) -> None:
     """Refuse, in one line and before any stage starts, a recipe that cannot run here: an engine that cannot run
     here (``engines.registry.check_runnable``: ``engine: vllm`` without vLLM, or with a tensor parallel size that
-    does not divide the processes), a missing ``init.model`` folder, task or data file. ``config.validate``
-    checks what needs no import and no file system."""
+    does not divide the processes), a missing ``init.model`` folder, task or data file, a judge template (any
+    ``judge.*template`` key) that cannot be read or rendered. ``config.validate`` checks what needs no import and
+    no file system."""
+    from presrm.judge import check_templates
+
     engine_registry.check_runnable(cfg, processes=dist.world_size())
+    check_templates(cfg.judge, [cfg.judge.mode, step_judge_mode(cfg)])  # every template key, read or not
     if cfg.init.model is not None and not (Path(cfg.init.model) / "config.json").is_file():
         missing = "does not exist" if not Path(cfg.init.model).exists() else "is not a model folder (no config.json)"
         raise ConfigError(f"key 'init.model': {cfg.init.model} {missing}; pass the model/ folder of an "
@@ -302,16 +307,16 @@ def _apart_from_eval(cfg: RunConfig, problems: list, stage: str) -> tuple[list, 
 @_rank0_first
 def _judge_eval_stage(cfg: RunConfig, run: RunLayout, spec: str, out: StageDir,
                       name: str) -> tuple[dict[str, Any], bool]:
-    """The model ``spec`` as a judge (judge.mode) on the synthetic set and on the run's natural set."""
+    """The model ``spec`` as a judge (the run's ``judge:`` section, every setting) on the synthetic set and on the
+    run's natural set."""
     from presrm.judge_eval import JudgeEvalArgs, run_judge_eval
 
     folder = out.judge_eval(name)
     if folder.results.exists():
         return read_json(folder.results), True
-    args = JudgeEvalArgs(model=spec, mode=cfg.judge.mode, limit=cfg.eval.judge_eval_limit, output_dir=str(folder.root),
+    args = JudgeEvalArgs(model=spec, judge=cfg.judge, limit=cfg.eval.judge_eval_limit, output_dir=str(folder.root),
                          seed=cfg.seed, task=cfg.eval.task, tasks_dir=cfg.tasks_dir, data_file=cfg.eval.data_file,
-                         template=_judge_template(cfg), batch_size=cfg.judge.batch_size, device=cfg.device,
-                         precision=inference_precision(cfg), natural=str(run.natural),
+                         device=cfg.device, precision=inference_precision(cfg), natural=str(run.natural),
                          natural_model=cfg.model, natural_k=cfg.eval.judge_eval_k,
                          natural_max_steps=cfg.eval.judge_eval_max_steps, natural_temperature=cfg.search.temperature,
                          engine=cfg.engine, vllm=cfg.vllm)
@@ -322,11 +327,6 @@ def _judge_eval_stage(cfg: RunConfig, run: RunLayout, spec: str, out: StageDir,
             natural_set_for(args, load_task(cfg.eval.task, cfg.tasks_dir), engine)
     with open_run_engine(cfg, spec) as engine:
         return run_judge_eval(args, engine=engine), False
-
-
-def _judge_template(cfg: RunConfig) -> str | None:
-    return {"pointwise": cfg.judge.template, "pairwise": cfg.judge.pairwise_template,
-            "generative": cfg.judge.generative_template}.get(cfg.judge.mode)
 
 
 def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:

@@ -42,6 +42,7 @@ from typing import Any
 from presrm.config import SearchConfig
 from presrm.data import Task
 from presrm.generate import STEP_STOP, policy_prompt, step_candidates, step_prompt
+from presrm.judges.registry import scores_p_correct
 from presrm.progress import bar as progress_bar
 from presrm.rewards import aggregate
 from presrm.schema import Problem, StepPair
@@ -308,9 +309,10 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
     right and a verifiably wrong candidate, the share of such couples the judge
     ranks right above wrong by wins (ties count half). ``match_agreement``: the
     share of right-vs-wrong matches whose verdict picks the right one (ties
-    half; unparseable verdicts counted apart). ``pointwise_agreement`` (pointwise
-    judges only): the share of decided candidates whose score is on the verdict's
-    side of 0.5. ``chosen_incorrect``: appended steps the verifier finds wrong.
+    half; unparseable verdicts counted apart). ``pointwise_agreement`` (judges whose score is a
+    probability that the step is correct, ``JudgeSpec.p_correct``: pointwise): the share of decided
+    candidates whose score is on the verdict's side of 0.5. ``chosen_incorrect``: appended steps the
+    verifier finds wrong.
     A falling agreement across iterations is the reward-hacking signal. ``tie_rollback_rate``: the
     share of rounds (tournaments) where every candidate tied and the search rolled back.
     ``repeat_rejected_pairs`` (``search.no_repeats``): pairs whose rejected step repeats an earlier one.
@@ -333,7 +335,7 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
             for c in cands:
                 if c["verdict"] in ("correct", "incorrect"):
                     decided += 1
-                    if entry.get("score_kind") == "pointwise":
+                    if scores_p_correct(entry.get("score_kind", "")):
                         scored += 1
                         agree += (c["score"] >= 0.5) == (c["verdict"] == "correct")
             c_ok, c_n, m_ok, m_n, m_bad = _agreement(entry)

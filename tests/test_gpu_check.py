@@ -14,8 +14,8 @@ def test_gpu_check_dry_run_on_cpu(tiny_model_dir, gsm8k_like, tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--device", "cpu", "--no-install",
                         "--model", str(tiny_model_dir), "--out", str(out), f"search.data_file={gsm8k_like}",
-                        f"eval.data_file={gsm8k_like}", "eval.limit=2", "search.offset=2"], env=env, cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)
+                        f"eval.data_file={gsm8k_like}", "eval.limit=2", "search.offset=2"], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "gpu_check: all checks passed" in r.stdout
     result = json.loads((out / "gpu_check.json").read_text())

@@ -20,6 +20,7 @@ from presrm.init_data import (
     labelled_pairs,
     on_policy_examples,
 )
+from presrm.judges.registry import spec
 from presrm.labelled import NaturalStep
 from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
@@ -106,7 +107,7 @@ def test_eft_pairwise_both_orders(explain, prefill, targets):
 
 
 def test_eft_pointwise_balanced():
-    out = eft_pointwise_examples([_pair()], lambda q, prev, step: step)
+    out = eft_pointwise_examples([_pair()], lambda q, prev, step: step, spec("pointwise").verdicts)
     assert [(e["prompt"], e["completion"]) for e in out] == [("Step 2: 2 + 2 = 4", "Yes"), ("Step 2: 2 + 2 = 5", "No")]
 
 

@@ -83,7 +83,7 @@ def test_a_toy_mode_in_one_place_is_accepted_everywhere(toy, tmp_path):
     assert parser.parse_args(["eval", "--judge", "toy", "--output-dir", str(tmp_path)]).judge == "toy"
     assert parser.parse_args(["judge-eval", "--judge", "toy", "--output-dir", str(tmp_path)]).judge == "toy"
     # judge-eval's validation
-    JudgeEvalArgs(mode="toy", output_dir=str(tmp_path / "out")).validate()
+    JudgeEvalArgs(judge=JudgeConfig(mode="toy"), output_dir=str(tmp_path / "out")).validate()
     # the builders: the config keys of its entry, the run's context its constructor takes
     judge = make_judge_from_config(JudgeConfig(mode="toy", template="t.jinja", batch_size=3), None, seed=5,
                                    task="gsm8k")
@@ -102,7 +102,7 @@ def test_a_removed_mode_is_refused_everywhere(tmp_path, capsys):
         make_parser().parse_args(["eval", "--judge", "toy", "--output-dir", str(tmp_path)])
     assert "argument --judge: invalid choice: 'toy'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="--judge must be one of"):
-        JudgeEvalArgs(mode="toy", output_dir=str(tmp_path / "out")).validate()
+        JudgeEvalArgs(judge=JudgeConfig(mode="toy"), output_dir=str(tmp_path / "out")).validate()
 
 
 def test_the_cli_reads_the_registry_without_torch():

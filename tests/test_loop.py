@@ -18,7 +18,8 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def _cfg(tiny_model_dir, gsm8k_like, tmp_path, *extra):
     return load_config(None, [
         f"model={tiny_model_dir}", f"output_dir={tmp_path}", "name=t", "device=cpu",
-        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3", "search.max_steps=2",
+        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3",
+        "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0",
         # A random model's P([[A]]) is ~0.51 whatever the steps: in both orders, or within the default
         # tie margin, every match would tie; one order and no margin give A (the first candidate) the win.

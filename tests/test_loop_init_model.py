@@ -178,4 +178,4 @@ def test_presrm_eval_judge_flag(tiny_model_dir, gsm8k_like, tmp_path, capsys):
                                                             for i, t in enumerate(texts)])
     assert "step scores: random score" in (out / "report.html").read_text()
     assert main([*common, "--judge", "random", "--judge-template", "x.jinja", "--output-dir", str(out)]) == 2
-    assert "--judge-template overrides the pointwise judge's prompt" in capsys.readouterr().err
+    assert "the random judge (--judge) has none" in capsys.readouterr().err

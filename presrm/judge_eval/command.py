@@ -7,16 +7,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from presrm.config import EvalConfig, JudgeConfig, SearchConfig
 from presrm.engines import registry as engines
 from presrm.errors import ConfigError
 from presrm.jsonio import write_json, write_jsonl
 from presrm.judge_eval.runners import evaluate_judge, evaluate_natural
-from presrm.judges.registry import modes, spec
+from presrm.judges.registry import modes, spec, template_key
 from presrm.labelled import NaturalSet, build_labelled_set, synthetic_protocol
 from presrm.layout import EvalLayout
 
@@ -27,12 +28,21 @@ JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "p
 """Judge attributes recorded in the protocol when the judge has them."""
 
 
+def _pointwise() -> JudgeConfig:
+    return JudgeConfig(mode="pointwise")
+
+
 @dataclass(frozen=True)
 class JudgeEvalArgs:
-    """Options of ``presrm judge-eval`` (see ``presrm judge-eval --help``)."""
+    """Options of ``presrm judge-eval`` (see ``presrm judge-eval --help``).
+
+    ``judge`` is a ``judge:`` config section, every setting of the judge measured: a run passes its own, the
+    command makes one from its flags (:func:`presrm.judge.judge_config`); both build the judge with
+    :func:`presrm.judge.make_judge_from_config`.
+    """
 
     model: str = "embedded"
-    mode: str = "pointwise"
+    judge: JudgeConfig = field(default_factory=_pointwise)
     limit: int = 50
     output_dir: str = "judge-eval"
     adapter: str | None = None
@@ -41,21 +51,30 @@ class JudgeEvalArgs:
     task: str = "gsm8k"
     tasks_dir: str | None = None
     data_file: str | None = None
-    template: str | None = None
-    batch_size: int | None = None
-    max_new_tokens: int | None = None
     device: str = "auto"
     precision: str = "auto"
     labelled: str | None = None
     natural: str | None = None
     natural_model: str | None = None
-    natural_k: int = 4
-    natural_max_steps: int = 8
-    natural_temperature: float = 0.7
+    # The natural set's defaults are a run's, so the command and a run's judge evaluation sample the same set.
+    natural_k: int = EvalConfig.judge_eval_k
+    natural_max_steps: int = EvalConfig.judge_eval_max_steps
+    natural_temperature: float = SearchConfig.temperature
     engine: str = engines.DEFAULT
     vllm: Any = None  # a presrm.config.VLLMConfig (engine vllm); None: its defaults
 
+    @property
+    def mode(self) -> str:
+        return self.judge.mode
+
+    @property
+    def template(self) -> str | None:
+        """The template of the judged mode (its config key: :func:`presrm.judges.registry.template_key`)."""
+        key = template_key(self.mode) if self.mode in modes() else None
+        return getattr(self.judge, key) if key else None
+
     def validate(self) -> None:
+        j = self.judge
         checks = [
             (self.mode in modes(), f"--judge must be one of {', '.join(modes())}, got {self.mode!r}"),
             (self.engine in engines.names(), f"--engine must be one of {', '.join(engines.names())}, got "
@@ -64,7 +83,9 @@ class JudgeEvalArgs:
             (0.0 <= self.threshold <= 1.0 and not math.isnan(self.threshold),
              f"--threshold must be in [0, 1], got {self.threshold}"),
             (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16: {self.precision!r}"),
-            *[(v is None or v >= 1, f"{flag} must be at least 1, got {v}") for flag, v in self.judge_options().items()],
+            (j.batch_size >= 1, f"--batch-size must be at least 1, got {j.batch_size}"),
+            (j.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {j.max_new_tokens}"),
+            (0.0 <= j.tie_margin < 1.0, f"--tie-margin must be in [0, 1), got {j.tie_margin}"),
             (not Path(self.output_dir).is_file(), f"--output-dir {self.output_dir} is a file, not a folder"),
             (self.template is None or Path(self.template).is_file(), f"--template {self.template} does not exist"),
             (self.adapter is None or Path(self.adapter).is_dir(), f"--adapter {self.adapter} is not a folder"),
@@ -87,19 +108,30 @@ class JudgeEvalArgs:
         optional = {"--precision": None if self.precision == "auto" else self.precision, "--adapter": self.adapter,
                     "--engine": None if self.engine == engines.DEFAULT else self.engine,
                     "--task": self.task if self.task != "gsm8k" else None,
-                    "--tasks-dir": self.tasks_dir, "--data-file": self.data_file, "--template": self.template,
-                    "--labelled": self.labelled, "--natural": self.natural, "--natural-model": self.natural_model,
-                    **self.judge_options()}
-        return " ".join(parts + [f"{flag} {value}" for flag, value in optional.items() if value is not None])
+                    "--tasks-dir": self.tasks_dir, "--data-file": self.data_file,
+                    "--labelled": self.labelled, "--natural": self.natural, "--natural-model": self.natural_model}
+        if self.natural:
+            optional.update({"--natural-k": self.natural_k, "--natural-max-steps": self.natural_max_steps,
+                             "--natural-temperature": self.natural_temperature})
+        flags = [f"{flag} {value}" for flag, value in optional.items() if value is not None]
+        return " ".join(parts + flags + self.judge_flags())
 
-    def judge_options(self) -> dict[str, Any]:
-        """The options given to the judge's constructor, as ``--flag: value``; unset ones keep its defaults."""
-        generates = self.mode in modes() and spec(self.mode).generates
-        return {"--batch-size": self.batch_size, "--max-new-tokens": self.max_new_tokens if generates else None}
-
-    def judge_kwargs(self) -> dict[str, Any]:
-        """``judge_options`` as the judge constructor's keyword arguments."""
-        return {flag[2:].replace("-", "_"): v for flag, v in self.judge_options().items() if v is not None}
+    def judge_flags(self) -> list[str]:
+        """The flags that give the judge its settings: those its mode reads (``JudgeSpec.options``, and
+        ``batch_size``) where they differ from the ``judge:`` section's defaults."""
+        default, read = JudgeConfig(), dict.fromkeys(("batch_size", *spec(self.mode).options.values()))
+        out = []
+        for key in read:
+            value = getattr(self.judge, key)
+            if value == getattr(default, key):
+                continue
+            if key == template_key(self.mode):
+                out.append(f"--template {value}")
+            elif isinstance(value, bool):  # both_orders, prefix_cache: on by default, a flag turns each off
+                out.append({"both_orders": "--one-order", "prefix_cache": "--no-prefix-cache"}[key])
+            else:
+                out.append(f"--{key.replace('_', '-')} {value}")
+        return out
 
     def engine_options(self, *, adapter: bool = True):
         """How to load the judged model (``adapter``: with ``--adapter`` applied)."""
@@ -123,7 +155,6 @@ def natural_set_for(args: JudgeEvalArgs, task, engine=None) -> NaturalSet:
         nat = read_natural_set(path)
         log.info("Natural set %s: %d steps from %s", path, len(nat.steps), nat.meta.get("generator"))
         return nat
-    from presrm.config import SearchConfig
     from presrm.data import load_problems
     from presrm.engines import open_engine
     from presrm.generate import STEP_STOP, step_prompt
@@ -157,7 +188,7 @@ def run_judge_eval(args: JudgeEvalArgs, engine=None) -> dict[str, Any]:
     """
     from presrm.data import load_problems, load_task
     from presrm.engines import open_engine
-    from presrm.judge import context_options, make_judge
+    from presrm.judge import make_judge_from_config
     from presrm.labelled import read_processbench
 
     args.validate()
@@ -179,14 +210,13 @@ def run_judge_eval(args: JudgeEvalArgs, engine=None) -> dict[str, Any]:
             as engine:
         if args.natural and shared:
             nat = natural_set_for(args, task, engine)
-        options = {**args.judge_kwargs(), **({"template": args.template} if args.template else {}),
-                   **context_options(args.mode, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed)}
-        judge = make_judge(args.mode, engine, **options)
+        judge = make_judge_from_config(args.judge, engine, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed)
         metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
         nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed) if nat is not None else (None, [])
         described = engine.describe()
-    protocol = {"mode": args.mode, "template": args.template or f"presrm/prompts/{args.mode}.jinja (built-in)",
-                "threshold": args.threshold if args.mode == "pointwise" else None, "model": args.model,
+    builtin = f"presrm/prompts/{args.mode}.jinja (built-in)" if template_key(args.mode) else None
+    protocol = {"mode": args.mode, "template": args.template or builtin,
+                "threshold": args.threshold if judge.unit == "step" else None, "model": args.model,
                 "adapter": args.adapter, "seed": args.seed, "task": task.name, "limit": args.limit,
                 "judge_options": {k: getattr(judge, k) for k in JUDGE_OPTIONS if hasattr(judge, k)},
                 **described, "command": args.command()}

@@ -258,6 +258,8 @@ class JudgeBase:
     unit = "step"
     item_type: type = StepToJudge
     prefill = ""
+    template_sample: dict[str, Any] = {}
+    """The values a prompt template of this judge is checked on (:func:`load_template`); none without a template."""
 
     def prompt(self, item: Any) -> str:
         raise NotImplementedError

@@ -69,12 +69,13 @@ class GenerativeJudge(PairJudgeBase):
 
     mode = "generative"
     prefill = ""
+    template_sample = PAIR_SAMPLE
 
     def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, both_orders: bool = True,
                  max_new_tokens: int = 128):
         self.engine, self.tok, self.batch_size = engine, engine.tok, batch_size
         self.both_orders, self.max_new_tokens = both_orders, max_new_tokens
-        self.template = load_template(template, "generative", **PAIR_SAMPLE)
+        self.template = load_template(template, self.mode, **self.template_sample)
 
     def prompt(self, item: PairToJudge) -> str:
         """The exact text the model sees (A shown first; the chat template's assistant turn, nothing prefilled)."""

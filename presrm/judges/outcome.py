@@ -70,10 +70,11 @@ class OutcomeJudge(ScoreJudgeBase):
     unit = "solution"
     item_type = SolutionToJudge
     prefill = ""
+    template_sample = {"question": "<QUESTION>", "solution": "<SOLUTION>"}
 
     def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, max_new_tokens: int = 192):
         self.engine, self.tok, self.batch_size, self.max_new_tokens = engine, engine.tok, batch_size, max_new_tokens
-        self.template = load_template(template, "outcome", question="<QUESTION>", solution="<SOLUTION>")
+        self.template = load_template(template, self.mode, **self.template_sample)
         self.last_verdicts: list[OutcomeVerdict] = []
 
     def prompt(self, item: SolutionToJudge) -> str:

@@ -50,12 +50,13 @@ class PairwiseJudge(PairJudgeBase):
 
     mode = "pairwise"
     prefill = "[["
+    template_sample = PAIR_SAMPLE
 
     def __init__(self, engine, *, template: str | None = None, batch_size: int = 16, both_orders: bool = True,
                  tie_margin: float = 0.1, prefix_cache: bool = True):
         self.engine, self.tok, self.batch_size = engine, engine.tok, batch_size
         self.both_orders, self.tie_margin, self.prefix_cache = both_orders, tie_margin, prefix_cache
-        self.template = load_template(template, "pairwise", **PAIR_SAMPLE)
+        self.template = load_template(template, self.mode, **self.template_sample)
         self.a_ids, self.b_ids = disjoint_ids(self.tok, _A, _B, "pairwise")
 
     def prompt(self, item: PairToJudge) -> str:

@@ -1,4 +1,7 @@
-"""Pointwise judge: is step k correct, given the question and steps 1..k-1? Score = P(Yes)."""
+"""Pointwise judge: is step k correct, given the question and steps 1..k-1? Score = P(Yes).
+
+Its verdict words (Yes, No) are its registry entry's ``verdicts``, which EFT trains as completions.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +11,12 @@ import torch
 
 from presrm.generate import render_chat
 from presrm.judges.common import ScoreJudgeBase, StepToJudge, chains, disjoint_ids, load_template
+from presrm.judges.registry import spec
 
-_YES = ("Yes", " Yes", "yes", " yes")
-_NO = ("No", " No", "no", " no")
+
+def _variants(word: str) -> tuple[str, ...]:
+    """The spellings of a verdict word whose first token counts: as is and lower-case, each with a leading space."""
+    return tuple(dict.fromkeys((word, " " + word, word.lower(), " " + word.lower())))
 
 
 class PointwiseJudge(ScoreJudgeBase):
@@ -29,12 +35,13 @@ class PointwiseJudge(ScoreJudgeBase):
     mode = "pointwise"
     unit = "step"
     prefill = ""
+    template_sample = {"question": "<QUESTION>", "previous": ["<PREVIOUS>"], "step": "<STEP>"}
 
     def __init__(self, engine, *, template: str | None = None, batch_size: int = 16, prefix_cache: bool = True):
         self.engine, self.tok, self.batch_size, self.prefix_cache = engine, engine.tok, batch_size, prefix_cache
-        self.template = load_template(template, "pointwise", question="<QUESTION>", previous=["<PREVIOUS>"],
-                                      step="<STEP>")
-        self.yes_ids, self.no_ids = disjoint_ids(self.tok, _YES, _NO, "pointwise")
+        self.template = load_template(template, self.mode, **self.template_sample)
+        yes, no = spec(self.mode).verdicts  # the words EFT trains it to answer (Yes, No)
+        self.yes_ids, self.no_ids = disjoint_ids(self.tok, _variants(yes), _variants(no), self.mode)
 
     def prompt(self, item: StepToJudge) -> str:
         user = self.template.render(question=item.question, previous=list(item.previous), step=item.step)

@@ -11,6 +11,10 @@ True
 ['pointwise', 'pairwise', 'generative', 'likelihood', 'random']
 >>> spec("likelihood").needs
 'span_logprobs'
+>>> step_judge_for("pairwise"), step_judge_for("likelihood")
+('pointwise', 'likelihood')
+>>> template_key("pairwise"), template_key("random")
+('pairwise_template', None)
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class JudgeSpec:
     config key, read by ``presrm.judge.make_judge_from_config`` (``batch_size`` goes to every judge).
     ``search``: it can rank step search's candidates (a run's ``judge.mode``). ``eft``: it reads a verdict
     (Yes/No, [[A]]/[[B]]) that EFT can train. ``generates``: it writes text, so ``max_new_tokens`` applies.
+    ``verdicts``: a step judge's answer words for a right and a wrong step (pointwise: Yes, No), the
+    completions EFT trains; a pair judge's verdict names a side instead (``[[A]]``/``[[B]]``).
+    ``p_correct``: its score is the judge's probability that the step is correct, so 0.5 splits it into a
+    verdict (search's pointwise agreement); other scores only rank.
     """
 
     mode: str
@@ -48,6 +56,8 @@ class JudgeSpec:
     search: bool = True
     eft: bool = False
     generates: bool = False
+    verdicts: tuple[str, str] | None = None
+    p_correct: bool = False
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS:
@@ -56,6 +66,8 @@ class JudgeSpec:
             raise ValueError(f"judge {self.mode!r}: needs must be one of {NEEDS}, got {self.needs!r}")
         if ":" not in self.target:
             raise ValueError(f"judge {self.mode!r}: target must be 'module:Class', got {self.target!r}")
+        if self.eft and self.unit == "step" and not self.verdicts:
+            raise ValueError(f"judge {self.mode!r}: a step judge EFT trains needs its verdicts (right, wrong)")
 
     def load(self) -> type:
         """The judge class (imported now); its ``mode`` and ``unit`` must agree with this entry."""
@@ -101,6 +113,28 @@ def step_modes() -> list[str]:
     return [m for m, s in _TABLE.items() if s.unit == "step"]
 
 
+STEP_JUDGE_FALLBACK = "pointwise"
+"""The per-step judge of an evaluation when the run's judge compares two steps (pairwise, generative)."""
+
+
+def step_judge_for(mode: str | None) -> str:
+    """The judge that gives an evaluation its per-step scores when the run judges with ``mode``: ``mode`` itself
+    when it scores single steps (pointwise, likelihood, random), else (a pair or solution judge, or no run)
+    :data:`STEP_JUDGE_FALLBACK`. The loop's evaluations and ``presrm eval`` on a run's model both ask here."""
+    return mode if mode in step_modes() else STEP_JUDGE_FALLBACK
+
+
+def template_key(mode: str) -> str | None:
+    """The ``judge:`` config key holding the prompt template of ``mode`` (None: it reads no template)."""
+    return spec(mode).options.get("template")
+
+
+def scores_p_correct(kind: str) -> bool:
+    """Whether a score of kind ``kind`` (a tournament's ``score_kind``: a mode, or "win_rate") is a probability
+    that the step is correct (``JudgeSpec.p_correct``)."""
+    return kind in _TABLE and _TABLE[kind].p_correct
+
+
 def search_modes() -> list[str]:
     """The modes a run can search with (``judge.mode``)."""
     return [m for m, s in _TABLE.items() if s.search]
@@ -120,7 +154,8 @@ def config_options(mode: str, judge_cfg: Any) -> dict[str, Any]:
 register(JudgeSpec(
     "pointwise", "presrm.judges.pointwise:PointwiseJudge", "step",
     "P(Yes) / (P(Yes) + P(No)) after 'is step k correct?'", needs="choice_logprobs",
-    options={"template": "template", "prefix_cache": "prefix_cache"}, eft=True))
+    options={"template": "template", "prefix_cache": "prefix_cache"}, eft=True, verdicts=("Yes", "No"),
+    p_correct=True))
 register(JudgeSpec(
     "pairwise", "presrm.judges.pairwise:PairwiseJudge", "pair",
     "P([[A]]) vs P([[B]]) for two candidate next steps (PReSRM), both orders", needs="choice_logprobs",
@@ -134,7 +169,7 @@ register(JudgeSpec(
 register(JudgeSpec(
     "outcome", "presrm.judges.outcome:OutcomeJudge", "solution",
     "Self-Rewarding's additive 5-point rubric on whole solutions", needs="generate",
-    options={"template": "outcome_template"}, search=False, generates=True))
+    options={"template": "outcome_template", "max_new_tokens": "max_new_tokens"}, search=False, generates=True))
 register(JudgeSpec(
     "likelihood", "presrm.judges.likelihood:LikelihoodJudge", "step",
     "the model's own probability of the results a step states (no judge prompt)", needs="span_logprobs"))
