@@ -189,7 +189,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with open_engine(args.model, options) as engine:
         use_judge = args.judge_steps or decoding.scores_steps
         options = {"template": args.judge_template} if args.judge_template else {}
-        options.update(context_options(step_mode, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed))
+        options.update(context_options(step_mode, task=task, tasks_dir=args.tasks_dir, seed=args.seed))
         judge = make_judge(step_mode, engine, **options) if use_judge else None
         summary, records = evaluate(engine, task, problems, max_new_tokens=args.max_new_tokens,
                                     batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)
