@@ -3,9 +3,9 @@
 No judge prompt and no verdict token: the step is put back exactly where and as the policy wrote it
 (:func:`presrm.generate.response_prompt`: evaluation's prompt with the task's shots, the previous
 steps as written, one a line, then the step's own marker as written, ``Step 2:``, ``**Step 2:**``,
-``2.`` or none at all, :func:`presrm.steps.step_parts`) and the model's
-log-probabilities of the step body's tokens are read, one forward pass per batch (a span
-log-probability request to the engine, HF or vLLM).
+``2.`` or none at all, :func:`presrm.steps.step_parts`) and the model's log-probabilities of the
+step body's tokens are read, one forward pass per batch (a span log-probability request to the
+engine, HF or vLLM).
 
 The score, in (0, 1], is ``exp(claim + body_weight * body)``:
 
