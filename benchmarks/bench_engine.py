@@ -48,14 +48,14 @@ def workloads(tok, args):
     """The prompts of the three workloads, rendered once for every engine."""
     from presrm.data import load_problems, load_task
     from presrm.evaluate import build_prompt
-    from presrm.generate import STEP_STOP, step_prompt
+    from presrm.generate import STEP_STOP, step_prompter
     from presrm.judge import StepToJudge
     from presrm.steps import format_steps, gold_to_steps
 
     task = load_task("gsm8k")
     problems = load_problems(task, limit=args.prompts)
     greedy = [build_prompt(tok, task, p.question) for p in problems]
-    sample = [step_prompt(tok, task, p.question, (), 1) for p in problems]
+    sample = [step_prompter(tok, task)(p.question, (), 1) for p in problems]
     steps = []
     for p in problems:
         gold = format_steps(gold_to_steps(p.solution)).split("\n") if p.solution else []

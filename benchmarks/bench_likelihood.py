@@ -57,11 +57,10 @@ def labelled_items(problems):
 
 def natural_items(engine, problems, args):
     """The model's own candidate steps, sampled on ``engine`` (what ``judge-eval --natural`` scores)."""
-    from functools import partial
 
     from presrm.config import SearchConfig
     from presrm.data import load_task
-    from presrm.generate import STEP_STOP, step_prompt
+    from presrm.generate import STEP_STOP, step_prompter
     from presrm.judge import StepToJudge
     from presrm.labelled import build_natural_set
     from presrm.search import step_sampler
@@ -69,7 +68,7 @@ def natural_items(engine, problems, args):
     task = load_task("gsm8k")
     sampler = step_sampler(engine, SearchConfig(k=args.k, temperature=0.7, top_p=0.95, max_step_tokens=80),
                            [STEP_STOP, *task.stop])
-    nat = build_natural_set(problems, partial(step_prompt, engine.tok, task), sampler, max_steps=args.max_steps,
+    nat = build_natural_set(problems, step_prompter(engine.tok, task), sampler, max_steps=args.max_steps,
                             desc=None)
     return [StepToJudge(s.question, s.previous, s.step) for s in nat.steps], nat.meta
 

@@ -57,13 +57,13 @@ def generations(model_spec: str, task_name: str, n: int, max_new_tokens: int, ba
             return records
     from presrm.data import load_problems, load_task
     from presrm.engines.hf_generate import generate
-    from presrm.generate import policy_prompt
+    from presrm.grading import build_prompt
     from presrm.models import load_model
 
     task = load_task(task_name)
     problems = load_problems(task, limit=n)
     model, tok = load_model(model_spec, precision=precision)
-    prompts = [policy_prompt(tok, task, p.question) for p in problems]
+    prompts = [build_prompt(tok, task, p.question) for p in problems]
     start = time.perf_counter()
     outs = generate(model, tok, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
                     stop=task.stop, desc="generate")

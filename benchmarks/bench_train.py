@@ -45,14 +45,15 @@ SAVED = ROOT / ".benchcache" / "train.json"
 def step_pairs(tok, n: int) -> list[dict]:
     """``n`` step pairs from GSM8K train (problems 6000+), gold step vs its perturbed twin."""
     from presrm.data import load_problems, load_task
-    from presrm.generate import policy_prompt
+    from presrm.generate import step_prompter
     from presrm.init_data import labelled_pairs
 
     task = load_task("gsm8k_train")
     problems = load_problems(task, limit=3 * n, offset=6000)
-    out = []
+    prompt_for, out = step_prompter(tok, task), []
     for lp in labelled_pairs(problems, seed=0):
-        prompt = policy_prompt(tok, task, lp.question, prefix="".join(s + "\n" for s in lp.previous))
+        n = len(lp.previous) + 1  # the pair's prompt: the policy's text before the ``Step n:`` of both steps
+        prompt = prompt_for(lp.question, lp.previous, n).removesuffix(f"Step {n}:")
         out.append({"prompt": prompt, "chosen": lp.right + "\n", "rejected": lp.wrong + "\n"})
     return out[:n]
 

@@ -205,7 +205,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                             adapter=args.adapter, seed=args.seed)
     with open_engine(args.model, options) as engine:
         use_judge = args.judge_steps or decoding.scores_steps
-        judge = make_judge_from_config(judge_cfg, engine, task=args.task, tasks_dir=args.tasks_dir,
+        judge = make_judge_from_config(judge_cfg, engine, task=task, tasks_dir=args.tasks_dir,
                                        seed=args.seed) if use_judge else None
         summary, records = evaluate(engine, task, problems, max_new_tokens=args.max_new_tokens,
                                     batch_size=args.batch_size, judge=judge, label="eval", decoding=decoding)

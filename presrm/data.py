@@ -28,6 +28,7 @@ from typing import Any
 from presrm.errors import ConfigError, DataError
 from presrm.jsonio import iter_jsonl, read_yaml
 from presrm.schema import Problem
+from presrm.templating import Template, compile_template
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,10 @@ class Task:
                 "response_prefix": self.response_prefix, "stop": list(self.stop),
                 "extractors": {k: e.name for k, e in self.extractors.items()}, "match": self.match.to_dict()}
 
+    def template(self) -> Template:
+        """The ``prompt``, compiled once in the sandbox of :mod:`presrm.templating` (errors name the file and key)."""
+        return compile_template(self.prompt, f"{self.source_file}: key 'prompt'")
+
     def with_shots(self, k: int) -> Task:
         """This task with ``num_fewshot = k`` (the CLI's ``--num-fewshot``)."""
         if k < 0:
@@ -308,6 +313,7 @@ def load_task(name_or_path: str, tasks_dir_override: str | None = None) -> Task:
         max_new_tokens=max_new, fewshot=_fewshot(raw.get("fewshot"), str(p)),
         extractors=_extractors(raw.get("extractors"), str(p)), match=_match(raw.get("match"), str(p)),
     )
+    task.template().render(question="<QUESTION>")  # a bad prompt fails here, before any model loads
     shots = raw.get("num_fewshot", 0)
     if not isinstance(shots, int) or isinstance(shots, bool):
         raise ConfigError(f"{p}: key 'num_fewshot' must be an integer, got {shots!r}")

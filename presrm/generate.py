@@ -1,9 +1,13 @@
 """What the policy is asked and what it writes: prompts and step candidates.
 
-``policy_prompt`` / ``step_prompt`` render the exact text the policy continues;
+``response_prompt`` is the exact text of a policy that wrote some steps:
+evaluation's prompt (:func:`presrm.grading.build_prompt`: the task's layout,
+shots and response prefix) followed by the steps; ``step_prompt`` is the one
+that ends in the next ``Step n:``;
 ``step_candidates`` turns sampled continuations into distinct ``Step n: ...``
 candidates (step search, beam decoding and the natural-error set all use it,
-with generation stopped at :data:`STEP_STOP`).
+with generation stopped at :data:`STEP_STOP`). ``render_chat`` wraps a judge's
+prompt in the tokenizer's chat template.
 
 The engines sample from these prompts (:mod:`presrm.engines`; the Hugging Face
 engine's sampler is :mod:`presrm.engines.hf_generate`).
@@ -13,14 +17,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
-import jinja2
-
-from presrm.data import Task
+from presrm.data import Task, load_shots
+from presrm.grading import build_prompt
+from presrm.schema import Problem
+from presrm.steps import step_parts
 
 log = logging.getLogger(__name__)
-_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 def render_chat(tok, user: str, assistant_prefix: str = "") -> str:
@@ -33,15 +38,49 @@ def render_chat(tok, user: str, assistant_prefix: str = "") -> str:
     return text + assistant_prefix
 
 
-def policy_prompt(tok, task: Task, question: str, prefix: str | None = None) -> str:
-    """Prompt for solving ``question``; ``prefix`` (default: the task's response prefix) starts the answer."""
-    user = _JINJA.from_string(task.prompt).render(question=question)
-    return render_chat(tok, user, task.response_prefix if prefix is None else prefix)
+def response_text(task: Task, steps: Sequence[str]) -> str:
+    """The answer as the policy writes it: ``steps`` one a line, after the task's response prefix.
+
+    The response prefix starts every answer under evaluation. When it is only a step marker (gsm8k's
+    ``Step 1:``) the steps carry their own markers, as written, and nothing is added; a prefix with
+    words of its own is put in front unless the steps start with it already.
+
+    >>> from presrm.data import load_task
+    >>> response_text(load_task("gsm8k"), ["Step 1: 3 + 4 = 7", "Step 2:"])
+    'Step 1: 3 + 4 = 7\\nStep 2:'
+    """
+    written = "\n".join(steps)
+    lead = task.response_prefix
+    if not step_parts(lead)[1] or written.startswith(lead):
+        return written
+    return lead + ("" if lead[-1].isspace() else "\n") + written
 
 
-def step_prompt(tok, task: Task, question: str, previous: Sequence[str], n: int) -> str:
-    """The policy prompt after ``previous`` steps, ending in ``Step n:``: what step search samples from."""
-    return policy_prompt(tok, task, question, prefix="".join(s + "\n" for s in previous)) + f"Step {n}:"
+def response_prompt(tok, task: Task, question: str, steps: Sequence[str], *, shots: Sequence[Problem]) -> str:
+    """The text of a policy that wrote ``steps`` for ``question``: evaluation's prompt, then :func:`response_text`.
+
+    Evaluation's prompt is :func:`presrm.grading.build_prompt` (the task's chat template setting, its
+    layout) with ``shots``: the task's own, as evaluation draws them (:func:`presrm.data.load_shots`).
+    Step search, the natural set, IFT examples and the likelihood judge all build their text here, so
+    the model is searched, judged and trained in the context it is evaluated in. A text is a prefix of
+    the text for the same steps and more.
+    """
+    return build_prompt(tok, task, question, shots, prefix=response_text(task, steps))
+
+
+def step_prompt(tok, task: Task, question: str, previous: Sequence[str], n: int, *,
+                shots: Sequence[Problem]) -> str:
+    """The text the policy continues to write step ``n`` after ``previous``: ends in ``Step n:``.
+
+    What step search and the natural set sample from (:func:`response_prompt`). Without its final
+    ``Step n:`` it is the prompt of a step pair whose steps are ``Step n: ...`` lines.
+    """
+    return response_prompt(tok, task, question, [*previous, f"Step {n}:"], shots=shots)
+
+
+def step_prompter(tok, task: Task) -> Callable[[str, Sequence[str], int], str]:
+    """``prompt(question, previous, n)``: :func:`step_prompt` with the task's shots, drawn once as evaluation does."""
+    return partial(step_prompt, tok, task, shots=load_shots(task))
 
 
 STEP_STOP = "\nStep "

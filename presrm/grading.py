@@ -25,15 +25,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import jinja2
-
 from presrm.data import DEFAULT_EXTRACTORS, Fewshot, Match, Task, shot_target
 from presrm.schema import EvalRecord, Problem, Step
 from presrm.stats import bootstrap_ci, pooled_ratio
 from presrm.steps import segment, step_body
 from presrm.verify import check_step, is_timeout
-
-_JINJA = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
 @dataclass
@@ -63,15 +59,21 @@ class EvalSample(EvalRecord):
 
 
 def build_prompt(tok, task: Task, question: str, shots: Sequence[Problem] = (), prefix: str | None = None) -> str:
-    """The exact text the model continues: shots, the question, then ``prefix`` (default: the response prefix).
+    """The exact text the policy continues: shots, the question, then ``prefix`` (default: the response prefix).
+
+    The one policy prompt: evaluation calls it with the task's shots (:func:`presrm.data.load_shots`),
+    and so do step search, the natural set, IFT examples and the likelihood judge, with the response
+    written so far as ``prefix`` (:func:`presrm.generate.step_prompt`). ``prefix`` always ends the text,
+    so a longer response gives a longer text that starts with the shorter one's (non-empty) text.
 
     With ``task.chat_template`` and a tokenizer that has one, each shot is a
     user turn plus an assistant turn and the question is the last user turn.
     Otherwise (lm-eval's plain layout) shots are ``prompt + target_delimiter +
     target`` joined by the fewshot delimiter before the question's prompt, and a
-    non-empty prefix follows the question after the target delimiter.
+    non-empty prefix follows the question after the target delimiter. The task's
+    prompt renders in the sandbox of :mod:`presrm.templating`.
     """
-    template = _JINJA.from_string(task.prompt)
+    template = task.template()
     prefix = task.response_prefix if prefix is None else prefix
     if task.chat_template and getattr(tok, "chat_template", None):
         messages: list[dict[str, str]] = []
@@ -194,7 +196,7 @@ def step_error_rate(ids: Sequence[str], counts: Sequence[tuple[int, int]], *, re
 
 def judge_steps(judge, records: Sequence[EvalRecord], *, desc: str | None = None) -> None:
     """Score every step of every record with the judge (in context of the steps before it), in place."""
-    from presrm.judge import StepToJudge
+    from presrm.judges.common import StepToJudge
 
     items, owners = [], []
     for r in records:

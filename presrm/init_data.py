@@ -3,7 +3,7 @@
 - **IFT** (instruction fine-tuning): a GSM8K train solution rewritten as
   ``Step n:`` lines (calculator annotations removed, the final answer stated
   as ``The answer is N.``), after the exact prompt the policy sees at search
-  and evaluation time, so training and evaluation templates match.
+  and evaluation time (shots included), so training and evaluation texts match.
 - **EFT** (evaluation fine-tuning): judge examples, i.e. the judge prompt and
   then the verdict, from two sources:
 
@@ -20,12 +20,14 @@
 Prompts are rendered by callables the caller passes (built from the tokenizer
 and the judge's own templates), so this module stays free of models.
 
->>> ift_example("1+1?", "1 + 1 = <<1+1=2>>2\\n#### 2", lambda q: f"Q: {q}\\n", response_prefix="Step 1:")
+>>> ift_example("1+1?", "1 + 1 = <<1+1=2>>2\\n#### 2", lambda q: f"Q: {q}\\nStep 1:",
+...             lambda q, steps: f"Q: {q}\\n" + "\\n".join(steps))
 {'prompt': 'Q: 1+1?\\nStep 1:', 'completion': ' 1 + 1 = 2\\nStep 2: The answer is 2.'}
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,28 +37,28 @@ from presrm.judges.registry import eft_modes, spec
 from presrm.labelled import NaturalStep, right_wrong_couples
 from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
-from presrm.steps import format_steps, gold_to_steps
+from presrm.steps import format_steps, gold_to_steps, step_parts
 
 
-def ift_example(question: str, solution: str, render: Callable[[str], str], *,
-                response_prefix: str = "") -> dict[str, str]:
-    """One SFT example: ``render(question)`` + the gold solution as ``Step n:`` lines.
+def ift_example(question: str, solution: str, prompt: Callable[[str], str],
+                written: Callable[[str, Sequence[str]], str]) -> dict[str, str]:
+    """One SFT example: the gold solution as ``Step n:`` lines, after the prompt evaluation gives the policy.
 
-    When the formatted solution starts with ``response_prefix`` (``Step 1:``),
-    the prefix moves into the prompt, which then equals the policy prompt.
+    ``prompt(question)`` is evaluation's prompt (it ends in the task's response prefix);
+    ``written(question, steps)`` is the text of a policy that wrote ``steps``
+    (:func:`presrm.generate.response_prompt`). The example is that text, cut where
+    evaluation's prompt ends (where the two part, should the prompt not start it).
     """
-    full = format_steps(gold_to_steps(solution))
-    prompt = render(question)
-    if response_prefix and full.startswith(response_prefix):
-        return {"prompt": prompt + response_prefix, "completion": full[len(response_prefix):]}
-    return {"prompt": prompt, "completion": full}
+    head, full = prompt(question), written(question, format_steps(gold_to_steps(solution)).split("\n"))
+    cut = len(os.path.commonprefix([head, full]))
+    return {"prompt": full[:cut], "completion": full[cut:]}
 
 
-def ift_examples(problems: Sequence[Problem], render: Callable[[str], str], *,
-                 response_prefix: str = "") -> list[dict[str, Any]]:
-    """IFT examples for every problem that has a gold solution."""
-    return [{**ift_example(p.question, p.solution, render, response_prefix=response_prefix), "kind": "ift",
-             "id": p.id} for p in problems if p.solution]
+def ift_examples(problems: Sequence[Problem], prompt: Callable[[str], str],
+                 written: Callable[[str, Sequence[str]], str]) -> list[dict[str, Any]]:
+    """IFT examples (:func:`ift_example`) for every problem that has a gold solution."""
+    return [{**ift_example(p.question, p.solution, prompt, written), "kind": "ift", "id": p.id}
+            for p in problems if p.solution]
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,10 @@ def labelled_pairs(problems: Sequence[Problem], *, seed: int = 0, per_problem: i
         for i in order:
             if made >= per_problem:
                 break
-            marker, _, body = lines[i].partition(": ")
+            marker, body = step_parts(lines[i])
             twin = confirmed_perturbation(body, rng, kinds=KINDS)
             if twin is not None:
-                out.append(LabelledPair(p.id, p.question, tuple(lines[:i]), lines[i], f"{marker}: {twin[0]}",
+                out.append(LabelledPair(p.id, p.question, tuple(lines[:i]), lines[i], marker + twin[0],
                                         {"step": i + 1, **twin[1]}))
                 made += 1
     return out

@@ -16,7 +16,6 @@ import logging
 import subprocess
 import time
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +253,7 @@ def _eval_stage(cfg: RunConfig, spec: str, out: StageDir, name: str, problems,
 @_rank0_first
 def _on_policy_steps(cfg: RunConfig, task, problems, out: StageDir):
     """M0's own candidate steps on the init problems, labelled by the verifier (``init/on_policy.jsonl``)."""
-    from presrm.generate import STEP_STOP, step_prompt
+    from presrm.generate import STEP_STOP, step_prompter
     from presrm.labelled import build_natural_set, read_natural_set, write_natural_set
     from presrm.search import step_sampler
 
@@ -264,7 +263,7 @@ def _on_policy_steps(cfg: RunConfig, task, problems, out: StageDir):
     search = dataclasses.replace(cfg.search, k=cfg.init.on_policy_k)
     with open_run_engine(cfg, cfg.model, samples=True) as engine:
         sampler = step_sampler(engine, search, [STEP_STOP, *task.stop])
-        nat = build_natural_set(problems[:cfg.init.on_policy_problems], partial(step_prompt, engine.tok, task),
+        nat = build_natural_set(problems[:cfg.init.on_policy_problems], step_prompter(engine.tok, task),
                                 sampler, max_steps=cfg.init.on_policy_max_steps, seed=cfg.seed,
                                 desc="init: on-policy steps")
         nat.meta.update(generator=cfg.model, task=task.name, k=cfg.init.on_policy_k,
@@ -347,10 +346,13 @@ def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     model, tok = load_model(cfg.model, device=cfg.device, training=True, precision=cfg.train.precision)
     examples: list[dict[str, Any]] = []
     if cfg.init.ift:
-        from presrm.generate import policy_prompt
+        from presrm.data import load_shots
+        from presrm.generate import response_prompt
+        from presrm.grading import build_prompt
 
-        ift = ift_examples(problems[:cfg.init.ift_problems], lambda q: policy_prompt(tok, task, q, prefix=""),
-                           response_prefix=task.response_prefix)
+        shots = load_shots(task)  # as evaluation draws them: IFT trains in the context the policy is asked in
+        ift = ift_examples(problems[:cfg.init.ift_problems], lambda q: build_prompt(tok, task, q, shots),
+                           lambda q, steps: response_prompt(tok, task, q, steps, shots=shots))
         if dist.is_main():
             write_jsonl(out.ift, ift)
         examples += ift

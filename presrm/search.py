@@ -41,7 +41,7 @@ from typing import Any
 
 from presrm.config import SearchConfig
 from presrm.data import Task
-from presrm.generate import STEP_STOP, policy_prompt, step_candidates, step_prompt
+from presrm.generate import STEP_STOP, step_candidates, step_prompter
 from presrm.judges.registry import scores_p_correct
 from presrm.progress import bar as progress_bar
 from presrm.rewards import aggregate
@@ -85,9 +85,6 @@ class ProblemState:
     @property
     def done(self) -> bool:
         return self.end is not None
-
-    def prefix(self) -> str:
-        return "".join(s + "\n" for s in self.steps)
 
     def append(self, text: str, score: float | None, entry: dict[str, Any], pair: StepPair | None) -> None:
         self.steps.append(text)
@@ -241,11 +238,12 @@ def step_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: Sea
                 sampler: Sampler | None = None) -> tuple[list[dict[str, Any]], list[StepPair]]:
     """Run step search on ``problems``; return per-problem records and the kept step pairs.
 
-    ``engine`` samples the candidates and renders the prompts (its tokenizer's chat
-    template); ``judge`` is any :class:`presrm.judge.Judge`. ``sampler(prompts, seed)``
+    ``engine`` samples the candidates; its tokenizer renders the prompts, evaluation's prompt for
+    the task with the task's shots (:func:`presrm.generate.step_prompt`); ``judge`` is any
+    :class:`presrm.judge.Judge`. ``sampler(prompts, seed)``
     replaces the engine's sampling (default: :func:`step_sampler`); tests pass a scripted one.
     """
-    tok = engine.tok
+    prompt_for = step_prompter(engine.tok, task)
     states = [ProblemState(p) for p in problems]
     sample = sampler or step_sampler(engine, cfg, [STEP_STOP, *task.stop])
     bar = progress_bar(total=cfg.max_steps, desc=f"iter {iteration}: step search", unit="round")
@@ -254,10 +252,11 @@ def step_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: Sea
         rnd += 1
         bar.set_postfix(active=len(active), pairs=sum(len(s.pairs) for s in states),
                         rollbacks=sum(s.rollbacks for s in states))
-        prompts = [policy_prompt(tok, task, s.problem.question, prefix=s.prefix()) for s in active]
         ns = [len(s.steps) + 1 for s in active]
-        raw = sample([step_prompt(tok, task, s.problem.question, s.steps, n) for s, n in zip(active, ns, strict=True)],
-                     seed * 1_000_003 + rnd * 1009)
+        asked = [prompt_for(s.problem.question, s.steps, n) for s, n in zip(active, ns, strict=True)]
+        raw = sample(asked, seed * 1_000_003 + rnd * 1009)
+        # a pair's prompt: what the policy saw before the ``Step n:`` that starts both of its steps
+        prompts = [p.removesuffix(f"Step {n}:") for p, n in zip(asked, ns, strict=True)]
         cands = [step_candidates(r, n) for r, n in zip(raw, ns, strict=True)]
         groups = [(s.problem.question, tuple(s.steps), c) for s, c in zip(active, cands, strict=True) if len(c) > 1]
         tours = iter(run_tournaments(judge, groups, desc=f"iter {iteration}: judge round {rnd}"))

@@ -24,7 +24,7 @@ fragments too short to judge are merged into a neighbour.
 ``Step.text`` is always exactly ``text[step.start:step.end]``: the step's
 source text with leading and trailing whitespace trimmed and its marker kept,
 so the spans cover every non-whitespace character of the input exactly once.
-Use :func:`step_body` to drop the marker.
+Use :func:`step_body` to drop the marker, :func:`step_parts` to read both.
 
 Every pattern runs in linear time (no nested quantifiers, no unbounded
 prefix rescanned from every position), so there is no input-length bound; a
@@ -51,6 +51,7 @@ __all__ = [
     "marker_family",
     "segment",
     "step_body",
+    "step_parts",
 ]
 
 _STEP_MARKER = re.compile(
@@ -161,8 +162,30 @@ def segment(text: str, options: SegmentOptions | None = None) -> list[Step]:
     return [Step(index=i, text=text[s:e], start=s, end=e) for i, (s, e) in enumerate(spans)]
 
 
+def step_parts(step_text: str) -> tuple[str, str]:
+    """The step's marker as written and its body, as :func:`segment` reads them.
+
+    The marker is everything before the body: leading blanks, a ``Step n`` marker in any of the
+    forms the segmenter accepts (``Step 2:``, ``Step 2.``, ``**Step 2:**``, ``## Step 2``,
+    ``- Step 2:``) or a list number (``2.``, ``2)``, ``(2)``), and the blanks after it; it is empty
+    for a step that has none (``The answer is 26.``, ``First, ...``). The body is the rest without
+    its trailing blanks, so ``marker + body`` is the step's text up to its trailing blanks.
+
+    >>> step_parts("**Step 2:** 13 * 2 = 26")
+    ('**Step 2:** ', '13 * 2 = 26')
+    >>> step_parts("Step 2. Time: 3 hours")
+    ('Step 2. ', 'Time: 3 hours')
+    >>> step_parts("The answer is 26.")
+    ('', 'The answer is 26.')
+    """
+    marker = _BODY_MARKER.match(step_text)
+    rest = step_text[marker.end() if marker else 0 :]
+    body = rest.strip()
+    return step_text[: len(step_text) - len(rest.lstrip())], body
+
+
 def step_body(step_text: str) -> str:
-    """Return the step without its ``Step n:`` (or ``1.``) marker and surrounding whitespace.
+    """Return the step without its ``Step n:`` (or ``1.``) marker and surrounding whitespace (:func:`step_parts`).
 
     >>> step_body("**Step 2:** 13 * 2 = 26")
     '13 * 2 = 26'
@@ -171,8 +194,7 @@ def step_body(step_text: str) -> str:
     >>> step_body("First, 3 + 4 = 7")
     'First, 3 + 4 = 7'
     """
-    marker = _BODY_MARKER.match(step_text)
-    return step_text[marker.end() if marker else 0 :].strip()
+    return step_parts(step_text)[1]
 
 
 def format_steps(steps: Sequence[str]) -> str:

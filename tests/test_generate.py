@@ -3,7 +3,8 @@ import pytest
 from presrm.data import load_task
 from presrm.engines.base import cut_at_stop
 from presrm.engines.hf_generate import generate
-from presrm.generate import policy_prompt, render_chat
+from presrm.generate import render_chat, step_prompter
+from presrm.grading import build_prompt
 
 
 @pytest.mark.parametrize(
@@ -20,14 +21,15 @@ def test_cut_at_stop(text, stop, expected):
     assert cut_at_stop(text, stop) == expected
 
 
-def test_policy_prompt_uses_chat_template_and_prefix(tiny):
+def test_step_prompt_is_evaluations_prompt_then_the_steps(tiny):
     _, tok = tiny
     task = load_task("gsm8k")
-    p = policy_prompt(tok, task, "What is 2 + 2?")
+    p = step_prompter(tok, task)("What is 2 + 2?", [], 1)
+    assert p == build_prompt(tok, task, "What is 2 + 2?")  # gsm8k's response prefix is "Step 1:"
     assert p.startswith("<|im_start|>user\n")
     assert "Problem: What is 2 + 2?" in p
     assert p.endswith("<|im_start|>assistant\nStep 1:")
-    assert policy_prompt(tok, task, "Q", prefix="Step 1: x\n").endswith("assistant\nStep 1: x\n")
+    assert step_prompter(tok, task)("Q", ["Step 1: x"], 2).endswith("assistant\nStep 1: x\nStep 2:")
 
 
 def test_render_chat_without_template():

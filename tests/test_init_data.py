@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from presrm.data import load_problems, load_task
-from presrm.generate import policy_prompt
+from presrm.generate import response_prompt
+from presrm.grading import build_prompt
 from presrm.init_data import (
     LabelledPair,
     eft_examples,
@@ -62,9 +63,9 @@ def test_perturbation_property(a, b, op, seed):
 def test_ift_prompt_is_the_policy_prompt(tiny):
     tok = tiny[1]
     p = Problem("p", "How many clips?", "72", solution=GOLD)
-    ex = ift_example(p.question, p.solution, lambda q: policy_prompt(tok, TASK, q, prefix=""),
-                     response_prefix=TASK.response_prefix)
-    assert ex["prompt"] == policy_prompt(tok, TASK, p.question)  # the template search and eval use
+    ex = ift_example(p.question, p.solution, lambda q: build_prompt(tok, TASK, q),
+                     lambda q, steps: response_prompt(tok, TASK, q, steps, shots=()))
+    assert ex["prompt"] == build_prompt(tok, TASK, p.question)  # the text search and eval use
     assert ex["completion"] == (" Natalia sold 48/2 = 24 clips in May.\nStep 2: Natalia sold 48+24 = 72 clips.\n"
                                 "Step 3: The answer is 72.")
     assert "<<" not in ex["completion"]
@@ -72,7 +73,7 @@ def test_ift_prompt_is_the_policy_prompt(tiny):
 
 def test_ift_examples_skip_problems_without_solution():
     ps = [Problem("a", "q1", "72", solution=GOLD), Problem("b", "q2", "1")]
-    out = ift_examples(ps, lambda q: q + "\n")
+    out = ift_examples(ps, lambda q: q + "\n", lambda q, steps: q + "\n" + "\n".join(steps))
     assert [(e["id"], e["kind"]) for e in out] == [("a", "ift")] and out[0]["completion"].startswith("Step 1: ")
 
 

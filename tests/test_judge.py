@@ -197,7 +197,7 @@ def test_user_template_override(tiny, tmp_path):
 
 @pytest.mark.parametrize(("cls", "content", "match"), [
     (PointwiseJudge, None, "cannot be read"),
-    (PointwiseJudge, "{% if %}", "judge.jinja:1"),
+    (PointwiseJudge, "{% if %}", "judge.jinja, line 1"),
     (PointwiseJudge, "{{ question }} {{ step }} {{ answer }}", "'answer' is undefined"),
     (PointwiseJudge, "{{ question }} is it right?", "never shows step"),
     (PairwiseJudge, "{{ question }} {{ a }}", "never shows b"),

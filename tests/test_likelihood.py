@@ -4,26 +4,38 @@ from __future__ import annotations
 
 import json
 import math
+from itertools import pairwise
 
 import pytest
 import torch
 
 from presrm.cli import main
-from presrm.data import load_task
 from presrm.engines import HFEngine
 from presrm.errors import ConfigError
-from presrm.generate import step_prompt
 from presrm.judge import LikelihoodJudge, StepToJudge, make_judge
 from presrm.perturb import result_spans
 from presrm.steps import final_answer_span
 from tests.test_judge_eval import step_auroc_by_hand
 
-ITEMS = [
-    StepToJudge("Tom has 3 apples and buys 4. How many?", (), "Step 1: 3 + 4 = 7 apples"),
-    StepToJudge("A box holds 6 pens. How many in 5 boxes?", ("Step 1: One box has 6 pens.",),
-                "Step 2: 6 * 5 = 30 pens, and 30 + 2 = 32"),
-    StepToJudge("Sam had 20 dollars and spent 8. How much is left?", (), "Step 1: He spends some money."),
+
+def _head(question: str) -> str:
+    """The policy's prompt for gsm8k on the tiny ChatML tokenizer, written out (evaluation's, without ``Step 1:``)."""
+    return ("<|im_start|>user\nSolve the following math problem step by step. Write each step on its own line, "
+            'starting with "Step 1:", "Step 2:" and so on. End with a line "The answer is N." where N is the final '
+            f"number.\n\nProblem: {question}<|im_end|>\n<|im_start|>assistant\n")
+
+
+# (item, what the judge reads after the policy's prompt, the step's body there)
+CASES = [
+    (StepToJudge("Tom has 3 apples and buys 4. How many?", (), "Step 1: 3 + 4 = 7 apples"),
+     "Step 1: 3 + 4 = 7 apples", "3 + 4 = 7 apples"),
+    (StepToJudge("A box holds 6 pens. How many in 5 boxes?", ("Step 1: One box has 6 pens.",),
+                 "Step 2: 6 * 5 = 30 pens, and 30 + 2 = 32"),
+     "Step 1: One box has 6 pens.\nStep 2: 6 * 5 = 30 pens, and 30 + 2 = 32", "6 * 5 = 30 pens, and 30 + 2 = 32"),
+    (StepToJudge("Sam had 20 dollars and spent 8. How much is left?", (), "Step 1: He spends some money."),
+     "Step 1: He spends some money.", "He spends some money."),
 ]
+ITEMS = [item for item, _, _ in CASES]
 
 
 def _span_means(model, tok, text: str, spans) -> list[float]:
@@ -40,14 +52,14 @@ def _span_means(model, tok, text: str, spans) -> list[float]:
     return means
 
 
-def _reference(model, tok, item: StepToJudge, body_weight: float = 0.05) -> float:
-    """The judge's score by hand: least likely claim (results, else the answer, else the body) + weighted body."""
-    head = step_prompt(tok, load_task("gsm8k"), item.question, item.previous, len(item.previous) + 1)
-    body = item.step.partition(":")[2]
+def _reference(model, tok, text: str, body: str, body_weight: float = 0.05) -> float:
+    """The judge's score by hand on ``text``, which ends in ``body``: least likely claim (results, else the
+    answer, else the body) + weighted body."""
+    assert text.endswith(body)
+    start = len(text) - len(body)
     claims = result_spans(body) or ([final_answer_span(body)] if final_answer_span(body) else [])
-    whole = (len(body) - len(body.lstrip()), len(body.rstrip()))
-    shift = [(a + len(head), b + len(head)) for a, b in [whole, *(claims or [whole])]]
-    body_lp, *claim_lps = _span_means(model, tok, head + body, shift)
+    shift = [(a + start, b + start) for a, b in [(0, len(body)), *(claims or [(0, len(body))])]]
+    body_lp, *claim_lps = _span_means(model, tok, text, shift)
     return math.exp(min(claim_lps) + body_weight * body_lp)
 
 
@@ -57,9 +69,10 @@ def test_scores_equal_a_plain_forward_pass_in_any_batch(tiny):
         for one_pass in (True, False):
             judge = LikelihoodJudge(HFEngine(model, tok), batch_size=batch_size, one_pass=one_pass)
             scores = judge.score(ITEMS)
-            for item, score in zip(ITEMS, scores, strict=True):
-                assert 0.0 < score <= 1.0 and score == pytest.approx(_reference(model, tok, item), rel=1e-4)
-    assert judge.prompt(ITEMS[1]).endswith("Step 1: One box has 6 pens.\nStep 2:")
+            for (item, tail, body), score in zip(CASES, scores, strict=True):
+                want = _reference(model, tok, _head(item.question) + tail, body)
+                assert 0.0 < score <= 1.0 and score == pytest.approx(want, rel=1e-4)
+    assert judge.prompt(ITEMS[1]) == _head(ITEMS[1].question) + "Step 1: One box has 6 pens.\nStep 2: "
 
 
 def test_each_kind_of_step_reads_its_own_claim(tiny):
@@ -68,13 +81,11 @@ def test_each_kind_of_step_reads_its_own_claim(tiny):
     model, tok = tiny
     judge = LikelihoodJudge(HFEngine(model, tok), body_weight=0.0)
     q = "Tom has 3 apples and buys 4. How many?"
-    items = [StepToJudge(q, (), "Step 1: 3 + 4 = 7 apples"), StepToJudge(q, (), "Step 1: The answer is 7."),
-             StepToJudge(q, (), "Step 1: He buys more apples.")]
-    head = step_prompt(tok, load_task("gsm8k"), q, (), 1)
-    got = judge.score(items)
-    for item, score, claim, text in zip(items, got, [(9, 10), (15, 16), (1, 21)],
+    head = _head(q) + "Step 1: "
+    bodies = ["3 + 4 = 7 apples", "The answer is 7.", "He buys more apples."]
+    got = judge.score([StepToJudge(q, (), "Step 1: " + b) for b in bodies])
+    for body, score, claim, text in zip(bodies, got, [(8, 9), (14, 15), (0, 20)],
                                         ["7", "7", "He buys more apples."], strict=True):
-        body = item.step.partition(":")[2]
         assert body[claim[0]:claim[1]] == text
         (want,) = _span_means(model, tok, head + body, [(len(head) + claim[0], len(head) + claim[1])])
         assert score == pytest.approx(math.exp(want), rel=1e-4)
@@ -91,13 +102,78 @@ def test_the_least_likely_result_decides(tiny):
     model, tok = tiny
     judge = LikelihoodJudge(HFEngine(model, tok), body_weight=0.0)
     step = StepToJudge("q?", (), "Step 1: 6 * 5 = 30 pens, and 30 + 2 = 32")
-    head = step_prompt(tok, load_task("gsm8k"), "q?", (), 1)
-    body = step.step.partition(":")[2]
+    head, body = _head("q?") + "Step 1: ", "6 * 5 = 30 pens, and 30 + 2 = 32"
     means = _span_means(model, tok, head + body, [(len(head) + a, len(head) + b) for a, b in result_spans(body)])
     assert len(means) == 2 and abs(means[0] - means[1]) > 1e-3  # the two results differ, so min != mean
     (score,) = judge.score([step])
     assert score == pytest.approx(math.exp(min(means)), rel=1e-5)
     assert score != pytest.approx(math.exp(sum(means) / 2), rel=1e-3)
+
+
+class RecordingEngine:
+    """Records what the judge asks for (texts and spans); every span's log-probability is -1."""
+
+    def __init__(self, tok):
+        self.tok, self.texts, self.spans = tok, [], []
+
+    def span_logprobs(self, texts, spans, **_):
+        self.texts += texts
+        self.spans += spans
+        return [[-1.0] * len(s) for s in spans]
+
+
+Q = "Tom has 3 apples and buys 4. How many?"
+
+
+@pytest.mark.parametrize(("previous", "step", "tail", "body", "claim"), [
+    # the marker the segmenter reads, whatever its form; the body after it; nothing the model did not write
+    (("Step 1: It takes 2 hours.",), "Step 2. Time: 3 hours",
+     "Step 1: It takes 2 hours.\nStep 2. Time: 3 hours", "Time: 3 hours", "Time: 3 hours"),
+    (("**Step 1:** 16 - 3 = 13",), "**Step 2:** 13 * 2 = 26",
+     "**Step 1:** 16 - 3 = 13\n**Step 2:** 13 * 2 = 26", "13 * 2 = 26", "26"),
+    (("Step 1: 13 * 2 = 26",), "The answer is 26.",
+     "Step 1: 13 * 2 = 26\nThe answer is 26.", "The answer is 26.", "26"),
+    # a preamble segment does not shift the step's number: "Step 1:" stays "Step 1:"
+    (("Sure, let us solve it.",), "Step 1: 3 + 4 = 7",
+     "Sure, let us solve it.\nStep 1: 3 + 4 = 7", "3 + 4 = 7", "7"),
+    # a solution without markers (ProcessBench's) is read without them
+    ((), "To find the total, we add 3 and 4: 3 + 4 = 7.",
+     "To find the total, we add 3 and 4: 3 + 4 = 7.", "To find the total, we add 3 and 4: 3 + 4 = 7.", "7"),
+    (("To find the total, we add 3 and 4: 3 + 4 = 7.",), "So Tom has 7 apples.",
+     "To find the total, we add 3 and 4: 3 + 4 = 7.\nSo Tom has 7 apples.", "So Tom has 7 apples.",
+     "So Tom has 7 apples."),
+], ids=["step-n-period", "bold-marker", "answer-line", "preamble", "unmarked-first", "unmarked-second"])
+def test_the_step_is_read_as_the_model_wrote_it(tiny, previous, step, tail, body, claim):
+    engine = RecordingEngine(tiny[1])
+    LikelihoodJudge(engine).score([StepToJudge(Q, previous, step)])
+    (text,), ((whole, *claims),) = engine.texts, engine.spans
+    assert text == _head(Q) + tail
+    assert text[whole[0]:whole[1]] == body and [text[a:b] for a, b in claims] == [claim]
+
+
+@pytest.mark.parametrize("steps", [
+    ["Step 1: One box has 6 pens.", "Step 2: 6 * 5 = 30 pens.", "Step 3: 30 + 2 = 32", "Step 4: The answer is 32."],
+    ["One box has 6 pens.", "So 5 boxes have 6 * 5 = 30 pens.", "With the loose ones, 30 + 2 = 32.",
+     "The answer is 32."],
+    ["Sure!", "**Step 1:** 6 * 5 = 30", "Step 2. Loose pens: 30 + 2 = 32", "#### 32"],
+], ids=["marked", "unmarked", "mixed"])
+def test_each_steps_text_starts_the_next_ones_so_one_pass_shares_them(tiny, steps):
+    """The text read for a step is a prefix of the text read for the step after it (the steps of one
+    solution): one pass over the whole solution reads them all, with the same scores as one pass per step."""
+    q = "A box holds 6 pens. How many pens are in 5 boxes, plus 2 loose pens?"
+    items = [StepToJudge(q, tuple(steps[:i]), s) for i, s in enumerate(steps)]
+    recorder = RecordingEngine(tiny[1])
+    LikelihoodJudge(recorder).score(items)
+    for shorter, longer in pairwise(recorder.texts):
+        assert longer.startswith(shorter + "\n")
+    assert recorder.texts[-1] == _head(q) + "\n".join(steps)
+    scores, tokens = {}, {}
+    for one_pass in (True, False):
+        engine = HFEngine(*tiny)
+        scores[one_pass] = LikelihoodJudge(engine, one_pass=one_pass).score(items)
+        tokens[one_pass] = engine.span_tokens
+    assert scores[True] == pytest.approx(scores[False], rel=1e-5)
+    assert tokens[True] * 2 < tokens[False]  # one pass over ~1 solution against ~4 nested prefixes
 
 
 def test_made_by_name_ranks_by_score(tiny):
@@ -113,22 +189,6 @@ def test_made_by_name_ranks_by_score(tiny):
     assert [tour.wins[i] for i in rank] == [0.0, 1.0, 2.0] and tour.scores == scores
     with pytest.raises(ConfigError, match="body_weight"):
         LikelihoodJudge(HFEngine(*tiny), body_weight=2.0)
-
-
-def test_one_pass_reads_a_solution_once_with_the_same_scores(tiny):
-    """The steps of one solution, each after the ones before it, are read from one pass over the whole
-    solution: far fewer tokens through the model, the same scores as one pass per step."""
-    q = "A box holds 6 pens. How many pens are in 5 boxes, plus 2 loose pens?"
-    steps = ["Step 1: One box has 6 pens.", "Step 2: 6 * 5 = 30 pens.", "Step 3: 30 + 2 = 32",
-             "Step 4: The answer is 32."]
-    items = [StepToJudge(q, tuple(steps[:i]), s) for i, s in enumerate(steps)]
-    scores, tokens = {}, {}
-    for one_pass in (True, False):
-        engine = HFEngine(*tiny)
-        scores[one_pass] = LikelihoodJudge(engine, one_pass=one_pass).score(items)
-        tokens[one_pass] = engine.span_tokens
-    assert scores[True] == pytest.approx(scores[False], rel=1e-5)
-    assert tokens[True] * 2 < tokens[False]  # one pass over ~1 solution against ~4 nested prefixes
 
 
 def test_judge_eval_cli_likelihood_on_both_sets(tiny_model_dir, gsm8k_like, tmp_path):

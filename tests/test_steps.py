@@ -17,6 +17,7 @@ from presrm.steps import (
     marker_family,
     segment,
     step_body,
+    step_parts,
 )
 from presrm.verify import extract_answer
 from tests.gsm8k_data import GSM8K_DIR
@@ -200,6 +201,27 @@ def test_segment_options_reject_bad_bounds(kwargs: dict) -> None:
 ])
 def test_step_body(step: str, body: str) -> None:
     assert step_body(step) == body
+
+
+@pytest.mark.parametrize(("step", "marker"), [
+    ("Step 2: 13 * 2 = 26", "Step 2: "),
+    ("Step 2. Time: 3 hours", "Step 2. "),  # the marker ends at "2.", not at the first colon
+    ("**Step 2:** 13 * 2 = 26", "**Step 2:** "),
+    ("## Step 3\n13 * 2 = 26", "## Step 3\n"),
+    ("- Step 4: done, 4", "- Step 4: "),
+    ("Step 6: -5 + 8 = 3", "Step 6: "),
+    ("1. 2 + 2 = 4", "1. "),
+    ("(2) 2 + 2 = 4", "(2) "),
+    ("  Step 1:  x = 4  ", "  Step 1:  "),
+    ("The answer is 26.", ""),
+    ("Total: 3 hours", ""),
+    ("  First, 3 + 4 = 7", "  "),
+    ("Step 1:", "Step 1:"),
+])
+def test_step_parts_marker_as_written_then_the_body(step: str, marker: str) -> None:
+    """The marker as written (with its blanks) and the body step_body reads: together, the step as written."""
+    assert step_parts(step) == (marker, step_body(step))
+    assert marker + step_body(step) == step.rstrip()
 
 
 @pytest.mark.parametrize("bodies", [

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from presrm.schema import Step
-from presrm.steps import SegmentOptions, format_steps, gold_to_steps, segment, step_body
+from presrm.steps import SegmentOptions, format_steps, gold_to_steps, segment, step_body, step_parts
 
 # Pieces of real solutions, markup and awkward whitespace, glued in any order with arbitrary text.
 TOKENS = [
@@ -47,6 +47,8 @@ def check_steps(text: str, steps: list[Step], opts: SegmentOptions) -> None:
         previous_end = step.end
         body = step_body(step.text)
         assert body == body.strip() and body in step.text
+        marker, same = step_parts(step.text)  # the step as written: its marker, then its body
+        assert same == body and marker + body == step.text
     tail = text[previous_end:]
     assert not tail or tail.isspace()
 

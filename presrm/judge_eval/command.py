@@ -8,7 +8,6 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +156,7 @@ def natural_set_for(args: JudgeEvalArgs, task, engine=None) -> NaturalSet:
         return nat
     from presrm.data import load_problems
     from presrm.engines import open_engine
-    from presrm.generate import STEP_STOP, step_prompt
+    from presrm.generate import STEP_STOP, step_prompter
     from presrm.search import step_sampler
 
     generator = args.natural_model or args.model
@@ -168,7 +167,7 @@ def natural_set_for(args: JudgeEvalArgs, task, engine=None) -> NaturalSet:
     # top_p and max_step_tokens: the search's defaults
     search = SearchConfig(k=args.natural_k, temperature=args.natural_temperature, batch_size=32)
     sampler = step_sampler(engine, search, [STEP_STOP, *task.stop])
-    nat = build_natural_set(problems, partial(step_prompt, engine.tok, task), sampler,
+    nat = build_natural_set(problems, step_prompter(engine.tok, task), sampler,
                             max_steps=args.natural_max_steps, seed=args.seed)
     nat.meta.update(generator=generator, task=task.name, limit=args.limit, k=args.natural_k,
                     temperature=args.natural_temperature, top_p=search.top_p, max_step_tokens=search.max_step_tokens,

@@ -26,13 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import jinja2
-
 from presrm.errors import ConfigError
+from presrm.templating import Template, compile_template
 
 log = logging.getLogger(__name__)
 PROMPTS = Path(__file__).resolve().parent.parent / "prompts"
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
 @dataclass(frozen=True)
@@ -105,28 +103,25 @@ class Tournament:
         return asdict(self)
 
 
-def load_template(name_or_path: str | None, default: str, **sample: Any) -> jinja2.Template:
+def load_template(name_or_path: str | None, default: str, **sample: Any) -> Template:
     """A judge prompt template: a file path, or a built-in name from presrm/prompts/.
 
-    With ``sample`` values, the template is rendered once on them so that an
-    unknown variable fails now, as a ConfigError naming the file, and not
-    halfway through a run; every sample value must appear in the rendering.
+    It renders in the sandbox of :mod:`presrm.templating` (its variables and nothing behind them);
+    any failure to compile or render is a ConfigError naming the file. With ``sample`` values, the
+    template is rendered once on them so that an unknown variable fails now and not halfway through
+    a run; every sample value must appear in the rendering.
     """
     path = Path(name_or_path) if name_or_path else PROMPTS / f"{default}.jinja"
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"judge template {path} cannot be read ({e.strerror or e})") from e
-    try:
-        template = _ENV.from_string(source.strip())
-    except jinja2.TemplateSyntaxError as e:
-        raise ConfigError(f"judge template {path}:{e.lineno}: {e.message}") from e
+    template = compile_template(source.strip(), f"judge template {path}")
     if sample:
         try:
             text = template.render(**sample)
-        except jinja2.TemplateError as e:
-            raise ConfigError(f"judge template {path}: {e} (variables available to a {default} "
-                              f"template: {', '.join(sample)})") from e
+        except ConfigError as e:
+            raise ConfigError(f"{e} (variables available to a {default} template: {', '.join(sample)})") from e
         missing = [k for k, v in sample.items() if isinstance(v, str) and v not in text]
         if missing:
             uses = ", ".join("{{ " + k + " }}" for k in missing)

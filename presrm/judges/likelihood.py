@@ -1,8 +1,11 @@
 """Likelihood judge: a step is as good as the model's own belief in what it states.
 
-No judge prompt and no verdict token: the step is put back where the policy wrote it (the policy
-prompt, the previous steps, ``Step n:``) and the model's log-probabilities of the step's own tokens
-are read, one forward pass per batch (a span log-probability request to the engine, HF or vLLM).
+No judge prompt and no verdict token: the step is put back exactly where and as the policy wrote it
+(:func:`presrm.generate.response_prompt`: evaluation's prompt with the task's shots, the previous
+steps as written, one a line, then the step's own marker as written, ``Step 2:``, ``**Step 2:**``,
+``2.`` or none at all, :func:`presrm.steps.step_parts`) and the model's log-probabilities of the
+step body's tokens are read, one forward pass per batch (a span log-probability request to the
+engine, HF or vLLM).
 
 The score, in (0, 1], is ``exp(claim + body_weight * body)``:
 
@@ -19,8 +22,9 @@ Why: on its own sampled steps the embedded 135M model's P(Yes) judge ranks verif
 numbers it wrote separates them (AUROC 0.85 on the same steps; docs/LOG.md). Its arithmetic errors
 are mostly sampling slips that its own distribution, read at the result, does not back.
 
-The steps of one solution share their start, so the engine reads all of them from one pass over the
-whole solution (``one_pass``, :meth:`presrm.engines.EngineBase.span_logprobs`).
+The text read for a step is a prefix of the text read for the step after it in the same solution, so
+the engine reads all of a solution's steps from one pass over the whole solution (``one_pass``,
+:meth:`presrm.engines.EngineBase.span_logprobs`).
 
 >>> judge = LikelihoodJudge(engine)  # doctest: +SKIP
 >>> judge.score([StepToJudge("What is 3 + 4?", (), "Step 1: 3 + 4 = 7")])  # doctest: +SKIP
@@ -32,45 +36,52 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from presrm.data import Task, load_shots, load_task
 from presrm.errors import ConfigError
-from presrm.generate import step_prompt
+from presrm.generate import response_prompt
 from presrm.judges.common import ScoreJudgeBase, StepToJudge
 from presrm.perturb import result_spans
-from presrm.steps import final_answer_span
+from presrm.steps import final_answer_span, step_parts
+
+Span = tuple[int, int]
 
 
 class LikelihoodJudge(ScoreJudgeBase):
-    """Scores a step by the model's probability of its least likely claim (see the module docstring)."""
+    """Scores a step by the model's probability of its least likely claim (see the module docstring).
+
+    ``task``: the task the steps answer, by name (``tasks_dir``) or as a :class:`presrm.data.Task`
+    (evaluation's, with its ``--num-fewshot`` shots); its prompt, layout and shots are the context.
+    """
 
     mode = "likelihood"
     unit = "step"
     prefill = ""
 
-    def __init__(self, engine, *, task: str = "gsm8k", tasks_dir: str | None = None, batch_size: int = 16,
+    def __init__(self, engine, *, task: str | Task = "gsm8k", tasks_dir: str | None = None, batch_size: int = 16,
                  body_weight: float = 0.05, one_pass: bool = True):
-        from presrm.data import load_task
-
         if not 0.0 <= body_weight <= 1.0:
             raise ConfigError(f"body_weight must be in [0, 1], got {body_weight}")
         self.engine, self.tok, self.batch_size = engine, engine.tok, batch_size
-        self.task, self.body_weight, self.one_pass = load_task(task, tasks_dir), body_weight, one_pass
+        self.task = task if isinstance(task, Task) else load_task(task, tasks_dir)
+        self.shots = load_shots(self.task)
+        self.body_weight, self.one_pass = body_weight, one_pass
 
     def prompt(self, item: StepToJudge) -> str:
-        """The policy's own text up to the step's body: prompt, previous steps, ``Step n:``."""
-        return step_prompt(self.tok, self.task, item.question, item.previous, len(item.previous) + 1)
+        """The policy's own text up to the step's body: prompt, previous steps, the step's marker as written."""
+        text, (whole, *_) = self._text(item)
+        return text[:whole[0]]
 
-    def _text(self, item: StepToJudge) -> tuple[str, list[tuple[int, int]]]:
+    def _text(self, item: StepToJudge) -> tuple[str, list[Span]]:
         """The policy's text ending in the step, and the character spans of its body then its claims."""
-        marker, sep, body = item.step.partition(":")
-        body = body if sep and marker.strip().lower().startswith("step") else " " + item.step
-        head = self.prompt(item)
+        marker, body = step_parts(item.step)
+        text = response_prompt(self.tok, self.task, item.question, [*item.previous, marker + body], shots=self.shots)
+        start = len(text) - len(body)
         claims = result_spans(body)
         if not claims:
             answer = final_answer_span(body)
             claims = [answer] if answer else []
-        lead = len(body) - len(body.lstrip())
-        whole = (lead, len(body.rstrip()))
-        return head + body, [(len(head) + a, len(head) + b) for a, b in [whole, *(claims or [whole])]]
+        whole = (0, len(body))
+        return text, [(start + a, start + b) for a, b in [whole, *(claims or [whole])]]
 
     def score(self, items: Sequence[StepToJudge], *, desc: str | None = None) -> list[float]:
         """``exp(claim + body_weight * body)`` per step (module docstring); 0 for a step with no text."""
