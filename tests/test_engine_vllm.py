@@ -127,25 +127,72 @@ def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
     assert (it / "model" / "config.json").exists() and (tmp_path / "v" / "report.html").exists()
 
 
+def judged_rounds(records):
+    """``(question, steps before it, trace entry)`` of every tournament in step search records, the steps
+    replayed from the trace (an entry is written before its own append or rollback)."""
+    for rec in records:
+        steps: list[str] = []
+        for e in rec["search"]:
+            if len(e["candidates"]) > 1:
+                yield rec["question"], tuple(steps), e
+            if e["action"] == "rollback":
+                steps = steps[:-1]
+            elif e["action"] == "append":
+                steps.append(e["candidates"][e["chosen"]]["text"])
+
+
+def check_rounds_against(records, reference, mode):
+    """Each recorded tournament, played again by ``reference`` (the same judge on another engine) on the same
+    candidates: the same scores (fp32: within 1e-4, likelihood 1e-3 relative) or match probabilities (generative:
+    the same verdicts), wins that follow from the record's own scores or verdicts, and the search's decision.
+    On the tiny model pairwise probabilities differ by about 1e-4 from match to match, scores by 1e-3 (pointwise)
+    or 10% (likelihood): a score read for another candidate shows, a pairwise one only when far off."""
+    rounds = list(judged_rounds(records))
+    assert rounds, "no round had two candidates: nothing was judged"
+    want = reference.tournaments([(q, prev, [c["text"] for c in e["candidates"]]) for q, prev, e in rounds])
+    for (_, _, e), t in zip(rounds, want, strict=True):
+        wins = [c["wins"] for c in e["candidates"]]
+        if mode in ("pairwise", "generative"):  # a win scores 1, a tie 0.5 each, an unparsed verdict nothing
+            assert [(m["i"], m["j"]) for m in e["matches"]] == [(m["i"], m["j"]) for m in t.matches]
+            expect = [0.0] * len(wins)
+            for m in e["matches"]:
+                for side, k in (("A", m["i"]), ("B", m["j"])):
+                    expect[k] += 1.0 if m["winner"] == side else 0.5 if m["winner"] == "tie" else 0.0
+            assert wins == expect
+            got, ref = [m["p_a"] for m in e["matches"]], [m["p_a"] for m in t.matches]
+            if mode == "generative":
+                assert got == ref and [m["winner"] for m in e["matches"]] == [m["winner"] for m in t.matches]
+            else:
+                assert got == pytest.approx(ref, abs=1e-4)
+        else:  # score judges: the higher score wins the match, equal scores tie
+            scores = [c["score"] for c in e["candidates"]]
+            tolerance = {"rel": 1e-3} if mode == "likelihood" else {"abs": 1e-4}  # likelihood scores are ~1e-3
+            assert scores == pytest.approx(t.scores, **tolerance)
+            assert wins == [sum(1.0 if a > b else 0.5 if a == b else 0.0 for j, b in enumerate(scores) if j != i)
+                            for i, a in enumerate(scores)]
+        if e["action"] == "append":
+            assert (wins[e["chosen"]], wins[e["rejected"]]) == (max(wins), min(wins)) and max(wins) > min(wins)
+        else:
+            assert e["action"] == "rollback" and max(wins) == min(wins)
+
+
 @pytest.mark.parametrize("mode", ["pointwise", "pairwise", "generative", "likelihood", "random"])
 def test_every_judge_mode_searches_on_vllm(engines, gsm8k_like, mode):
-    """Step search with each judge mode on vLLM: the tournaments are played and the records say so."""
+    """Step search with each judge mode on vLLM: every tournament it recorded is the one the same judge plays
+    on the HF engine with the same candidates, and the search chose and rejected by its wins."""
     from presrm.config import SearchConfig
     from presrm.data import load_problems, load_task
     from presrm.judge import make_judge
     from presrm.search import step_search
 
-    _, vl = engines
+    hf, vl = engines
     task = load_task("gsm8k_train")
     problems = load_problems(task, limit=2, data_file=str(gsm8k_like))
     options = {"max_new_tokens": 8} if mode == "generative" else {}
-    judge = make_judge(mode, vl, **options)
     cfg = SearchConfig(k=3, max_steps=2, max_step_tokens=8, temperature=1.0)
-    records, _ = step_search(vl, judge, task, problems, cfg, seed=0)
-    rounds = [e for r in records for e in r["search"]]
-    assert len(records) == 2 and rounds and all(len(e["candidates"]) >= 1 for e in rounds)
-    if mode in ("pointwise", "likelihood", "random"):
-        assert all(c["score"] is None or 0.0 <= c["score"] <= 1.0 for e in rounds for c in e["candidates"])
+    records, _ = step_search(vl, make_judge(mode, vl, **options), task, problems, cfg, seed=0)
+    assert len(records) == 2
+    check_rounds_against(records, make_judge(mode, hf, **options), mode)
 
 
 def test_a_likelihood_run_on_vllm_end_to_end(vllm_model_dir, gsm8k_like, tmp_path):

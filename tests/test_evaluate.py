@@ -16,7 +16,6 @@ from presrm.evaluate import (
     build_prompt,
     evaluate,
     score_record,
-    step_error_rate,
     summarize,
     wilson_interval,
     write_eval,
@@ -98,8 +97,9 @@ def test_exact_match_reference_is_the_raw_answer_field():
 @given(st.text(alphabet="0123456789.,$-The answrisx \n", max_size=60))
 @settings(max_examples=300, deadline=None)
 def test_regex_extractors_agree_with_lm_eval(text):
-    filters = pytest.importorskip("lm_eval.filters.extraction")
-    metrics = pytest.importorskip("lm_eval.api.metrics")
+    why = "lm-eval is not installed (the lm-eval extra; make setup installs it)"
+    filters = pytest.importorskip("lm_eval.filters.extraction", reason=why)
+    metrics = pytest.importorskip("lm_eval.api.metrics", reason=why)
     for ours, spec in ((STRICT, {}), (FLEX, {"group_select": -1})):
         theirs = filters.RegexFilter(regex_pattern=ours.pattern, **spec).apply([[text]], [{}])[0][0]
         got = ours.extract(text)
@@ -248,34 +248,49 @@ def _recompute(task, samples):
     return counts
 
 
+# Three completions graded by hand, put in place of the tiny model's (which state no answer and no arithmetic:
+# "Step 1:::::::::" under gsm8k, "........" under gsm8k_cot_zeroshot): (problem, completion, strict and flexible
+# predictions per task, strict and flexible right, steps wrong, steps the verifier decided).
+HAND_GRADED = [
+    (0, "Step 1: 3 + 4 = 8\nStep 2: 8 - 1 = 7\nThe answer is 7.",
+     {"gsm8k": ("7", "7"), "gsm8k_cot_zeroshot": ("7", "7.")}, True, True, 1, 2),
+    (1, "Step 1: 6 * 5 = 30\nThe answer is 31.",
+     {"gsm8k": ("31", "31"), "gsm8k_cot_zeroshot": ("31", "31.")}, False, False, 0, 1),
+    (2, "Step 1: 20 - 8 = 12 dollars are left.",  # no "The answer is": only the flexible extractor finds 12
+     {"gsm8k": (None, "12"), "gsm8k_cot_zeroshot": (None, "12")}, False, True, 0, 1),
+]
+
+
 @pytest.mark.parametrize("task_name", ["gsm8k", "gsm8k_cot_zeroshot"])
-def test_greedy_accuracy_is_recomputable_from_samples(tiny, gsm8k_like, tmp_path, task_name):
+def test_greedy_eval_files_hold_the_hand_graded_results(tiny, gsm8k_like, tmp_path, task_name):
     engine = HFEngine(*tiny)
     task = load_task(task_name)
     problems = load_problems(task, data_file=str(gsm8k_like))
-    # Make one completion right by construction: recomputation must also count successes.
     summary, records = evaluate(engine, task, problems, max_new_tokens=8, batch_size=4, judge=PointwiseJudge(engine))
-    records[0].completion = "Step 1: 3 + 4 = 7\nThe answer is 7."
-    fixed = score_record(problems[0], records[0].completion, task)
-    records[0] = fixed
+    for i, completion, *_ in HAND_GRADED:
+        records[i] = score_record(problems[i], completion, task)
     write_eval(tmp_path, {**summary, **summarize(records)}, records)
     res, samples = read_json(tmp_path / "results.json"), read_jsonl(tmp_path / "samples.jsonl")
-    assert res["n"] == len(samples) == len(problems)
+    assert res["n"] == len(samples) == len(problems) == 6
     p = res["protocol"]
     assert (p["task"], p["decoding"]["name"], p["shots"], p["max_new_tokens"]) == (task_name, "greedy", 0, 8)
     assert p["extractors"] == {k: e.name for k, e in task.extractors.items()} and p["stop"] == list(task.stop)
     assert p["prompt"] == task.prompt and p["example_prompt"].startswith(
         "Q: Tom has 3" if task_name == "gsm8k_cot_zeroshot" else "<|im_start|>")
-    counts = _recompute(task, samples)
-    assert counts == {"strict": res["strict"]["correct"], "flexible": res["flexible"]["correct"]}
-    assert counts["strict"] >= 1 and res["strict"]["accuracy"] == counts["strict"] / len(samples)
-    assert all(len(s["step_scores"]) == len(s["steps"]) for s in samples[1:])
-    # the step error rate too: per-problem counts from the verdicts, pooled, with the seeded interval
-    steps = [(sum(c["verdict"] == "incorrect" for c in s["step_checks"]),
-              sum(c["verdict"] in ("correct", "incorrect") for c in s["step_checks"])) for s in samples]
-    assert steps == [(s["steps_wrong"], s["steps_verifiable"]) for s in samples] and steps[0] == (0, 1)
-    assert res["step_errors"] == step_error_rate([s["id"] for s in samples], steps)
-    assert res["verifier_timeouts"] == sum(s["steps_timed_out"] for s in samples)
+    for i, completion, preds, strict, flexible, wrong, decided in HAND_GRADED:
+        s = samples[i]
+        assert (s["completion"], s["pred_strict"], s["pred_flexible"]) == (completion, *preds[task_name])
+        assert (s["correct_strict"], s["correct_flexible"], s["steps_wrong"], s["steps_verifiable"]) == (
+            strict, flexible, wrong, decided)
+    assert [(s["correct_strict"], s["correct_flexible"], s["steps_verifiable"]) for s in samples[3:]] == [
+        (False, False, 0)] * 3
+    assert all(len(s["step_scores"]) == len(s["steps"]) for s in samples[3:])
+    assert (res["strict"]["correct"], res["flexible"]["correct"]) == (1, 2)
+    assert (res["strict"]["accuracy"], res["flexible"]["accuracy"]) == (1 / 6, 2 / 6)
+    # the step error rate, pooled over problems: 1 wrong step of the 4 the verifier decided
+    assert {k: res["step_errors"][k] for k in ("rate", "wrong", "verifiable", "problems")} == {
+        "rate": 0.25, "wrong": 1, "verifiable": 4, "problems": 6}
+    assert res["verifier_timeouts"] == 0
 
 
 def test_maj_at_k_records_votes_and_recomputes(tiny, gsm8k_like, tmp_path):
