@@ -23,6 +23,8 @@ aside and renamed into place)::
             samples.jsonl, search.json, pairs.jsonl     step search: every decision, figures, the pairs
             adapter/, model/, train.json                step-DPO; model/ is the next policy and judge
             eval.json, eval_samples.jsonl, judge_eval/  that model evaluated, and as a judge
+            dev_eval.json, dev_eval_samples.jsonl       with loop.guard: that model on the guard's dev slice
+            guard.json                                  with loop.guard: promoted, or not, and why
 
 A stage is complete when the file it writes last exists (:meth:`StageDir.searched`,
 :meth:`StageDir.trained`, :meth:`StageDir.evaluated`); ``--resume`` skips complete
@@ -39,6 +41,7 @@ stages and redoes the others. An evaluation folder (``presrm eval``,
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +95,7 @@ class StageDir:
     eft = property(lambda self: self.path / "eft.jsonl", doc="init: EFT examples")
     on_policy = property(lambda self: self.path / "on_policy.jsonl", doc="init: M0's own verifier-labelled steps")
     given = property(lambda self: self.path / "given.json", doc="init: the M1 folder init.model names (no SFT)")
+    guard = property(lambda self: self.path / "guard.json", doc="the collapse guard's verdict on this model")
 
     def eval_files(self, name: str = "eval") -> tuple[Path, Path]:
         """The summary and the samples of evaluation ``name`` (``eval``, or ``eval_before`` for M0)."""
@@ -154,8 +158,18 @@ class RunLayout:
             return init if isinstance(init, str) else str(self.init.model) if init else base
         return str(self.iteration(k - 1).model)
 
-    def final_model(self, iterations: int, *, init: bool = False) -> Path | None:
-        """The last model a run of ``iterations`` trains (None when it trains none)."""
+    def final_model(self, iterations: int, *, init: bool | str = False) -> Path | None:
+        """The last model a run of ``iterations`` promotes (None when it trains none): the last iteration's, unless
+        the collapse guard did not promote an iteration's model (its ``guard.json``), then that iteration's policy
+        (``init`` as in :meth:`policy`).
+
+        >>> RunLayout(Path("r")).final_model(2).as_posix()
+        'r/iter_1/model'
+        """
+        for k in range(iterations):
+            guard = self.iteration(k).guard
+            if guard.is_file() and json.loads(guard.read_text()).get("promoted") is False:
+                return Path(self.policy(k, str(init), init=init)) if k or init else None
         if iterations:
             return self.iteration(iterations - 1).model
-        return self.init.model if init else None
+        return self.init.model if init is True else Path(init) if init else None

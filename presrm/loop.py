@@ -217,6 +217,7 @@ def _stage_labels(cfg: RunConfig) -> list[str]:
             labels += ["init eval"] + (["init judge eval"] if judged else [])
     for k in range(cfg.iterations):
         labels += [f"iter {k}/{cfg.iterations} search", f"iter {k}/{cfg.iterations} train"]
+        labels += [f"iter {k}/{cfg.iterations} guard"] if cfg.loop.guard != "off" else []
         if cfg.eval.after:
             labels += [f"iter {k}/{cfg.iterations} eval"] + ([f"iter {k}/{cfg.iterations} judge eval"] if judged
                                                              else [])
@@ -437,6 +438,47 @@ def _train_stage(cfg: RunConfig, spec: str, out: StageDir, pairs: list[dict[str,
     return metrics, False
 
 
+def _dev_problems(cfg: RunConfig) -> tuple[Any, list]:
+    """The guard's dev slice: ``loop.guard_problems`` problems of the training split (the search task unless
+    ``loop.guard_task`` says otherwise), right after the last problem any iteration searches by default."""
+    task = load_task(cfg.loop.guard_task or cfg.search.task, cfg.tasks_dir)
+    offset = cfg.loop.guard_offset if cfg.loop.guard_offset is not None else sum(
+        cfg.search.problems_at(cfg.iterations - 1))
+    problems = load_problems(task, limit=cfg.loop.guard_problems, offset=offset,
+                             data_file=cfg.loop.guard_data_file or cfg.search.data_file)
+    problems, _ = _apart_from_eval(cfg, problems, "guard")
+    if not problems:
+        raise DataError(f"loop.guard: no dev problems at offset {offset} of {task.name}; set loop.guard_offset, "
+                        "loop.guard_data_file, or loop.guard: off")
+    return task, problems
+
+
+def _guard_stage(cfg: RunConfig, before: tuple[str, StageDir, str], after: tuple[str, StageDir],
+                 k: int) -> tuple[dict[str, Any], bool]:
+    """The collapse guard after iteration ``k`` (:mod:`presrm.guard`): the new model and its predecessor evaluated
+    greedily on the dev slice (each once: the predecessor's evaluation is the previous iteration's), compared,
+    and the verdict written to ``iter_k/guard.json``."""
+    from presrm.guard import decide, describe
+
+    out = after[1]
+    if out.guard.exists():
+        return read_json(out.guard), True
+    greedy = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, decoding="greedy", judge_steps=False))
+    task, problems = _dev_problems(cfg)
+    records = []
+    for spec, stage, name in (before, (*after, "dev_eval")):
+        summary, _ = _eval_stage(greedy, spec, stage, name, problems, task)
+        records.append({str(r["id"]): r for r in read_jsonl(stage.eval_files(name)[1])})
+    verdict = decide(*records, alpha=cfg.loop.guard_alpha)
+    promoted = verdict["promote"] or cfg.loop.guard != "stop"
+    result = {"iteration": k, "mode": cfg.loop.guard, "before": before[0], "after": after[0], "promoted": promoted,
+              "line": describe(verdict), **verdict}
+    if dist.is_main():
+        write_json(out.guard, result)
+    dist.barrier()
+    return result, False
+
+
 def _staged(progress: Progress, label: str, fn, *args) -> Any:
     progress.start(label)
     result, skipped = fn(*args)
@@ -502,6 +544,20 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
             metrics = _staged(progress, f"{tag} train", _train_stage, cfg, spec, out, pairs, k)
             it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out.search),
                                   "train": {key: v for key, v in metrics.items() if key != "log_history"}}
+            if cfg.loop.guard != "off":
+                prev = (rd.init, "dev_eval") if k == 0 and m1 is not None else (
+                    (rd.iteration(0), "dev_eval_before") if k == 0 else (rd.iteration(k - 1), "dev_eval"))
+                guard = _staged(progress, f"{tag} guard", _guard_stage, cfg, (spec, *prev), (str(out.model), out), k)
+                it["guard"] = {key: guard[key] for key in ("promoted", "line", "worse", "mode", "n")}
+                if not guard["promoted"]:
+                    log.warning("iteration %d: M%d not promoted (loop.guard: stop), %s; the run ends with %s as its "
+                                "final model", k, k + 1 + (m1 is not None), guard["line"], spec)
+                    summary["iterations"].append(it)
+                    summary["final_model"], summary["stopped"] = spec, guard["line"]
+                    break
+                if guard["worse"]:
+                    log.warning("iteration %d: the guard (loop.guard: warn) says the new model is %s", k,
+                                guard["line"])
             if cfg.eval.after:
                 it["eval"] = _staged(progress, f"{tag} eval", _eval_stage, cfg, str(out.model), out, "eval",
                                      problems_of(k + 1 + (m1 is not None)), eval_task)
@@ -514,6 +570,7 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
         RUN_ENGINE.release()
         progress.close()
         tracker.finish()
+    summary.setdefault("final_model", str(rd.final_model(cfg.iterations, init=m1 or cfg.model)))
     summary["report"] = str(rd.report_html)
     if dist.is_main():
         write_report(rd.root)
