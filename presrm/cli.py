@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
 import sys
 from pathlib import Path
 
+from presrm.config import default_of, settings
 from presrm.engines import registry as engines
 from presrm.errors import PresrmError
 from presrm.judges.registry import modes as judge_modes
@@ -31,34 +31,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _int_in(low: int, high: int | None = None):
-    """An argparse type: an integer from ``low`` to ``high`` (no upper bound when None)."""
-    def integer(text: str) -> int:
+def _setting(key: str):
+    """An argparse type for an option that sets what recipe key ``key`` sets: the key's number type and its
+    declared range (``presrm.config``), so the option and the key refuse the same values."""
+    s = settings()[key]
+
+    def number(text: str) -> int | float:
         try:
-            value = int(text)
+            value = s.number(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            bound = f">= {low}" if high is None else f"from {low} to {high}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if s.number is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if value not in s.range:
+            raise argparse.ArgumentTypeError(f"must be {s.range.phrase}, got {text}")
         return value
-    return integer
-
-
-def _finite(text: str) -> float:
-    """An argparse type: a finite number (``nan`` and ``inf`` are no setting)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-    return value
-
-
-POSITIVE = _int_in(1)
-SEED = _int_in(0, 2**32 - 1)
-TOKENS = _int_in(1, 32_768)  # a GSM8K solution is a few hundred tokens; more is a typo, not a request
+    return number
 
 
 def _adapter_dir(path: str | None) -> None:
@@ -330,34 +317,43 @@ def make_parser() -> argparse.ArgumentParser:
                        description="Decode a task's problems (greedy, maj@k, best-of-N or judge-guided beam "
                                    "search) and report strict and flexible accuracy with the protocol that "
                                    "produced them (results.json, samples.jsonl).")
-    e.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
+    e.add_argument("--model", default=default_of("model"), help="hub id, local HF folder, .gguf file, or 'embedded'")
     e.add_argument("--adapter", help="a LoRA adapter folder to apply (e.g. runs/x/iter_0/adapter)")
-    e.add_argument("--task", default="gsm8k", help="task name in tasks/ (gsm8k, gsm8k_cot_zeroshot) or a YAML path")
+    e.add_argument("--task", default=default_of("eval.task"),
+                   help="task name in tasks/ (gsm8k, gsm8k_cot_zeroshot) or a YAML path")
     e.add_argument("--tasks-dir", help="folder of task YAMLs")
     e.add_argument("--data-file", help="override the task's data file (JSONL)")
-    e.add_argument("--limit", type=POSITIVE, help="first N problems")
-    e.add_argument("--num-fewshot", type=_int_in(0), help="shots before each problem (default: the task's num_fewshot)")
+    e.add_argument("--limit", type=_setting("eval.limit"), help="first N problems")
+    e.add_argument("--num-fewshot", type=_setting("eval.num_fewshot"),
+                   help="shots before each problem (default: the task's num_fewshot)")
     e.add_argument("--output-dir", required=True, help="where results.json and samples.jsonl go")
-    e.add_argument("--batch-size", type=POSITIVE, default=16)
-    e.add_argument("--max-new-tokens", type=TOKENS, help="cap on new tokens (default: the task's, else 320)")
+    e.add_argument("--batch-size", type=_setting("eval.batch_size"), default=default_of("eval.batch_size"))
+    e.add_argument("--max-new-tokens", type=_setting("eval.max_new_tokens"),
+                   help="cap on new tokens (default: the task's, else 320)")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
                    help=f"inference engine: {engines.describe()}")
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32); fp32 reproduces exactly")
-    e.add_argument("--decoding", default="greedy",
+    e.add_argument("--decoding", default=default_of("eval.decoding"),
                    help="greedy, maj@k (self-consistency; or maj@8), best-of-n (rerank by the judge's process "
                         "reward; or best-of-8), beam (step-level beam search guided by the judge)")
-    e.add_argument("--k", "--n", dest="k", type=_int_in(1, 1024), default=8,
+    e.add_argument("--k", "--n", dest="k", type=_setting("eval.k"), default=default_of("eval.k"),
                    help="samples for maj@k / candidates for best-of-n")
-    e.add_argument("--temperature", type=_finite, default=0.7, help="sampling temperature (maj@k, best-of-n, beam)")
-    e.add_argument("--top-p", type=_finite, default=0.95)
-    e.add_argument("--seed", type=SEED, default=0)
-    e.add_argument("--aggregate", default="min", help="step scores -> process reward: min, mean, prod, last, gmean")
-    e.add_argument("--beam-width", type=_int_in(1, 64), default=2, help="beams kept after each step")
-    e.add_argument("--beam-expand", type=_int_in(1, 64), default=4, help="candidate next steps sampled per beam")
-    e.add_argument("--max-steps", type=_int_in(1, 1000), default=10, help="beam search: cap on steps")
-    e.add_argument("--max-step-tokens", type=TOKENS, default=96, help="beam search: cap on tokens per step")
+    e.add_argument("--temperature", type=_setting("eval.temperature"), default=default_of("eval.temperature"),
+                   help="sampling temperature (maj@k, best-of-n, beam)")
+    e.add_argument("--top-p", type=_setting("eval.top_p"), default=default_of("eval.top_p"))
+    e.add_argument("--seed", type=_setting("seed"), default=default_of("seed"))
+    e.add_argument("--aggregate", default=default_of("judge.aggregate"),
+                   help="step scores -> process reward: min, mean, prod, last, gmean")
+    e.add_argument("--beam-width", type=_setting("eval.beam_width"), default=default_of("eval.beam_width"),
+                   help="beams kept after each step")
+    e.add_argument("--beam-expand", type=_setting("eval.beam_expand"), default=default_of("eval.beam_expand"),
+                   help="candidate next steps sampled per beam")
+    e.add_argument("--max-steps", type=_setting("eval.max_steps"), default=default_of("eval.max_steps"),
+                   help="beam search: cap on steps")
+    e.add_argument("--max-step-tokens", type=_setting("eval.max_step_tokens"),
+                   default=default_of("eval.max_step_tokens"), help="beam search: cap on tokens per step")
     e.add_argument("--judge", choices=step_modes(),
                    help="the judge that scores each step (and ranks best-of-n and beam candidates): pointwise "
                         "(P(Yes)), likelihood (the model's own probability of each stated result) or "
@@ -405,7 +401,7 @@ def make_parser() -> argparse.ArgumentParser:
                                    "run a judge on them and write results.json (ProcessBench F1, step AUROC, "
                                    "pairwise accuracy, speed) and samples.jsonl. --natural adds the model's own "
                                    "steps labelled by the verifier (AUROC and pairwise accuracy with 95% CIs).")
-    j.add_argument("--model", default="embedded", help="hub id, local HF folder, .gguf file, or 'embedded'")
+    j.add_argument("--model", default=default_of("model"), help="hub id, local HF folder, .gguf file, or 'embedded'")
     j.add_argument("--judge", default="pointwise",
                    choices=judge_modes(), help="judge mode")
     j.add_argument("--limit", type=int, default=50, help="first N problems (each gives a gold and a flawed solution)")
@@ -413,8 +409,10 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--adapter", help="a LoRA adapter folder to apply")
     j.add_argument("--threshold", type=float, default=0.5,
                    help="pointwise: the first step scored below this is the predicted first error")
-    j.add_argument("--seed", type=SEED, default=0, help="seed of the perturbations and of the A/B sides")
-    j.add_argument("--task", default="gsm8k", help="task name in tasks/ or a task YAML path (GSM8K format)")
+    j.add_argument("--seed", type=_setting("seed"), default=default_of("seed"),
+                   help="seed of the perturbations and of the A/B sides")
+    j.add_argument("--task", default=default_of("eval.task"),
+                   help="task name in tasks/ or a task YAML path (GSM8K format)")
     j.add_argument("--tasks-dir", help="folder of task YAMLs")
     j.add_argument("--data-file", help="override the task's data file (JSONL)")
     j.add_argument("--template", help="a Jinja template file overriding the judge prompt")

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from presrm.config import check_setting, default_of
 from presrm.data import Match, Task
 from presrm.errors import ConfigError
 from presrm.generate import STEP_STOP, step_candidates
@@ -51,28 +52,23 @@ class Decoding:
 
     mode: str = "greedy"
     k: int = 1
-    temperature: float = 0.7
-    top_p: float = 0.95
-    seed: int = 0
-    aggregate: str = "min"
-    beam_width: int = 2
-    beam_expand: int = 4
-    max_steps: int = 10
-    max_step_tokens: int = 96
+    temperature: float = default_of("eval.temperature")
+    top_p: float = default_of("eval.top_p")
+    seed: int = default_of("seed")
+    aggregate: str = default_of("judge.aggregate")
+    beam_width: int = default_of("eval.beam_width")
+    beam_expand: int = default_of("eval.beam_expand")
+    max_steps: int = default_of("eval.max_steps")
+    max_step_tokens: int = default_of("eval.max_step_tokens")
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.mode in MODES, f"decoding mode {self.mode!r} is not one of {list(MODES)}"),
-            (self.mode in ("greedy", "beam") or self.k >= 1, "--k/--n must be >= 1"),
-            (self.mode == "greedy" or self.temperature > 0, "--temperature must be > 0 for sampled decoding"),
-            (0.0 < self.top_p <= 1.0, "--top-p must be in (0, 1]"),
-            (self.aggregate in AGGREGATORS, f"--aggregate must be one of {sorted(AGGREGATORS)}"),
-            (self.beam_width >= 1 and self.beam_expand >= 1, "--beam-width and --beam-expand must be >= 1"),
-            (self.max_steps >= 1 and self.max_step_tokens >= 1, "--max-steps and --max-step-tokens must be >= 1"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+        if self.mode not in MODES:
+            raise ConfigError(f"decoding mode {self.mode!r} is not one of {list(MODES)}")
+        if self.aggregate not in AGGREGATORS:
+            raise ConfigError(f"--aggregate must be one of {sorted(AGGREGATORS)}")
+        for name in ("k", "temperature", "top_p", "beam_width", "beam_expand", "max_steps", "max_step_tokens"):
+            check_setting(f"eval.{name}", getattr(self, name))  # the ranges the recipe's eval section declares
+        check_setting("seed", self.seed)
 
     @classmethod
     def parse(cls, spec: str, **params: Any) -> Decoding:

@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from presrm.config import default_of
 from presrm.data import Task, load_shots
 from presrm.decoding import Decoding, decode
 from presrm.grading import (
@@ -57,7 +58,7 @@ from presrm.layout import RESULTS, samples_for
 from presrm.schema import SCHEMA_VERSION, EvalRecord, Problem
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_NEW_TOKENS = 320
+DEFAULT_MAX_NEW_TOKENS = default_of("eval.max_new_tokens")  # for a task that sets none
 __all__ = ["DEFAULT_MAX_NEW_TOKENS", "EvalSample", "build_prompt", "evaluate", "grade", "judge_steps",
            "degeneration", "samples_path", "score_record", "step_error_rate", "summarize", "wilson_interval",
            "write_eval"]

@@ -193,8 +193,10 @@ def test_decoding_from_run_config():
 
 @pytest.mark.parametrize(
     ("spec", "params", "message"),
-    [("top-k", {}, "use greedy, maj@k"), ("maj@k", {"k": 0}, "must be >= 1"),
-     ("best-of-n", {"aggregate": "max"}, "--aggregate"), ("maj@4", {"temperature": 0.0}, "--temperature")],
+    [("top-k", {}, "use greedy, maj@k"), ("maj@k", {"k": 0}, r"eval.k must be in \[1, 1024\], got 0"),
+     ("best-of-n", {"aggregate": "max"}, "--aggregate"),
+     ("maj@4", {"temperature": 0.0}, "eval.temperature must be > 0"),
+     ("maj@2000", {}, "eval.k must be in"), ("beam", {"top_p": 0.0}, r"eval.top_p must be in \(0, 1\]")],
 )
 def test_decoding_parse_errors(spec, params, message):
     with pytest.raises(ConfigError, match=message):
