@@ -27,7 +27,7 @@ import yaml
 from presrm.engines.registry import names as engine_names
 from presrm.errors import ConfigError
 from presrm.jsonio import read_yaml, yaml_problem
-from presrm.judges.registry import eft_modes, search_modes
+from presrm.judges.registry import eft_modes, on_policy_eft_modes, search_modes
 
 _ONE_SIDE = re.compile(r"(>=|>) (-?\d+(?:\.\d+)?)")
 _INTERVAL = re.compile(r"([\[(])(-?\d+(?:\.\d+)?), (-?\d+(?:\.\d+)?)([\])])")
@@ -283,6 +283,30 @@ class VLLMConfig:
 
 
 @dataclass
+class LoopConfig:
+    """What the loop does between iterations: the collapse guard (docs/pipeline.md, "The collapse guard")."""
+
+    guard: str | bool = _f("stop", "After each iteration, compare the new model with its predecessor on a dev "
+                            "slice of the training split (step error rate, repeats, no answer; paired, p < guard_alpha). 'stop': "
+                            "a worse model is not promoted and the run ends with its predecessor as the final model; "
+                            "'warn': say so and go on; 'off': no dev evaluation. stop is the default because a "
+                            "collapsed model is never what a run is for (three of presrm's own recipes collapsed, "
+                            "docs/RESULTS.md) and it keeps the last good one; its cost is one greedy evaluation of "
+                            "the dev slice per iteration, plus one of the first policy.")
+    guard_problems: int = _f(100, "Dev slice size: problems each model is evaluated on (greedy).", valid=">= 1")
+    guard_task: str | None = _f(None, "Task of the dev slice (null: search.task, the training split).")
+    guard_data_file: str | None = _f(None, "Data file of the dev slice (null: search.data_file).")
+    guard_offset: int | None = _f(None, "First dev problem (null: right after the last problem any iteration "
+                                        "searches). It may overlap neither the search nor the init problems.",
+                                  valid=">= 0")
+    guard_alpha: float = _f(0.05, "Significance level of the guard's paired tests.", valid="(0, 0.5]")
+
+    def __post_init__(self) -> None:
+        if self.guard is False:  # YAML 1.1 reads a bare ``off`` as false
+            self.guard = "off"
+
+
+@dataclass
 class RunConfig:
     """A whole self-rewarding run."""
 
@@ -303,6 +327,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -503,6 +528,23 @@ def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
+def _guard_apart(cfg: RunConfig) -> bool:
+    """Whether the guard's dev slice shares no problem index with the search's or init's (same task and file)."""
+    if cfg.loop.guard == "off" or cfg.loop.guard_offset is None:
+        return True  # off, or right after the searched problems: apart from them by construction
+    dev = range(cfg.loop.guard_offset, cfg.loop.guard_offset + cfg.loop.guard_problems)
+    task, data = cfg.loop.guard_task or cfg.search.task, cfg.loop.guard_data_file or cfg.search.data_file
+    used = []
+    if cfg.iterations:
+        last, count = cfg.search.problems_at(cfg.iterations - 1)
+        used.append((cfg.search.task, cfg.search.data_file, range(cfg.search.offset, last + count)))
+    if cfg.init.ift or cfg.init.eft:
+        n = max(cfg.init.ift_problems, cfg.init.eft_problems, cfg.init.on_policy_problems)
+        used.append((cfg.init.task, cfg.init.data_file, range(cfg.init.offset, cfg.init.offset + n)))
+    return not any((t, d) == (task, data) and range(max(dev.start, r.start), min(dev.stop, r.stop))
+                   for t, d, r in used)
+
+
 def validate(cfg: RunConfig) -> None:
     """Check every setting against its type and declared range (:func:`check_setting`), then the rules that
     tie settings together or name their choices."""
@@ -527,6 +569,12 @@ def validate(cfg: RunConfig) -> None:
         (not (cfg.init.eft and cfg.judge.mode not in eft_modes()),  # after the mode check: the first failure is raised
          f"init.eft trains a judge verdict, and judge.mode {cfg.judge.mode} reads none: turn init.eft off or use "
          f"{' or '.join(eft_modes())}"),
+        (not (cfg.init.eft and "on_policy" in cfg.init.eft_sources and cfg.judge.mode not in on_policy_eft_modes()),
+         f"init.eft_sources: on_policy gives judge.mode {cfg.judge.mode} no examples (its explanation needs a "
+         f"perturbation): use [gold], or judge.mode {' or '.join(on_policy_eft_modes())}"),
+        (cfg.loop.guard in {"stop", "warn", "off"}, f"loop.guard must be stop, warn or off, got {cfg.loop.guard!r}"),
+        (_guard_apart(cfg), "loop.guard: the dev slice (loop.guard_offset, loop.guard_problems) overlaps the "
+                            "problems search or init trains on; move loop.guard_offset"),
         (cfg.train.precision in {"auto", "fp32", "bf16"}, "train.precision must be auto, fp32 or bf16"),
         (all(isinstance(n, str) and n for n in _as_list(cfg.train.report_to)),
          f"train.report_to must be a tracker name or a list of names (tensorboard, wandb, ...), got "
@@ -583,4 +631,4 @@ def reference() -> str:
 
 
 _SECTIONS: dict[str, type] = {"init": InitConfig, "search": SearchConfig, "judge": JudgeConfig,
-                              "train": TrainConfig, "eval": EvalConfig, "vllm": VLLMConfig}
+                              "train": TrainConfig, "eval": EvalConfig, "vllm": VLLMConfig, "loop": LoopConfig}

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from presrm.judges.registry import eft_modes, spec
+from presrm.judges.registry import eft_modes, on_policy_eft_modes, spec
 from presrm.labelled import NaturalStep, right_wrong_couples
 from presrm.perturb import KINDS, confirmed_perturbation
 from presrm.schema import Problem
@@ -167,11 +167,12 @@ def on_policy_examples(steps: Sequence[NaturalStep], render: Callable[..., str],
     every verifiably wrong one with its wrong verdict (``No``), the larger class cut down (seeded) to the size
     of the smaller, so the labels are balanced. Pair judges (pairwise): a right and a wrong candidate sampled
     after the same prefix, in both orders (at most ``per_group`` couples a prefix). Judges that write an
-    explanation (generative) get no on-policy examples: their explanation needs the perturbation.
+    explanation (generative) have none (:func:`presrm.judges.registry.on_policy_eft_modes`): their explanation
+    needs the perturbation.
     """
     entry = spec(mode)
-    if not entry.eft or entry.generates:
-        return []
+    if mode not in on_policy_eft_modes():  # config validation refuses the recipe first
+        raise ValueError(f"EFT has no on-policy examples for judge mode {mode!r}")
     if entry.unit == "step":
         right = [s for s in steps if s.label == "correct"]
         wrong = [s for s in steps if s.label == "incorrect"]

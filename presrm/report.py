@@ -149,7 +149,8 @@ def collect(run_dir: str | Path) -> dict[str, Any]:
     for k in run.iterations():
         d = run.iteration(k)
         it: dict[str, Any] = {"iteration": k, "search": [], "pairs": None, "train": _train_metrics(d),
-                              "stats": read_json(d.search) if d.search.exists() else None}
+                              "stats": read_json(d.search) if d.search.exists() else None,
+                              "guard": read_json(d.guard) if d.guard.exists() else None}
         if d.samples.exists():
             it["search"] = read_jsonl(d.samples)
         if d.pairs.exists():

@@ -221,7 +221,7 @@ def test_loop_closes_every_engine_before_training(tiny_model_dir, gsm8k_like, tm
     monkeypatch.setattr(presrm.train, "train_step_dpo", tracked_train)
     cfg = load_config(None, [
         f"model={tiny_model_dir}", f"output_dir={tmp_path}", "name=e", "device=cpu", "eval.before=false",
-        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3",
+        f"search.data_file={gsm8k_like}", "search.offset=3", "loop.guard=off", "search.num_problems=2", "search.k=3",
         "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0", "judge.both_orders=false", "judge.tie_margin=0",
         "train.max_steps=1", "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4",

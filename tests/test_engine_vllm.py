@@ -112,7 +112,7 @@ def test_a_run_with_engine_vllm(vllm_model_dir, gsm8k_like, tmp_path):
     cfg = load_config(None, [
         f"model={vllm_model_dir}", f"output_dir={tmp_path}", "name=v", "device=cpu", "engine=vllm",
         "eval.before=false", "search.deterministic=true", *VLLM_TEST_SETTINGS,
-        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3",
+        f"search.data_file={gsm8k_like}", "search.offset=3", "loop.guard=off", "search.num_problems=2", "search.k=3",
         "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0", "judge.both_orders=false", "judge.tie_margin=0",
         "train.max_steps=1", "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4",
@@ -213,7 +213,7 @@ def test_a_likelihood_run_on_vllm_end_to_end(vllm_model_dir, gsm8k_like, tmp_pat
         f"model={vllm_model_dir}", f"output_dir={tmp_path}", "name=l", "device=cpu", "engine=vllm",
         "judge.mode=likelihood", *VLLM_TEST_SETTINGS, "init.ift=true", "init.ift_problems=2", "init.offset=0",
         f"init.data_file={train}", "init.max_steps=1", "init.batch_size=2",
-        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3",
+        f"search.data_file={gsm8k_like}", "search.offset=3", "loop.guard=off", "search.num_problems=2", "search.k=3",
         "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0", "train.max_steps=1", "train.batch_size=2",
         "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={gsm8k_like}", "eval.limit=2",

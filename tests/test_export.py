@@ -28,7 +28,8 @@ def smoke_run(tiny_model_dir, tmp_path_factory) -> Path:
     data = tmp / "problems.jsonl"
     data.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in SYNTHETIC))
     cfg = load_config(SMOKE, [f"model={tiny_model_dir}", f"output_dir={tmp}", "name=smoke", "device=cpu",
-                              f"search.data_file={data}", "search.offset=3", "search.num_problems=3", "search.k=3",
+                              f"search.data_file={data}", "search.offset=3", "loop.guard=off",
+                              "search.num_problems=3", "search.k=3",
                               "search.max_steps=3", "search.max_step_tokens=8", "search.temperature=1.0",
                               "search.grounding=false", "judge.both_orders=false", "judge.tie_margin=0",
                               "train.max_steps=1", "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4",

@@ -9,6 +9,7 @@ import pytest
 from presrm.config import load_config
 from presrm.engines.holder import inference_precision
 from presrm.errors import ConfigError, RunStateError
+from presrm.guard import decide as DECIDE
 from presrm.jsonio import read_json, read_jsonl
 from presrm.loop import _stage_labels, run
 
@@ -18,7 +19,7 @@ CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"
 def _cfg(tiny_model_dir, gsm8k_like, tmp_path, *extra):
     return load_config(None, [
         f"model={tiny_model_dir}", f"output_dir={tmp_path}", "name=t", "device=cpu",
-        f"search.data_file={gsm8k_like}", "search.offset=3", "search.num_problems=2", "search.k=3",
+        f"search.data_file={gsm8k_like}", "search.offset=3", "loop.guard=off", "search.num_problems=2", "search.k=3",
         "search.max_steps=2",
         "search.max_step_tokens=8", "search.temperature=1.0",
         # A random model's P([[A]]) is ~0.51 whatever the steps: in both orders, or within the default
@@ -342,3 +343,58 @@ def test_search_problems_that_are_eval_problems_are_left_out(tiny_model_dir, gsm
     searched = {r["id"] for r in read_jsonl(tmp_path / "t" / "iter_0" / "samples.jsonl")}
     assert searched == {"gsm8k_train-1", "gsm8k_train-2"}
     assert "iteration 0 search: 1 problem(s) left out because the run also evaluates on them" in caplog.text
+
+
+def _worse_on_repeats(before, after, *, alpha):
+    """The guard's verdict on a collapsed model (the real decision is tested on real outcomes in test_guard.py)."""
+    from presrm.guard import describe
+
+    verdict = {**DECIDE(before, after, alpha=alpha), "worse": ["repeats"], "promote": False}
+    assert describe(verdict).startswith("worse on 1 dev problems: repeats")
+    return verdict
+
+
+def test_the_guard_stops_a_worse_model_and_resume_keeps_the_verdict(tiny_model_dir, gsm8k_like, tmp_path,
+                                                                   monkeypatch, caplog):
+    """loop.guard=stop: an iteration whose model the guard finds worse is not promoted; the run ends there with
+    the previous model as its final model, says so in one line and in the report, and resume stops there too."""
+    monkeypatch.setattr("presrm.guard.decide", _worse_on_repeats)
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "iterations=2", "loop.guard=stop", "loop.guard_problems=1",
+               f"loop.guard_data_file={_train_file(tmp_path)}", "loop.guard_offset=0")
+    with caplog.at_level(logging.WARNING, logger="presrm.loop"):
+        summary = run(cfg)
+    root = tmp_path / "t"
+    guard = read_json(root / "iter_0" / "guard.json")
+    assert guard["promoted"] is False and guard["worse"] == ["repeats"] and guard["n"] == 1
+    assert (root / "iter_0" / "dev_eval_before.json").exists() and (root / "iter_0" / "dev_eval.json").exists()
+    assert not (root / "iter_1").exists() and not (root / "iter_0" / "eval.json").exists()
+    assert summary["final_model"] == str(tiny_model_dir) and summary["stopped"] == guard["line"]
+    assert len(summary["iterations"]) == 1 and summary["iterations"][0]["guard"]["promoted"] is False
+    assert f"iteration 0: M1 not promoted (loop.guard: stop), {guard['line']}" in caplog.text
+    assert "NOT promoted (the run ended here)" in (root / "report.html").read_text()
+    again = run(cfg, resume=True)
+    assert again["final_model"] == str(tiny_model_dir) and not (root / "iter_1").exists()
+
+
+def test_the_guard_warns_and_goes_on(tiny_model_dir, gsm8k_like, tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr("presrm.guard.decide", _worse_on_repeats)
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "loop.guard=warn", "loop.guard_problems=1", "eval.after=false")
+    with caplog.at_level(logging.WARNING, logger="presrm.loop"):
+        summary = run(cfg)
+    assert read_json(tmp_path / "t" / "iter_0" / "guard.json")["promoted"] is True
+    assert summary["final_model"] == str(tmp_path / "t" / "iter_0" / "model")
+    assert "the guard (loop.guard: warn) says the new model is worse on 1 dev problems" in caplog.text
+
+
+def test_the_guard_promotes_on_real_decisions_and_off_evaluates_nothing(tiny_model_dir, gsm8k_like, tmp_path):
+    """With the real decision one dev problem can never be significant: the model is promoted. Off: no dev files."""
+    on = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "name=guarded", "loop.guard=stop", "loop.guard_problems=1",
+              "eval.after=false", "eval.before=false")
+    run(on)
+    assert read_json(tmp_path / "guarded" / "iter_0" / "guard.json")["promoted"] is True
+    stages = [r["stage"] for r in read_jsonl(tmp_path / "guarded" / "stages.jsonl")]
+    assert stages == ["iter 0/1 search", "iter 0/1 train", "iter 0/1 guard"]
+    off = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "name=unguarded", "loop.guard=off", "eval.after=false")
+    run(off)
+    assert not list((tmp_path / "unguarded").rglob("dev_eval*"))
+    assert not (tmp_path / "unguarded" / "iter_0" / "guard.json").exists()

@@ -31,7 +31,8 @@ def _overrides(tiny_model_dir, data, out, name):
     # Two iterations (iteration 1 searches with the model iteration 0 trained), the M0 eval for a kill
     # inside an eval stage, and everything else as small as it goes: this test runs the recipe 2.5 times.
     return [f"model={tiny_model_dir}", f"output_dir={out}", f"name={name}", "device=cpu", "iterations=2",
-            f"search.data_file={data}", "search.offset=3", "search.num_problems=2", "search.k=2", "search.max_steps=2",
+            f"search.data_file={data}", "search.offset=3", "loop.guard=off", "search.num_problems=2", "search.k=2",
+            "search.max_steps=2",
             "search.max_step_tokens=6", "search.temperature=1.0", "search.deterministic=true",
             "judge.both_orders=false", "judge.tie_margin=0", "train.max_steps=1", "train.batch_size=2",
             "train.lora_r=2", "train.lora_alpha=4", f"eval.data_file={data}", "eval.limit=1",

@@ -19,7 +19,8 @@ SMOKE = Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"
 
 def _overrides(model_dir, data, out, *extra):
     return [f"model={model_dir}", f"output_dir={out}", "name=t", "device=cpu", f"search.data_file={data}",
-            f"eval.data_file={data}", "search.offset=3", "search.num_problems=2", "search.k=3", "search.max_steps=2",
+            f"eval.data_file={data}", "search.offset=3", "loop.guard=off", "search.num_problems=2", "search.k=3",
+            "search.max_steps=2",
             "search.max_step_tokens=8", "search.temperature=1.0", "judge.mode=pairwise", "judge.both_orders=false",
             "judge.tie_margin=0", "train.max_steps=2", "train.batch_size=2", "train.lora_r=2", "train.lora_alpha=4",
             "eval.limit=3", "eval.max_new_tokens=8", *extra]

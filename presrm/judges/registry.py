@@ -140,6 +140,16 @@ def search_modes() -> list[str]:
     return [m for m, s in _TABLE.items() if s.search]
 
 
+def on_policy_eft_modes() -> list[str]:
+    """The modes EFT can train on the policy's own labelled steps (``init.eft_sources: [on_policy]``): those with
+    a verdict and no written explanation (an explanation needs the perturbation behind a gold example).
+
+    >>> on_policy_eft_modes()
+    ['pointwise', 'pairwise']
+    """
+    return [m for m, s in _TABLE.items() if s.eft and not s.generates]
+
+
 def eft_modes() -> list[str]:
     """The modes with a verdict that EFT trains."""
     return [m for m, s in _TABLE.items() if s.eft]
