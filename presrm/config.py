@@ -287,12 +287,13 @@ class LoopConfig:
     """What the loop does between iterations: the collapse guard (docs/pipeline.md, "The collapse guard")."""
 
     guard: str | bool = _f("stop", "After each iteration, compare the new model with its predecessor on a dev "
-                            "slice of the training split (step error rate, repeats, no answer; paired, p < guard_alpha). 'stop': "
-                            "a worse model is not promoted and the run ends with its predecessor as the final model; "
-                            "'warn': say so and go on; 'off': no dev evaluation. stop is the default because a "
-                            "collapsed model is never what a run is for (three of presrm's own recipes collapsed, "
-                            "docs/RESULTS.md) and it keeps the last good one; its cost is one greedy evaluation of "
-                            "the dev slice per iteration, plus one of the first policy.")
+                                   "slice of the training split (step error rate, repeats, no answer; paired, "
+                                   "p < guard_alpha). 'stop': a worse model is not promoted and the run ends with "
+                                   "its predecessor as the final model; 'warn': say so and go on; 'off': no dev "
+                                   "evaluation. stop is the default because a collapsed model is never what a run "
+                                   "is for (three of presrm's own recipes collapsed, docs/RESULTS.md) and it keeps "
+                                   "the last good one; its cost is one greedy evaluation of the dev slice per "
+                                   "iteration, plus one of the first policy.")
     guard_problems: int = _f(100, "Dev slice size: problems each model is evaluated on (greedy).", valid=">= 1")
     guard_task: str | None = _f(None, "Task of the dev slice (null: search.task, the training split).")
     guard_data_file: str | None = _f(None, "Data file of the dev slice (null: search.data_file).")
