@@ -1,8 +1,12 @@
 #!/bin/bash
 # Evidence run, approach 4: step-DPO + SFT term, and search.no_repeats (a repeated step never wins).
-cd /tmp/wt_nr
-export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 PRESRM_DATA_DIR=/work/shared/data GLIBC_TUNABLES=glibc.malloc.hugetlb=1 VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_CPU_NUM_OF_RESERVED_CPU=0
+# Run from the root of a checkout (with .venv-vllm built there, the data in ../shared/data): the run used a
+# frozen worktree of commit 63d5bb1 (README.md beside this script), made beside the checkout.
+C=$PWD
+[ -d ../wt_nr ] || git worktree add ../wt_nr 63d5bb1 || exit 1
+cd ../wt_nr || exit 1
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=2 PRESRM_DATA_DIR=../shared/data GLIBC_TUNABLES=glibc.malloc.hugetlb=1 VLLM_CPU_OMP_THREADS_BIND=0-1 VLLM_CPU_NUM_OF_RESERVED_CPU=0
 date -u +"start %F %T"
-/work/main/.venv-vllm/bin/python -m presrm train --config configs/evidence_cpu.yaml output_dir=/tmp/evid_nr/runs train.sft_weight=1.0 search.no_repeats=true --resume
+"$C"/.venv-vllm/bin/python -m presrm train --config configs/evidence_cpu.yaml output_dir=runs/evid_nr train.sft_weight=1.0 search.no_repeats=true --resume
 echo "rc=$?"
 date -u +"end %F %T"
