@@ -87,40 +87,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     from presrm import dist
     from presrm.config import load_config
     from presrm.loop import run
+    from presrm.summary import run_lines
 
     cfg = load_config(args.config, args.overrides)
     summary = run(cfg, resume=args.resume)
     if not dist.is_main():
         return 0  # under accelerate launch, rank 0 prints the summary
-    print(f"\nRun directory: {summary['run_dir']}")
-    if "before" in summary:
-        print(f"Accuracy before (M0): {_acc_line(summary['before'])}")
-    shift = 1 if "init" in summary else 0
-    if "init" in summary and "train" in summary["init"]:
-        tr = summary["init"]["train"]
-        print(f"Init (IFT/EFT): {tr['ift_examples']} IFT + {tr['eft_examples']} EFT examples, "
-              f"{tr['optimizer_steps']} SFT steps")
-    elif "init" in summary:
-        print(f"Init: M1 is {summary['init']['model']} (init.model; no IFT/EFT)")
-        if "eval" in summary["init"]:
-            print(f"Accuracy after init (M1): {_acc_line(summary['init']['eval'])}")
-    for it in summary["iterations"]:
-        tr, st = it["train"], it["search"]
-        loss = ("n/a" if tr["first_loss"] is None else f"{tr['first_loss']:.4f} -> {tr['last_loss']:.4f}")
-        print(f"Iteration {it['iteration']}: trained on {it['pairs']} step pairs "
-              f"({tr['optimizer_steps']} DPO steps, loss {loss}); {st['finished']}/{st['problems']} searches "
-              f"finished, {st['mean_steps']:.2f} steps per solution, {st.get('rollbacks', 0)} rollbacks")
-        jv = st["judge_verifier"]
-        print(f"  judge-verifier agreement: right-above-wrong {_pct(jv['within_step_agreement'])} "
-              f"of {jv['right_vs_wrong_couples']} couples, {_pct(jv.get('match_agreement'))} of "
-              f"{jv.get('right_vs_wrong_matches', 0)} matches, pointwise {_pct(jv['pointwise_agreement'])} "
-              f"({jv['decided_candidates']} verifiable candidate steps)")
-        if "eval" in it:
-            m = it["iteration"] + 1 + shift
-            print(f"Accuracy after iteration {it['iteration']} (M{m}): {_acc_line(it['eval'])}")
-    print(f"Report: {summary['report']}")
+    print("\n" + "\n".join(run_lines(summary)))
     if "hub" in summary:
         print(f"Final model on the hub: https://huggingface.co/{summary['hub']}")
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from presrm import dist
+    from presrm.config import load_config
+    from presrm.reproduce import CardLayout, pick_engine, reproduce
+
+    overrides = list(args.overrides)
+    engine = pick_engine(overrides)
+    cfg = load_config(args.config, overrides + ([f"engine={engine}"] if engine else []))
+    data = reproduce(cfg, resume=args.resume)
+    if not dist.is_main():
+        return 0
+    for f in data["findings"]:
+        print(f"{'HOLDS' if f['holds'] else 'does not hold'}: {f['what']}: {100 * f['difference']:+.1f} points "
+              f"[{100 * f['ci95'][0]:+.1f}, {100 * f['ci95'][1]:+.1f}], p = {f['p']:.3g}")
+    card = CardLayout(Path(cfg.output_dir) / cfg.name)
+    print(f"Report card: {card.card_md} and {card.card_html}")
     return 0
 
 
@@ -420,8 +414,8 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--max-new-tokens", type=int,
                    help="generative/outcome: cap on the judge's reply (default: judge.max_new_tokens's)")
     j.add_argument("--one-order", action="store_true", help="pair judges: judge each pair with A first only")
-    j.add_argument("--tie-margin", type=float, help="pairwise: a tie when |P(A better) - 0.5| < margin / 2 "
-                                                     "(default: judge.tie_margin's)")
+    j.add_argument("--tie-margin", type=_setting("judge.tie_margin"),
+                   help="pairwise: a tie when |P(A better) - 0.5| < margin / 2 (default: judge.tie_margin's)")
     j.add_argument("--no-prefix-cache", action="store_true", help="logit judges: no shared-prefix KV reuse")
     j.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     j.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
@@ -443,6 +437,17 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--natural-temperature", type=float, default=SearchConfig.temperature,
                    help="sampling temperature of the candidates (default: search.temperature's)")
     j.set_defaults(func=cmd_judge_eval)
+
+    rp = sub.add_parser("reproduce", help="the headline finding from nothing: two arms from one M1, a report card",
+                        description="Train M1 from M0, then run two self-rewarding iterations with the model's own "
+                                    "likelihood judge and the same two with random ranking from the same M1, "
+                                    "evaluate M1 and both final models, compare them paired, and write "
+                                    "report_card.md / .html (docs/RESULTS.md). vLLM where it can run, else HF.")
+    rp.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "reproduce.yaml"),
+                    help="the recipe of the self-judge arm (default: configs/reproduce.yaml)")
+    rp.add_argument("--resume", action="store_true", help="continue after a crash, skipping finished stages")
+    rp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. engine=hf")
+    rp.set_defaults(func=cmd_reproduce)
 
     r = sub.add_parser("report", help="(re)build report.html for a run or eval directory")
     r.add_argument("run_dir")

@@ -46,6 +46,7 @@ from presrm.grading import (
     EvalSample,
     build_prompt,
     grade,
+    judge_agreement,
     judge_steps,
     record_field,
     record_step_counts,
@@ -98,7 +99,8 @@ def degeneration(records: Sequence[Any]) -> dict[str, Any]:
 
 def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
     """n, then per extractor: correct count, accuracy and its 95% Wilson interval; the step error rate;
-    ``repeats`` and ``no_answer`` (count, share, Wilson interval).
+    ``repeats`` and ``no_answer`` (count, share, Wilson interval); ``judge_agreement``: the per-step scores'
+    AUROC against the verifier's verdicts, with its interval (None when no judge scored the steps).
 
     ``step_errors`` (:func:`step_error_rate`) and ``verifier_timeouts`` (steps whose check ran
     out of time) are None when a record lacks its step counts (samples from before them).
@@ -111,6 +113,7 @@ def summarize(records: Sequence[EvalRecord]) -> dict[str, Any]:
         out[kind] = {"correct": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi]}
     out["mean_steps"] = sum(len(r.steps) for r in records) / n if n else 0.0
     out.update(degeneration(records))
+    out["judge_agreement"] = judge_agreement(records)
     counts = [record_step_counts(r) for r in records]
     known = [c for c in counts if c is not None]
     if len(known) < n:

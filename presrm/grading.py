@@ -194,6 +194,38 @@ def step_error_rate(ids: Sequence[str], counts: Sequence[tuple[int, int]], *, re
             "resamples": resamples, "seed": seed}
 
 
+def judge_agreement(records: Sequence[Any], *, resamples: int = STEP_RESAMPLES, seed: int = STEP_SEED
+                    ) -> dict[str, Any] | None:
+    """How well the per-step scores of ``records`` tell the verifier's right steps from its wrong ones: the step
+    AUROC (a right step scored above a wrong one; ties half) with a 95% bootstrap interval over problems.
+
+    None when no record has step scores; ``value`` None when the verifier found no right or no wrong step.
+
+    >>> recs = [{"id": "a", "step_scores": [0.9, 0.2], "step_checks": [{"verdict": "correct"},
+    ...                                                                 {"verdict": "incorrect"}]}]
+    >>> judge_agreement(recs, resamples=10)["value"], judge_agreement([{"id": "b", "step_scores": []}])
+    (1.0, None)
+    """
+    from presrm.judge_eval.metrics import auroc
+
+    known = []
+    for rec in records:
+        scores, checks = record_field(rec, "step_scores") or [], record_field(rec, "step_checks") or []
+        known += [(str(record_field(rec, "id")), (score, check.get("verdict") == "correct"))
+                  for score, check in zip(scores, checks, strict=False)
+                  if score is not None and check.get("verdict") in ("correct", "incorrect")]
+    if not any(record_field(rec, "step_scores") for rec in records):
+        return None
+
+    def stat(items: list[tuple[float, bool]]) -> float | None:
+        return auroc([x for x, _ in items], [y for _, y in items])
+
+    items = [k for _, k in known]
+    return {"value": stat(items), "ci95": bootstrap_ci([c for c, _ in known], items, stat, resamples=resamples,
+                                                       seed=seed) if stat(items) is not None else None,
+            "n_correct": sum(y for _, y in items), "n_incorrect": sum(not y for _, y in items)}
+
+
 def judge_steps(judge, records: Sequence[EvalRecord], *, desc: str | None = None) -> None:
     """Score every step of every record with the judge (in context of the steps before it), in place."""
     from presrm.judges.common import StepToJudge

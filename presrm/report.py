@@ -31,6 +31,7 @@ from markupsafe import Markup, escape
 from presrm import plots
 from presrm.errors import DataError
 from presrm.evaluate import degeneration
+from presrm.grading import judge_agreement
 from presrm.jsonio import read_json, read_jsonl, read_yaml, write_text_atomic
 from presrm.layout import EvalLayout, RunLayout, StageDir
 
@@ -74,6 +75,8 @@ def _eval_section(title: str, label: str, model_index: int,
     summary, samples = read_json(summary_file), read_jsonl(samples_file)
     if "repeats" not in summary:  # written before the degeneration counts: they come from the samples alone
         summary.update(degeneration(samples))
+    if "judge_agreement" not in summary:  # likewise, before the judge's agreement was measured in the summary
+        summary["judge_agreement"] = judge_agreement(samples)
     return {"title": title, "label": label, "model_index": model_index, "summary": summary,
             "samples": samples, "files": [summary_file.name, samples_file.name],
             "judge_quality": None, "step_judge": step_judge_label(summary)}

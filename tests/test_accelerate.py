@@ -20,7 +20,7 @@ import pytest
 
 from presrm.config import load_config
 from presrm.jsonio import read_json, read_jsonl
-from presrm.loop import run
+from presrm.loop import _stage_labels, run
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE = ROOT / "configs" / "accelerate"
@@ -113,6 +113,8 @@ def test_two_processes_run_the_loop(tiny_model_dir, gsm8k_like, tmp_path):
     assert (root / "report.html").exists() and (it / "model" / "config.json").exists()
     assert _under(writes["1"], root) == []
     counts = Counter(_under(writes["0"], root))
+    # every file is written once, by rank 0; stages.jsonl alone gains a line (and is rewritten) per stage
+    assert counts.pop(str(root / "stages.jsonl")) == len(_stage_labels(load_config(SMOKE, overrides)))
     assert counts and max(counts.values()) == 1, counts
     for f in ("config.yaml", "init/ift.jsonl", "init/model", "init/train.json", "init/eval.json",
               "iter_0/samples.jsonl", "iter_0/search.json", "iter_0/pairs.jsonl", "iter_0/model",

@@ -134,6 +134,13 @@ def _snapshot(root: Path) -> dict[str, str]:
 CASES = [
     # config files and overrides
     ("config: file missing", lambda c: ["config", "--config", c.p("nope.yaml")], lambda c: "nope.yaml: cannot read"),
+    ("reproduce: file missing", lambda c: ["reproduce", "--config", c.p("nope.yaml"), "engine=hf"],
+     lambda c: "nope.yaml: cannot read"),
+    ("reproduce: unknown key", lambda c: ["reproduce", "--config", c.p("recipe.yaml"), "engine=hf", "serch.k=2"],
+     lambda c: "key 'serch' is not a known setting"),
+    ("reproduce: no M1 to start the arms from", lambda c: ["reproduce", "--config", c.p("recipe.yaml"), "engine=hf",
+                                                          f"output_dir={c.p('runs')}"],
+     lambda c: "reproduce needs a recipe that trains M1 (init.ift or init.eft)"),
     ("config: invalid YAML", lambda c: ["config", "--config", c.p("bad_yaml.yaml")],
      lambda c: "bad_yaml.yaml:2: invalid YAML (expected ',' or ']'"),
     ("config: not a mapping", lambda c: ["config", "--config", c.p("list.yaml")],
@@ -288,6 +295,9 @@ CASES = [
      lambda c: "--limit must be at least 1"),
     ("judge-eval: negative seed", lambda c: ["judge-eval", "--seed", "-3", "--output-dir", c.p("je")],
      lambda c: "argument --seed"),
+    ("judge-eval: tie margin out of range", lambda c: ["judge-eval", "--judge", "pairwise", "--tie-margin", "1.5",
+                                                       "--output-dir", c.p("je")],
+     lambda c: "argument --tie-margin: must be"),
     ("judge-eval: unknown judge", lambda c: ["judge-eval", "--judge", "oracle", "--output-dir", c.p("je")],
      lambda c: "argument --judge: invalid choice"),
     ("judge-eval: output-dir is a file", lambda c: ["judge-eval", "--model", c.model, "--output-dir",

@@ -162,7 +162,9 @@ def test_the_valid_edges_pass():
         edges = [e for e, is_open in ((s.range.low, s.range.low_open), (s.range.high, s.range.high_open))
                  if math.isfinite(e) and not is_open]
         for edge in edges:
-            cfg = load_config(SMOKE, [f"{key}={s.number(edge)!r}"])
+            # an edge of loop.guard_offset (0) would put the dev slice on the searched problems: no guard then
+            cfg = load_config(SMOKE, [f"{key}={s.number(edge)!r}", *(["loop.guard=off"] if key.startswith("loop.")
+                                                                      else [])])
             section, _, name = key.rpartition(".")
             assert getattr(getattr(cfg, section) if section else cfg, name) == edge, key
 

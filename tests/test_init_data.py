@@ -150,4 +150,5 @@ def test_on_policy_pairwise_examples_pair_candidates_of_one_prefix():
         q, a, b = e["prompt"].split("|")
         right = a if e["completion"] == "A]]" else b
         assert check_step(right).verdict == "correct" and e["source"] == "on_policy"
-    assert on_policy_examples(_natural(), lambda *a: "P", mode="generative") == []
+    with pytest.raises(ValueError, match="no on-policy examples for judge mode 'generative'"):
+        on_policy_examples(_natural(), lambda *a: "P", mode="generative")  # config refuses such a recipe first

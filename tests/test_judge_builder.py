@@ -105,7 +105,7 @@ def test_every_judge_template_is_read_at_run_start(tmp_path, caplog):
     the key. Caught: the old run never read the key, so a typo in it went unnoticed."""
     bad = tmp_path / "bad.jinja"
     bad.write_text("{{ question }} {% if %}")
-    with pytest.raises(ConfigError, match=r"key 'judge.outcome_template': judge template .*bad.jinja:1"):
+    with pytest.raises(ConfigError, match=r"key 'judge.outcome_template': judge template .*bad.jinja, line 1"):
         loop.check_runnable(load_config(None, [f"judge.outcome_template={bad}"]))
     with pytest.raises(ConfigError, match="key 'judge.outcome_template': judge template .*nowhere.jinja cannot be"):
         loop.check_runnable(load_config(None, [f"judge.outcome_template={tmp_path / 'nowhere.jinja'}"]))

@@ -198,11 +198,12 @@ def test_zero_iterations_only_initialise(tiny_model_dir, gsm8k_like, tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "labels"), [
-    ([], ["M0 eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
-    (["init.ift=true", "eval.after=false", "iterations=2"],
+    ([], ["M0 eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 guard", "iter 0/1 eval"]),
+    (["init.ift=true", "eval.after=false", "iterations=2", "loop.guard=off"],
      ["M0 eval", "init SFT", "iter 0/2 search", "iter 0/2 train", "iter 1/2 search", "iter 1/2 train"]),
-    (["init.eft=true"], ["M0 eval", "init SFT", "init eval", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
-    (["init.eft=true", "init.evaluate=false"],
+    (["init.eft=true", "loop.guard=warn"], ["M0 eval", "init SFT", "init eval", "iter 0/1 search", "iter 0/1 train",
+                                             "iter 0/1 guard", "iter 0/1 eval"]),
+    (["init.eft=true", "init.evaluate=false", "loop.guard=off"],
      ["M0 eval", "init SFT", "iter 0/1 search", "iter 0/1 train", "iter 0/1 eval"]),
 ])
 def test_stage_labels(overrides, labels):

@@ -57,3 +57,84 @@ def test_an_unfinished_reproduction_says_what_is_missing(kept_arms):
     (kept_arms / "random" / "iter_1" / "eval.json").unlink()
     with pytest.raises(Exception, match=r"random/iter_1/eval\.json missing; rerun with --resume"):
         collect(kept_arms, iterations=2)
+
+
+def _recipe(tmp_path, tiny_model_dir, gsm8k_like) -> Path:
+    """The reproduction recipe shrunk to the tiny model: IFT on the train file, one iteration, three eval problems."""
+    import json
+
+    from tests.conftest import SYNTHETIC
+
+    train = tmp_path / "train.jsonl"  # questions that differ from the eval problems' (a train split)
+    train.write_text("".join(json.dumps({"question": q.replace("?", " in all?"), "answer": a}) + "\n"
+                             for q, a in SYNTHETIC))
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"""
+name: repro
+output_dir: {tmp_path / "runs"}
+model: {tiny_model_dir}
+device: cpu
+iterations: 1
+init: {{ift: true, eft: false, data_file: {train}, offset: 0, ift_problems: 2, max_steps: 1, batch_size: 2,
+        evaluate: true}}
+search: {{data_file: {train}, offset: 2, num_problems: 2, k: 3, max_steps: 2, max_step_tokens: 8, temperature: 1.0,
+          deterministic: true, no_repeats: true}}
+judge: {{mode: likelihood}}
+train: {{max_steps: 1, batch_size: 2, lora_r: 2, lora_alpha: 4, sft_weight: 1.0}}
+eval: {{data_file: {gsm8k_like}, limit: 3, max_new_tokens: 8, before: false, judge_steps: false}}
+loop: {{guard: warn, guard_problems: 2, guard_data_file: {train}, guard_offset: 4}}
+""")
+    return recipe
+
+
+def _reproduce(recipe: Path, *extra: str, log=None):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "presrm", "reproduce", "--config", str(recipe), "engine=hf",
+                             *extra], stdout=subprocess.PIPE, stderr=log or subprocess.PIPE, text=True, env=env,
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def test_reproduce_runs_both_arms_and_resumes_after_kill_9(tiny_model_dir, gsm8k_like, tmp_path):
+    """presrm reproduce on the tiny model: the random arm starts from the self-judge arm's M1 with judge.mode
+    random; killed -9 in the random arm, --resume finishes with the same pairs as an uninterrupted reproduction."""
+    import signal
+    import time
+
+    from presrm.jsonio import read_jsonl, read_yaml
+
+    recipe = _recipe(tmp_path, tiny_model_dir, gsm8k_like)
+    proc = _reproduce(recipe, "name=ref")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "Report card: " in out and ("HOLDS: " in out or "does not hold: " in out)
+    ref = tmp_path / "runs" / "ref"
+    for f in ("report_card.md", "report_card.html", "report_card.json", "self_judge/init/eval.json",
+              "self_judge/iter_0/eval.json", "random/iter_0/eval.json", "self_judge/iter_0/guard.json",
+              "self_judge/stages.jsonl"):
+        assert (ref / f).exists(), f
+    rnd = read_yaml(ref / "random" / "config.yaml")["config"]
+    assert rnd["judge"]["mode"] == "random" and rnd["init"]["model"] == str(ref / "self_judge" / "init" / "model")
+    assert not (ref / "random" / "init" / "eval.json").exists()  # M1 is evaluated once, in the self-judge arm
+
+    log = tmp_path / "killed.log"
+    with log.open("w") as f:
+        proc = _reproduce(recipe, "name=killed", log=f)
+        t0 = time.time()
+        while "reproduce: arm random" not in log.read_text():
+            assert proc.poll() is None and time.time() - t0 < 600, log.read_text()[-2000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    again = _reproduce(recipe, "name=killed")
+    assert again.wait(timeout=60) != 0  # the folder exists: without --resume it refuses
+    resumed = _reproduce(recipe, "name=killed", "--resume")
+    out, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-3000:]
+    killed = tmp_path / "runs" / "killed"
+    for arm in ("self_judge", "random"):
+        assert read_jsonl(killed / arm / "iter_0" / "pairs.jsonl") == read_jsonl(ref / arm / "iter_0" / "pairs.jsonl")
+    assert (killed / "report_card.md").exists()
