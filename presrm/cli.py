@@ -102,7 +102,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from presrm import dist
     from presrm.config import load_config
-    from presrm.reproduce import CardLayout, pick_engine, reproduce
+    from presrm.reproduce import CardLayout, finding_line, pick_engine, reproduce
 
     overrides = list(args.overrides)
     engine = pick_engine(overrides)
@@ -111,8 +111,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not dist.is_main():
         return 0
     for f in data["findings"]:
-        print(f"{'HOLDS' if f['holds'] else 'does not hold'}: {f['what']}: {100 * f['difference']:+.1f} points "
-              f"[{100 * f['ci95'][0]:+.1f}, {100 * f['ci95'][1]:+.1f}], p = {f['p']:.3g}")
+        print(finding_line(f))
     card = CardLayout(Path(cfg.output_dir) / cfg.name)
     print(f"Report card: {card.card_md} and {card.card_html}")
     return 0

@@ -157,6 +157,11 @@ class InitConfig:
     evaluate: bool = _f(True, "Evaluate M1 (the initialised model, or init.model) on the eval problems; needs "
                               "eval.after.")
 
+    def problems(self) -> int:
+        """How many problems (from ``offset``) the initialisation reads: the most any of its sources uses."""
+        return max(self.ift_problems if self.ift else 0, self.eft_problems if self.eft else 0,
+                   self.on_policy_problems if self.eft and "on_policy" in self.eft_sources else 0)
+
 
 @dataclass
 class JudgeConfig:
@@ -539,9 +544,8 @@ def _guard_apart(cfg: RunConfig) -> bool:
     if cfg.iterations:
         last, count = cfg.search.problems_at(cfg.iterations - 1)
         used.append((cfg.search.task, cfg.search.data_file, range(cfg.search.offset, last + count)))
-    if cfg.init.ift or cfg.init.eft:
-        n = max(cfg.init.ift_problems, cfg.init.eft_problems, cfg.init.on_policy_problems)
-        used.append((cfg.init.task, cfg.init.data_file, range(cfg.init.offset, cfg.init.offset + n)))
+    if cfg.init.ift or cfg.init.eft:  # the problems init reads (loop._init_stage)
+        used.append((cfg.init.task, cfg.init.data_file, range(cfg.init.offset, cfg.init.offset + cfg.init.problems())))
     return not any((t, d) == (task, data) and range(max(dev.start, r.start), min(dev.stop, r.stop))
                    for t, d, r in used)
 

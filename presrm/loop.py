@@ -338,9 +338,7 @@ def _init_stage(cfg: RunConfig, out: StageDir) -> tuple[dict[str, Any], bool]:
     if out.trained():
         return read_json(out.train), True
     task = load_task(cfg.init.task, cfg.tasks_dir)
-    n = max(cfg.init.ift_problems if cfg.init.ift else 0, cfg.init.eft_problems if cfg.init.eft else 0,
-            cfg.init.on_policy_problems if cfg.init.eft and "on_policy" in cfg.init.eft_sources else 0)
-    problems = load_problems(task, limit=n, offset=cfg.init.offset, data_file=cfg.init.data_file)
+    problems = load_problems(task, limit=cfg.init.problems(), offset=cfg.init.offset, data_file=cfg.init.data_file)
     problems, overlap = _apart_from_eval(cfg, problems, "init")
     nat = _on_policy_steps(cfg, task, problems, out) if cfg.init.eft and "on_policy" in cfg.init.eft_sources else None
     RUN_ENGINE.release()  # no inference engine holds memory while a model trains

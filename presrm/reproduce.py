@@ -181,6 +181,17 @@ def collect(root: str | Path, *, iterations: int) -> dict[str, Any]:
     }
 
 
+def finding_line(f: dict[str, Any]) -> str:
+    """One finding in a line: whether it holds, the step error difference, its interval and p-value.
+
+    >>> finding_line({"what": "x", "difference": -0.1, "ci95": [-0.15, -0.05], "p": 0.0004, "holds": True})
+    'HOLDS: x: -10.0% [-15.0%, -5.0%], p < 0.001'
+    """
+    p = _pval(f["p"])
+    return (f"{'HOLDS' if f['holds'] else 'does not hold'}: {f['what']}: {_pct(f['difference'], True)}"
+            f"{' ' + _ci(f['ci95'], True) if f['ci95'] else ''}, p {p if p[0] in '<n' else '= ' + p}")
+
+
 def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The card as titled tables of formatted cells: one layout for the Markdown and the HTML card."""
     def share(block: dict[str, Any] | None, count: str = "count", rate: str = "share") -> str:

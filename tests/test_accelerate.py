@@ -153,7 +153,7 @@ def test_two_processes_run_the_loop(tiny_model_dir, gsm8k_like, tmp_path):
     writes = _launch(ACCELERATE / "ddp.yaml", overrides, tmp_path, "resume", "--resume")
     assert _under(writes["1"], root) == []
     assert sorted(_under(writes["0"], root)) == sorted(str(root / f) for f in (
-        "iter_0/eval_samples.jsonl", "iter_0/eval.json", "report.json", "report.html"))
+        "iter_0/eval_samples.jsonl", "iter_0/eval.json", "stages.jsonl", "report.json", "report.html"))
     again = read_json(it / "eval.json")
     assert again["strict"] == eval_before["strict"] and again["n"] == 3
 
