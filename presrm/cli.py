@@ -327,7 +327,8 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
                    help=f"inference engine: {engines.describe()}")
     e.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32); fp32 reproduces exactly")
+                   help="model dtype (auto: bf16 on a bf16 GPU or a CPU measured faster in bf16, else fp32); fp32 "
+                        "reproduces exactly")
     e.add_argument("--decoding", default=default_of("eval.decoding"),
                    help="greedy, maj@k (self-consistency; or maj@8), best-of-n (rerank by the judge's process "
                         "reward; or best-of-8), beam (step-level beam search guided by the judge)")
@@ -420,7 +421,7 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--engine", default=engines.DEFAULT, choices=engines.names(),
                    help=f"inference engine: {engines.describe()}")
     j.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                   help="model dtype (auto: bf16 on a bf16 GPU or an AMX-BF16 CPU, else fp32: emulated bf16 is slow)")
+                   help="model dtype (auto: bf16 on a bf16 GPU or a CPU measured faster in bf16, else fp32)")
     j.add_argument("--labelled", help="a ProcessBench-format file (JSON or JSONL: id, problem, steps, label, "
                                       "final_answer_correct) to judge instead of the synthetic set")
     j.add_argument("--natural", help="natural set JSONL: the model's own steps labelled by the verifier; built "

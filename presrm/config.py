@@ -113,8 +113,9 @@ class SearchConfig:
                                  "(the Step label aside) below every other: never chosen while another candidate "
                                  "exists, and rejected first. A likelihood judge favours such steps (docs/RESULTS.md); "
                                  "false is the paper.")
-    deterministic: bool = _f(False, "Search in fp32 even where bf16 is native (GPU, AMX CPU), so the same seed "
-                                    "gives the same pairs (bf16 batched sampling depends on padding).")
+    deterministic: bool = _f(False, "Search in fp32 even where bf16 is auto's choice (a GPU, a CPU measured "
+                                    "faster in bf16), so the same seed gives the same pairs (bf16 batched sampling "
+                                    "depends on padding).")
 
     def problems_at(self, k: int) -> tuple[int, int]:
         """``(offset, count)`` of the problems iteration ``k`` searches."""
@@ -208,8 +209,10 @@ class TrainConfig:
     lora_alpha: int = _f(32, "LoRA alpha.", valid=">= 1")
     lora_dropout: float = _f(0.0, "LoRA dropout.", valid="[0, 1)")
     target_modules: list = _f(["q_proj", "k_proj", "v_proj", "o_proj"], "Modules LoRA adapts.")
-    precision: str = _f("auto", "Training compute: 'auto' (bf16 autocast where bf16 is native: a bf16 GPU or an "
-                                 "AMX-BF16 CPU; else fp32), 'fp32', or 'bf16'. Weights stay fp32 (master copy).")
+    precision: str = _f("auto", "Training compute: 'auto' (bf16 autocast where bf16 is faster: a bf16 GPU, or a "
+                                 "CPU whose bf16 matmuls a short probe measured faster, presrm.models.bf16_probe; "
+                                 "else fp32), 'fp32' (bit-exact, reproducible batches), or 'bf16'. Weights stay fp32 "
+                                 "(master copy).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
     report_to: str | list = _f("none", "Trackers for the trainers' logs and the loop's per-iteration figures: a name "
                                        "or a list of names transformers accepts (tensorboard, wandb, trackio, "

@@ -8,6 +8,7 @@ run stopped and rebuilds exactly what was lost.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
@@ -50,7 +51,6 @@ def _saved_config(cfg_file: Path) -> Any:
 
 
 def _prepare(cfg: RunConfig, resume: bool) -> RunLayout:
-    writable_dir(cfg.output_dir, "output_dir")  # a file in the way or a read-only disk fails now, not after hours
     run = RunLayout(Path(cfg.output_dir) / cfg.name)
     root, cfg_file = run.root, run.config
     text = dump_config(cfg)
@@ -485,12 +485,23 @@ def _staged(progress: Progress, label: str, fn, *args) -> Any:
 
 
 def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Run every stage of ``cfg``; return a summary (also in ``report.json``)."""
+    """Run every stage of ``cfg``; return a summary (also in ``report.json``).
+
+    The run directory is locked while the run writes (:class:`presrm.runlock.RunLock`, rank 0 under accelerate
+    launch): a second run on it is refused at once, naming the holder."""
+    from presrm.runlock import RunLock
+
+    check_runnable(cfg)  # before the run directory is made
+    writable_dir(cfg.output_dir, "output_dir")  # a file in the way or a read-only disk fails now, not after hours
+    with RunLock(Path(cfg.output_dir) / cfg.name) if dist.is_main() else contextlib.nullcontext():
+        return _run(cfg, resume=resume)
+
+
+def _run(cfg: RunConfig, *, resume: bool) -> dict[str, Any]:
     from presrm.hub import check_push, push
     from presrm.report import write_report
     from presrm.tracking import RunTracker
 
-    check_runnable(cfg)
     dist.init()
     RUN_ENGINE.start(cfg)
     check_push(cfg)

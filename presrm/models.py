@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import platform
@@ -27,6 +28,7 @@ from urllib.parse import urlparse
 import torch
 
 from presrm.errors import ModelLoadError
+from presrm.jsonio import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -98,30 +100,79 @@ def env_var(name: str, value: str) -> Iterator[None]:
             os.environ[name] = saved
 
 
-def cpu_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (Intel AMX-BF16), rather than emulating them.
+BF16_FASTER = 1.25
+"""bf16 is the CPU's ``auto`` precision when its measured matmul rate is at least this many times fp32's."""
 
-    Measured (docs/LOG.md): on a Xeon with AMX-BF16 a bf16 matmul ran at 2,836 GFLOP/s against 414 in
-    fp32, and ``generate`` 1.7x faster; on an AVX2-only EPYC bf16 is emulated and a forward pass took 7x
-    longer than in fp32. AVX512-BF16 alone (dot products only) is not counted: its matmuls are not faster.
+
+def bf16_probe(n: int = 1024, reps: int = 3) -> dict[str, Any]:
+    """Measure this CPU: the best of ``reps`` ``n x n`` matmuls in fp32 and in bf16, in GFLOP/s, at torch's thread
+    count; cached per CPU model, torch version and thread count (``cache_dir()/bf16_probe.json``), so a process
+    measures once per machine kind (about 0.1 to 0.6 s).
+
+    Why measure rather than read the flags: on an AMD EPYC with avx512_bf16 (family 25) bf16 matmuls ran 2.1x
+    fp32 (issue "training at the hardware's limit"), which the flags do not promise (AVX512-BF16 is only a dot
+    product instruction); on an AVX2-only EPYC bf16 is emulated, 7x slower; on a Xeon with AMX-BF16, 6.9x faster
+    (docs/LOG.md). The flags are a hint kept beside the figures.
     """
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    if probe is not None:
-        try:
-            return bool(probe())
-        except RuntimeError:  # pragma: no cover - a torch build without the AMX probe compiled in
-            pass
-    try:  # pragma: no cover - only reached on a torch without the private probe
-        flags = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:  # pragma: no cover
-        return False
-    return " amx_bf16" in flags  # pragma: no cover
+    import time
+
+    key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    path = cache_dir() / "bf16_probe.json"
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if isinstance(cached, dict) and isinstance(cached.get(key), dict):
+        return cached[key]
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+        torch.mm(a, b)  # warm-up: kernels chosen, pages touched
+        best = min(_timed(torch.mm, a, b, clock=time.perf_counter) for _ in range(reps))
+        rates[str(dtype).removeprefix("torch.")] = round(2 * n ** 3 / best / 1e9, 1)
+    flags = _cpu_flags()
+    record = {"cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(), "n": n,
+              "fp32_gflops": rates["float32"], "bf16_gflops": rates["bfloat16"],
+              "ratio": round(rates["bfloat16"] / rates["float32"], 2),
+              "flags": sorted(f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags)}
+    record["bf16_faster"] = record["ratio"] >= BF16_FASTER
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({**(cached if isinstance(cached, dict) else {}), key: record}, indent=1))
+    except OSError:  # a read-only cache: measure again next time
+        pass
+    log.info("bf16 probe (%s): fp32 %.0f GFLOP/s, bf16 %.0f GFLOP/s: auto precision on this CPU is %s", key,
+             record["fp32_gflops"], record["bf16_gflops"], "bf16" if record["bf16_faster"] else "fp32")
+    return record
+
+
+def _timed(fn, *args: Any, clock) -> float:
+    start = clock()
+    fn(*args)
+    return clock() - start
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:  # pragma: no cover - not Linux
+        pass
+    return set()
+
+
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls faster than fp32 (:func:`bf16_probe`, measured once per CPU kind):
+    true on an AMX-BF16 Xeon and on an avx512_bf16 EPYC of family 25, false on an AVX2-only EPYC."""
+    return bool(bf16_probe()["bf16_faster"])
 
 
 def compute_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
     """The dtype the matmuls run in: ``auto`` is bf16 where the hardware computes it natively, else fp32.
 
-    Native bf16: a CUDA GPU that supports it, or a CPU with AMX-BF16 (:func:`cpu_native_bf16`).
+    Native bf16: a CUDA GPU that supports it, or a CPU whose bf16 matmuls were measured faster than fp32
+    (:func:`cpu_native_bf16`).
     ``fp32`` and ``bf16`` force the choice; fp32 reproduces exactly (in bf16 a left-padded batched
     greedy decode differs from an unpadded one).
     """
@@ -173,7 +224,7 @@ def hardware(device: torch.device | str | None = None, dtype: torch.dtype | str 
     """What a result was computed on: device, dtype, CPU model, native bf16, GPU name. Goes into results files."""
     dev = torch.device(device) if device is not None else pick_device("auto")
     out: dict[str, Any] = {"device": str(dev), "dtype": str(dtype).removeprefix("torch.") if dtype else None,
-                           "cpu": cpu_model(), "cpu_native_bf16": cpu_native_bf16(),
+                           "cpu": cpu_model(), "cpu_native_bf16": cpu_native_bf16(), "bf16_probe": bf16_probe(),
                            "torch_threads": torch.get_num_threads()}
     if dev.type == "cuda" and torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(dev)

@@ -399,3 +399,26 @@ def test_the_guard_promotes_on_real_decisions_and_off_evaluates_nothing(tiny_mod
     run(off)
     assert not list((tmp_path / "unguarded").rglob("dev_eval*"))
     assert not (tmp_path / "unguarded" / "iter_0" / "guard.json").exists()
+
+
+@pytest.mark.parametrize(("damage", "named"), [
+    ("truncate", r"iter_0/pairs\.jsonl:\d+: invalid JSON"),
+    ("garble", r"iter_0/search\.json:1: invalid JSON"),
+])
+def test_a_damaged_run_file_is_named_on_resume(tiny_model_dir, gsm8k_like, tmp_path, damage, named):
+    """A truncated last line of pairs.jsonl, or a search.json that is not JSON (a crash mid-copy): resume names
+    the file and line, and never trains on it or reports from it."""
+    from presrm.errors import DataError
+
+    cfg = _cfg(tiny_model_dir, gsm8k_like, tmp_path, "eval.before=false", "eval.after=false")
+    run(cfg)
+    it = tmp_path / "t" / "iter_0"
+    (it / "train.json").unlink()  # training is redone from the pairs on resume
+    if damage == "truncate":
+        text = (it / "pairs.jsonl").read_text()
+        cut = len(text) - 1 - len(text.splitlines()[-1]) // 2  # the newline and half the last line lost
+        (it / "pairs.jsonl").write_text(text[:cut])
+    else:
+        (it / "search.json").write_text("{not json")
+    with pytest.raises(DataError, match=named):
+        run(cfg, resume=True)

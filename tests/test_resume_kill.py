@@ -53,20 +53,23 @@ def _wait_for(marker: str, log: Path, proc, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9-anywhere", "sigterm-in-training"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT],
+                         ids=["kill-9-anywhere", "sigterm-in-training", "ctrl-c-in-search"])
 def test_kill_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_path, sig):
     seed = int(os.environ.get("PRESRM_KILL_SEED", random.randrange(1_000_000)))
     rng = random.Random(seed)
     ref_cfg = load_config(SMOKE, _overrides(tiny_model_dir, gsm8k_like, tmp_path, "ref"))
     labels = _stage_labels(ref_cfg)
     # SIGKILL: any stage but the last (it could end before the kill); SIGTERM: iteration 0's training
-    stage = rng.choice(labels[:-1]) if sig == signal.SIGKILL else next(x for x in labels if x.endswith("0/2 train"))
+    # SIGINT (Ctrl-C): iteration 0's search
+    stage = (rng.choice(labels[:-1]) if sig == signal.SIGKILL else
+             next(x for x in labels if x.endswith("0/2 search" if sig == signal.SIGINT else "0/2 train")))
     marker = f"stage start: {stage}"
     # The stages here last about a second each, and the last two (iteration 1's search and training) take
     # about a second together: a longer delay could land after the run's work, so a SIGKILL would find it
     # finished and a SIGTERM would reach its shutdown (exit 0, CI stop 23). SIGTERM goes at once, so it lands
     # in iteration 0's training; SIGKILL goes within a quarter second, inside the chosen stage or the next.
-    delay = 0.0 if sig == signal.SIGTERM else rng.uniform(0.0, 0.25)
+    delay = 0.0 if sig != signal.SIGKILL else rng.uniform(0.0, 0.25)
     why = f"PRESRM_KILL_SEED={seed}: signal {sig.name} {delay:.2f} s after {marker!r}"
 
     args = _overrides(tiny_model_dir, gsm8k_like, tmp_path, "killed")
@@ -83,6 +86,10 @@ def test_kill_then_resume_gives_the_same_pairs(tiny_model_dir, gsm8k_like, tmp_p
             code = proc.wait(timeout=60)
             if sig == signal.SIGKILL:
                 assert code == -signal.SIGKILL
+            elif sig == signal.SIGINT:  # one Ctrl-C stops it, with one line saying how to go on
+                assert code == 130, f"{why}: exit code {code}\n{log.read_text()[-3000:]}"
+                assert "presrm: interrupted; rerun with --resume to continue" in log.read_text()
+                assert "Traceback" not in log.read_text()
             else:
                 assert code == 128 + signal.SIGTERM, f"{why}: exit code {code}\n{log.read_text()[-3000:]}"
                 assert "presrm: terminated (SIGTERM); rerun with --resume" in log.read_text()

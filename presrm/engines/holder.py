@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 def inference_precision(cfg: RunConfig, *, search: bool = False) -> str:
     """Precision for generation and judging: fp32 for a deterministic search, else the loader's ``auto``.
 
-    ``auto`` is bf16 where the hardware computes it natively (a bf16 GPU, an AMX-BF16 CPU) and fp32
+    ``auto`` is bf16 where the hardware computes it natively (a bf16 GPU, a CPU
+    measured faster in bf16: ``presrm.models.bf16_probe``) and fp32
     elsewhere (``presrm.models.compute_dtype``); bf16 batched sampling depends on padding, so
     ``search.deterministic`` asks for fp32.
     """

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from presrm.errors import ConfigError
+from presrm.registry import Table
 
 DEFAULT = "hf"
 """The engine a recipe or a command uses when it names none."""
@@ -86,33 +87,10 @@ class EngineSpec:
         return functools.reduce(getattr, self.tensor_parallel.split("."), cfg)
 
 
-_TABLE: dict[str, EngineSpec] = {}
-
-
-def register(entry: EngineSpec, *, replace: bool = False) -> EngineSpec:
-    """Add an engine; ``replace`` to redefine an existing one. Returns ``entry``."""
-    if entry.name in _TABLE and not replace:
-        raise ValueError(f"engine {entry.name!r} is already registered")
-    _TABLE[entry.name] = entry
-    return entry
-
-
-def unregister(name: str) -> None:
-    """Remove an engine (tests that add a toy one)."""
-    _TABLE.pop(name, None)
-
-
-def spec(name: str) -> EngineSpec:
-    """The entry of ``name``; an unknown engine is a ConfigError that lists the known ones."""
-    try:
-        return _TABLE[name]
-    except KeyError:
-        raise ConfigError(f"engine {name!r} is not one of: {', '.join(_TABLE)}") from None
-
-
-def names() -> list[str]:
-    """Every registered engine, in registration order."""
-    return list(_TABLE)
+_TABLE: Table[EngineSpec] = Table("engine", "name")
+register, unregister, spec, names = _TABLE.register, _TABLE.unregister, _TABLE.spec, _TABLE.names
+"""Add an engine (``replace`` to redefine one), remove one (tests), the entry of an engine (ConfigError for an
+unknown one), every engine in registration order."""
 
 
 def describe() -> str:

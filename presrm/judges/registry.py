@@ -23,7 +23,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from presrm.errors import ConfigError
+from presrm.registry import Table
 
 UNITS = ("step", "pair", "solution")
 """What a judge scores: one step in context, two candidate next steps, or a whole solution."""
@@ -79,33 +79,10 @@ class JudgeSpec:
         return cls
 
 
-_TABLE: dict[str, JudgeSpec] = {}
-
-
-def register(entry: JudgeSpec, *, replace: bool = False) -> JudgeSpec:
-    """Add a judge mode; ``replace`` to redefine an existing one. Returns ``entry``."""
-    if entry.mode in _TABLE and not replace:
-        raise ValueError(f"judge mode {entry.mode!r} is already registered")
-    _TABLE[entry.mode] = entry
-    return entry
-
-
-def unregister(mode: str) -> None:
-    """Remove a judge mode (tests that add a toy one)."""
-    _TABLE.pop(mode, None)
-
-
-def spec(mode: str) -> JudgeSpec:
-    """The entry of ``mode``; an unknown mode is a ConfigError that lists the known ones."""
-    try:
-        return _TABLE[mode]
-    except KeyError:
-        raise ConfigError(f"judge mode {mode!r} is not supported (choose: {', '.join(_TABLE)})") from None
-
-
-def modes() -> list[str]:
-    """Every registered mode, in registration order."""
-    return list(_TABLE)
+_TABLE: Table[JudgeSpec] = Table("judge mode", "mode")
+register, unregister, spec, modes = _TABLE.register, _TABLE.unregister, _TABLE.spec, _TABLE.names
+"""Add a mode (``replace`` to redefine one), remove one (tests), the entry of a mode (ConfigError for an unknown
+one), every mode in registration order."""
 
 
 def step_modes() -> list[str]:
