@@ -166,6 +166,14 @@ CASES = [
     ("config: zero top_p", lambda c: ["config", "search.top_p=0"], lambda c: "search.top_p must be in (0, 1], got 0.0"),
     ("config: zero LoRA rank", lambda c: ["config", "train.lora_r=0"], lambda c: "train.lora_r must be >= 1, got 0"),
     ("config: override not YAML", lambda c: ["config", "search.k=[1"], lambda c: "override 'search.k=[1'"),
+    # the old loop sampled M0's steps for on-policy EFT, then dropped them all for a generative judge
+    ("config: on-policy EFT for a generative judge", lambda c: ["config", "judge.mode=generative", "init.eft=true",
+                                                                "init.eft_sources=[on_policy]"],
+     lambda c: "init.eft_sources: on_policy gives judge.mode generative no examples"),
+    ("config: guard slice on the searched problems", lambda c: ["config", "loop.guard_offset=0"],
+     lambda c: "loop.guard: the dev slice (loop.guard_offset, loop.guard_problems) overlaps"),
+    ("config: guard mode unknown", lambda c: ["config", "loop.guard=halt"],
+     lambda c: "loop.guard must be stop, warn or off, got 'halt'"),
     # train: recipes, run folders, data, models
     ("train: recipe missing", lambda c: ["train", "--config", c.p("nope.yaml")], lambda c: "nope.yaml: cannot read"),
     ("train: run exists, no --resume", lambda c: c.train(), lambda c: "pass --resume"),
