@@ -489,22 +489,23 @@ def run(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
 
     The run directory is locked while the run writes (:class:`presrm.runlock.RunLock`, rank 0 under accelerate
     launch): a second run on it is refused at once, naming the holder."""
+    from presrm.hub import check_push
     from presrm.runlock import RunLock
 
     check_runnable(cfg)  # before the run directory is made
+    check_push(cfg)
     writable_dir(cfg.output_dir, "output_dir")  # a file in the way or a read-only disk fails now, not after hours
     with RunLock(Path(cfg.output_dir) / cfg.name) if dist.is_main() else contextlib.nullcontext():
         return _run(cfg, resume=resume)
 
 
 def _run(cfg: RunConfig, *, resume: bool) -> dict[str, Any]:
-    from presrm.hub import check_push, push
+    from presrm.hub import push
     from presrm.report import write_report
     from presrm.tracking import RunTracker
 
     dist.init()
     RUN_ENGINE.start(cfg)
-    check_push(cfg)
     rd = _prepare(cfg, resume)
     trains_m1 = cfg.init.ift or cfg.init.eft
     m1 = cfg.init.model or (str(rd.init.model) if trains_m1 else None)  # None: iteration 0 starts from M0

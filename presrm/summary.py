@@ -76,9 +76,9 @@ def run_lines(summary: dict[str, Any]) -> list[str]:
     run = RunLayout(Path(summary["run_dir"]))
     evaluations = _evaluations(run, summary)
     lines = [f"Run directory: {summary['run_dir']}"]
-    by_label = {label.split(" ")[0]: (label, s) for label, s, _ in evaluations}
-    if "M0" in by_label:
-        lines.append(model_line(*by_label["M0"]))
+    by_label = {label: s for label, s, _ in evaluations}
+    if "M0 (before)" in by_label:
+        lines.append(model_line("M0 (before)", by_label["M0 (before)"]))
     init = summary.get("init")
     if init and "train" in init:
         tr = init["train"]
@@ -86,8 +86,8 @@ def run_lines(summary: dict[str, Any]) -> list[str]:
                      f"{tr['optimizer_steps']} SFT steps")
     elif init:
         lines.append(f"Init: M1 is {init['model']} (init.model; no IFT/EFT)")
-    if "M1" in by_label:
-        lines.append(model_line(*by_label["M1"]))
+    if "M1 (after init)" in by_label:
+        lines.append(model_line("M1 (after init)", by_label["M1 (after init)"]))
     for it in summary["iterations"]:
         tr, st = it["train"], it["search"]
         loss = "n/a" if tr["first_loss"] is None else f"{tr['first_loss']:.4f} -> {tr['last_loss']:.4f}"

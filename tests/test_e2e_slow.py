@@ -24,9 +24,10 @@ def test_smoke_recipe_end_to_end(tmp_path):
         [sys.executable, "-m", "presrm", "train", "--config", str(REPO / "configs" / "smoke.yaml"),
          f"output_dir={tmp_path}"], capture_output=True, text=True, env=env, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "M0 (before): strict " in proc.stdout and "M2 (after iteration 0): strict " in proc.stdout
+    assert "M0 (before): strict " in proc.stdout and "M1 (after iteration 0): strict " in proc.stdout
     assert "step pairs" in proc.stdout and "judge-verifier agreement" in proc.stdout and "Report:" in proc.stdout
-    assert "M0 -> M2, paired on " in proc.stdout and "collapse guard (stop): " in proc.stdout
+    assert "M0 -> M1, paired on " in proc.stdout and "collapse guard (stop): " in proc.stdout
+    assert proc.stdout.count("M1 (after iteration 0): strict ") == 1
 
     run = tmp_path / "smoke"
     it = run / "iter_0"

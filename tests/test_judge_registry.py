@@ -68,7 +68,7 @@ def test_entry_and_class_must_agree():
         JudgeSpec("x", "a:B", "token", "no such unit")
     with pytest.raises(ValueError, match="already registered"):
         register(JudgeSpec("random", "presrm.judges.random:RandomJudge", "step", "again"))
-    with pytest.raises(ConfigError, match="judge mode 'toy' is not supported"):
+    with pytest.raises(ConfigError, match="judge mode 'toy' is not one of"):
         spec("toy")
 
 

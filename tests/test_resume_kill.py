@@ -41,8 +41,11 @@ def _overrides(tiny_model_dir, data, out, name):
 
 def _train(args, log_file):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1"}
+    # SIGINT as at a terminal: a shell without job control starts background jobs with SIGINT ignored, and a
+    # test runner started that way would hand the ignoring down; Python then never raises KeyboardInterrupt
     return subprocess.Popen([sys.executable, "-m", "presrm", "train", "--config", str(SMOKE), *args],
-                            stdout=subprocess.DEVNULL, stderr=log_file, env=env, cwd=REPO)
+                            stdout=subprocess.DEVNULL, stderr=log_file, env=env, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for(marker: str, log: Path, proc, timeout: float = 120.0) -> None:
