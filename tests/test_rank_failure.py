@@ -6,11 +6,14 @@ tiny model; rank 1 is killed when rank 0 logs the start of M0's evaluation, iter
 training. What stops rank 0 is whichever comes first: its next collective failing (gloo notices a closed
 connection at once) or the launcher's SIGTERM (torchrun's elastic agent stops every worker when one ends);
 presrm turns either into ``presrm: error: rank 1 was lost during stage "..."`` (:func:`presrm.dist.rank_lost`).
+Without a launcher to stop it (two processes started by hand, as on several machines), a rank already waiting in
+a barrier, gather or broadcast when its peer dies stops within seconds, not at the collective's 3 hour timeout.
 """
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -89,3 +92,45 @@ def test_a_killed_rank_stops_the_run_with_one_line(tiny_model_dir, gsm8k_like, t
     for name in ("iter_0/pairs.jsonl", "iter_0/samples.jsonl", "iter_0/eval_before_samples.jsonl",
                  "iter_0/eval_samples.jsonl"):
         assert (got / name).read_bytes() == (want / name).read_bytes(), f"{name} differs after --resume"
+
+
+# Rank 1 joins and sleeps; rank 0 announces it is about to wait, then waits in the collective inside a "stage".
+WAITER = """
+import os, sys, time
+from presrm import dist
+from presrm.loop import Progress, _staged
+dist.init()
+if dist.rank() == 1:
+    time.sleep(600)
+ops = {"barrier": dist.barrier, "gather": lambda: dist.gather([1]), "broadcast": lambda: dist.broadcast(1)}
+print("waiting", flush=True)
+_staged(Progress([], "t"), "probe", lambda: (ops[sys.argv[1]](), False))
+"""
+
+
+@pytest.mark.parametrize("op", ["barrier", "gather", "broadcast"])
+def test_a_rank_waiting_in_a_collective_stops_when_its_peer_dies(tmp_path, op):
+    """No launcher: nothing sends SIGTERM, so what stops rank 0 is its own collective failing (gloo's "Connection
+    closed by peer") and presrm naming the rank whose process ended."""
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_port()),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    procs = [subprocess.Popen([sys.executable, str(script), op],
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        assert procs[0].stdout.readline().strip() == "waiting", procs[0].communicate()[1][-3000:]
+        time.sleep(1.0)  # rank 0 is inside the collective by now
+        procs[1].kill()
+        killed = time.monotonic()
+        _, err = procs[0].communicate(timeout=LIMIT_S)
+        took = time.monotonic() - killed
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert took < 10 and procs[0].returncode != 0, (took, err[-3000:])
+    assert 'RankLostError: rank 1 was lost during stage "probe" (it exited or was killed)' in err, err[-3000:]
