@@ -201,12 +201,14 @@ _PEER_GONE = ("connection closed", "connection reset", "broken pipe", "connectio
 
 
 def _collective_failed(exc: BaseException) -> bool:
-    """Whether ``exc`` is a collective that failed because a peer went away (gloo: "Connection closed by peer",
-    "Connection reset by peer"; NCCL: a ``DistBackendError`` after its watchdog aborted)."""
+    """Whether ``exc`` is a collective that failed because a peer went away (gloo's RuntimeError from its
+    ``transport/tcp/pair.cc``: "Connection closed by peer", "Connection reset by peer"; NCCL: a
+    ``DistBackendError`` after its watchdog aborted)."""
     import torch.distributed as tdist
 
+    text = str(exc).lower()
     return isinstance(exc, tdist.DistError) or (
-        isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in _PEER_GONE))
+        isinstance(exc, RuntimeError) and "gloo" in text and any(m in text for m in _PEER_GONE))
 
 
 def rank_lost(exc: BaseException, stage: str, wait: float = 3.0):
