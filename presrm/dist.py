@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import time
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -36,6 +38,8 @@ TIMEOUT = timedelta(hours=3)
 
 _group: Any = None
 _group_size = 1
+_peers: list[tuple[str, int]] = []
+"""Every rank's ``(host, pid)``, in rank order, gathered when the run's processes join (:func:`init`)."""
 
 
 def world_size() -> int:
@@ -83,6 +87,8 @@ def init() -> None:
     if not tdist.is_initialized():
         PartialState(timeout=TIMEOUT)
     _group = tdist.new_group(backend="gloo", timeout=TIMEOUT)
+    global _peers
+    _peers = gather([(socket.gethostname(), os.getpid())])
     log.info("process %d of %d (local rank %d) joined the run", rank(), world_size(), local_rank())
 
 
@@ -165,3 +171,76 @@ def broadcast(obj: T) -> T:
     box = [obj]
     tdist.broadcast_object_list(box, src=0, group=_group)
     return box[0]
+
+
+def _ended(pid: int) -> bool:
+    """Whether process ``pid`` (on this machine) has ended: gone, or a zombie its parent has not reaped yet."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] in ("Z", "X")  # the state follows the (command)
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+
+def lost_ranks() -> list[int]:
+    """The other ranks on this machine whose process has ended (exited, killed, crashed); ranks on other machines
+    cannot be seen from here and are never listed."""
+    host = socket.gethostname()
+    return [at for at, (h, pid) in enumerate(_peers) if at != rank() and h == host and _ended(pid)]
+
+
+_PEER_GONE = ("connection closed", "connection reset", "broken pipe", "connection refused", "socket closed")
+
+
+def _collective_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective that failed because a peer went away (gloo's RuntimeError from its
+    ``transport/tcp/pair.cc``: "Connection closed by peer", "Connection reset by peer"; NCCL: a
+    ``DistBackendError`` after its watchdog aborted)."""
+    import torch.distributed as tdist
+
+    text = str(exc).lower()
+    return isinstance(exc, tdist.DistError) or (
+        isinstance(exc, RuntimeError) and "gloo" in text and any(m in text for m in _PEER_GONE))
+
+
+def rank_lost(exc: BaseException, stage: str, wait: float = 3.0):
+    """A :class:`presrm.errors.RankLostError` for ``exc`` raised during ``stage`` when another rank of the run is
+    gone, else None (``exc`` is this rank's own error, to be raised as it is).
+
+    Two ways in: a collective raises because a peer's connection closed (gloo notices at once), or the launcher
+    (torchrun's elastic agent, under ``accelerate launch``) stops this rank with SIGTERM because another one ended.
+    Either way the lost rank's process has ended on this machine, or ends within ``wait`` seconds (a socket closes
+    just before its process becomes a zombie); a failed collective with no lost rank in sight names no rank (it
+    ran on another machine). Ctrl-C (:class:`KeyboardInterrupt`) reaches every rank and is never a lost rank.
+    """
+    if world_size() == 1 or not _peers or isinstance(exc, KeyboardInterrupt):
+        return None
+    from presrm.errors import RankLostError
+
+    collective = _collective_failed(exc)
+    # SIGTERM from the launcher comes after it saw the lost rank end: look once. (A SIGTERM meant for every rank,
+    # a cluster's time limit, finds every peer alive then, and stays a plain SIGTERM.)
+    deadline = time.monotonic() + (wait if collective else 0.0)
+    lost = lost_ranks()
+    while not lost and time.monotonic() < deadline:
+        try:
+            time.sleep(0.1)
+        except BaseException:  # noqa: BLE001 - the launcher's SIGTERM while we look: it stops every rank anyway
+            pass
+        lost = lost_ranks()
+    if lost:
+        who = f"rank {lost[0]} was" if len(lost) == 1 else f"ranks {', '.join(map(str, lost))} were"
+        return RankLostError(f'{who} lost during stage "{stage}" (it exited or was killed); rerun with --resume')
+    if collective:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return RankLostError(f'another rank was lost during stage "{stage}" (a collective failed: {first}); '
+                             "rerun with --resume")
+    return None

@@ -29,3 +29,9 @@ class WriteError(PresrmError, OSError):
 
 class HubError(PresrmError):
     """The Hugging Face hub cannot take an upload (offline, no token, refused); the message says what to do."""
+
+
+class RankLostError(PresrmError):
+    """Another process of an ``accelerate launch`` run ended (killed, crashed, out of memory) during a stage; the
+    message names its rank where it can be known, and the stage. Every stage's output is written atomically, so
+    ``--resume`` continues the run (:func:`presrm.dist.rank_lost`)."""

@@ -478,8 +478,17 @@ def _guard_stage(cfg: RunConfig, before: tuple[str, StageDir, str], after: tuple
 
 
 def _staged(progress: Progress, label: str, fn, *args) -> Any:
+    """Run one stage. Under ``accelerate launch``, an error or SIGTERM that comes from another rank ending (killed,
+    crashed) becomes one :class:`presrm.errors.RankLostError` naming that rank and this stage
+    (:func:`presrm.dist.rank_lost`); this rank's own errors pass as they are."""
     progress.start(label)
-    result, skipped = fn(*args)
+    try:
+        result, skipped = fn(*args)
+    except BaseException as e:
+        lost = dist.rank_lost(e, label)
+        if lost is not None:
+            raise lost from e
+        raise
     progress.done(label, skipped=skipped)
     return result
 
