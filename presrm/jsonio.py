@@ -10,9 +10,11 @@ Permissions are those a plain ``open(path, "w")`` would give: a new file gets
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -57,6 +59,30 @@ def writable_dir(path: str | os.PathLike, what: str) -> Path:
     return p
 
 
+def disk_full(e: BaseException) -> bool:
+    """Whether ``e`` says the disk is full: ENOSPC, or a library's own wording of it (safetensors' Rust IoError)."""
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e) or "StorageFull" in str(e)
+
+
+def space_note(e: BaseException, path: Path, needed: int) -> str:
+    """For a full disk, how much the write needed and how much is free where ``path`` goes (else nothing).
+
+    >>> space_note(OSError(errno.EACCES, "Permission denied"), Path("."), 10)
+    ''
+    """
+    if not disk_full(e):
+        return ""
+    try:
+        free = shutil.disk_usage(next(p for p in (path, *path.parents) if p.exists())).free
+    except (OSError, StopIteration):
+        return f": it needs {_size(needed)}"
+    return f": it needs {_size(needed)}, {_size(free)} free there; free some space and rerun with --resume"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB" if n >= 2**10 else f"{n} bytes"
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and one rename.
 
@@ -79,7 +105,8 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except OSError as e:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
-        raise WriteError(f"{path}: cannot write ({e.strerror or e}); any previous version is unchanged") from e
+        raise WriteError(f"{path}: cannot write ({e.strerror or e}){space_note(e, path, len(text.encode()))}; "
+                         "any previous version is unchanged") from e
     except BaseException:
         if tmp is not None:
             tmp.unlink(missing_ok=True)

@@ -27,8 +27,8 @@ from urllib.parse import urlparse
 
 import torch
 
-from presrm.errors import ModelLoadError
-from presrm.jsonio import write_text_atomic
+from presrm.errors import ModelLoadError, WriteError
+from presrm.jsonio import disk_full, space_note, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -335,8 +335,12 @@ def save_model_atomic(model, tok, target: Path, *, shared: bool = False) -> Path
             return target
         shutil.rmtree(target, ignore_errors=True)  # a leftover of a save cut between these two lines
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if disk_full(e):  # no half-saved model stays; say what was being written and what it needs
+            needed = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+            raise WriteError(f"{target}: cannot save the model (no space left on device)"
+                             f"{space_note(e, target, needed)}") from e
         raise
     return target
 
