@@ -34,6 +34,15 @@ SYNTHETIC = [
 ]
 
 
+def parser_refuses(capsys, argv: list[str], message: str) -> None:
+    """The CLI's parser refuses ``argv`` (argparse's exit) with ``message`` on stderr."""
+    from presrm.cli import make_parser
+
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
 def build_tiny_model(folder: Path, *, hidden_size: int = 32) -> Path:
     """A 2-layer Llama (2 heads of ``hidden_size / 2``) with a 400-token byte-level BPE tokenizer and ChatML.
 

@@ -15,6 +15,7 @@ from presrm.engines.vllm import VLLMEngine, vllm_available
 from presrm.errors import ConfigError
 from presrm.judge_eval import JudgeEvalArgs
 from presrm.loop import check_runnable as loop_check_runnable
+from tests.conftest import parser_refuses
 
 
 class ToyEngine(EngineBase):
@@ -124,12 +125,9 @@ def test_a_removed_engine_is_refused_everywhere(tmp_path, capsys):
     assert "toy" not in names()
     with pytest.raises(ConfigError, match="engine must be one of: hf, vllm; got 'toy'"):
         load_config(None, ["engine=toy"])
-    with pytest.raises(SystemExit):
-        make_parser().parse_args(["eval", "--engine", "toy", "--output-dir", str(tmp_path)])
-    assert "argument --engine: invalid choice: 'toy'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        make_parser().parse_args(["judge-eval", "--engine", "toy", "--output-dir", str(tmp_path)])
-    assert "argument --engine: invalid choice: 'toy'" in capsys.readouterr().err
+    for command in ("eval", "judge-eval"):
+        parser_refuses(capsys, [command, "--engine", "toy", "--output-dir", str(tmp_path)],
+                       "argument --engine: invalid choice: 'toy'")
     with pytest.raises(ConfigError, match="--engine must be one of hf, vllm, got 'toy'"):
         JudgeEvalArgs(engine="toy", output_dir=str(tmp_path / "out")).validate()
     with pytest.raises(ConfigError, match="engine 'toy' is not one of: hf, vllm"):

@@ -23,6 +23,7 @@ from presrm.judges.registry import (
     unregister,
 )
 from presrm.loop import step_judge_mode
+from tests.conftest import parser_refuses
 
 
 class ToyJudge(ScoreJudgeBase):
@@ -98,9 +99,8 @@ def test_a_removed_mode_is_refused_everywhere(tmp_path, capsys):
     assert "toy" not in modes()
     with pytest.raises(ConfigError, match="judge.mode 'toy' is not one of"):
         load_config(None, ["judge.mode=toy"])
-    with pytest.raises(SystemExit):
-        make_parser().parse_args(["eval", "--judge", "toy", "--output-dir", str(tmp_path)])
-    assert "argument --judge: invalid choice: 'toy'" in capsys.readouterr().err
+    parser_refuses(capsys, ["eval", "--judge", "toy", "--output-dir", str(tmp_path)],
+                   "argument --judge: invalid choice: 'toy'")
     with pytest.raises(ConfigError, match="--judge must be one of"):
         JudgeEvalArgs(judge=JudgeConfig(mode="toy"), output_dir=str(tmp_path / "out")).validate()
 
