@@ -47,7 +47,7 @@ def vllm_model_dir(tmp_path_factory):
 def test_two_processes_on_vllm_equal_one(vllm_model_dir, gsm8k_like, tmp_path, monkeypatch):
     from presrm.config import load_config
     from presrm.jsonio import read_json, read_jsonl
-    from presrm.loop import run
+    from presrm.loop import _stage_labels, run
 
     out = tmp_path / "runs"
     writes = _launch(ACCELERATE / "ddp.yaml", _overrides(vllm_model_dir, gsm8k_like, out), tmp_path, "vllm")
@@ -55,6 +55,9 @@ def test_two_processes_on_vllm_equal_one(vllm_model_dir, gsm8k_like, tmp_path, m
     it = root / "iter_0"
     assert _under(writes["1"], root) == []  # rank 1 writes no run file
     counts = Counter(_under(writes["0"], root))
+    # every file is written once, by rank 0; stages.jsonl alone gains a line (and is rewritten) per stage
+    assert counts.pop(str(root / "stages.jsonl")) == len(
+        _stage_labels(load_config(SMOKE, _overrides(vllm_model_dir, gsm8k_like, out))))
     assert counts and max(counts.values()) == 1, counts
     for f in ("natural.jsonl", "iter_0/eval_before.json", "iter_0/judge_eval_before/results.json",
               "iter_0/pairs.jsonl", "iter_0/model", "iter_0/eval.json", "iter_0/judge_eval/results.json"):
