@@ -13,7 +13,6 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from presrm.config import default_of, settings
 from presrm.engines import registry as engines
@@ -21,6 +20,7 @@ from presrm.errors import PresrmError
 from presrm.judges.registry import modes as judge_modes
 from presrm.judges.registry import step_modes
 from presrm.layout import EvalLayout
+from presrm.signals import Terminated, restore_signals, stop_on_signals
 
 log = logging.getLogger("presrm")
 
@@ -55,51 +55,6 @@ def _adapter_dir(path: str | None) -> None:
     if path and not (Path(path) / "adapter_config.json").is_file():
         raise ModelLoadError(f"--adapter {path}: not a LoRA adapter folder (no adapter_config.json in it); "
                              "pass e.g. runs/NAME/iter_0/adapter")
-
-
-class Terminated(BaseException):
-    """SIGTERM arrived (a cluster's time limit, ``kill``): unwinds like Ctrl-C, so no temporary file is left."""
-
-
-REDELIVER_S = 0.25
-"""How soon a stop signal is raised again while it has not unwound the command: Python drops an exception raised
-inside a finalizer (``Exception ignored in ... __del__``), so a Ctrl-C that lands in garbage collection would
-otherwise be lost and the run would go on."""
-
-
-def _stopper(exc: type[BaseException]):
-    """A signal handler that raises ``exc`` and, until the command has unwound, raises it again every
-    :data:`REDELIVER_S` seconds (SIGALRM)."""
-    def handler(signum, frame) -> None:
-        signal.signal(signal.SIGALRM, handler)
-        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)
-        raise exc
-    return handler
-
-
-def _stop_on_signals() -> dict[int, Any]:
-    """While a command runs: SIGTERM raises :class:`Terminated`, SIGINT (Ctrl-C) KeyboardInterrupt, each delivered
-    until it lands (:func:`_stopper`). A SIGINT ignored by whoever started us (a background job of a shell without
-    job control) stays ignored. Returns the handlers to restore (none off the main thread, where Python cannot
-    install one)."""
-    previous: dict[int, Any] = {}
-    wanted = {signal.SIGTERM: Terminated, signal.SIGINT: KeyboardInterrupt}
-    for sig, exc in wanted.items():
-        if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
-            continue
-        try:
-            previous[sig] = signal.signal(sig, _stopper(exc))
-        except ValueError:
-            break
-    return previous
-
-
-def _restore_signals(previous: dict[int, Any]) -> None:
-    """The command has unwound: no more re-delivery, and the handlers it found are back."""
-    if previous:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
 
 
 def _pct(x: float | None) -> str:
@@ -512,22 +467,22 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "huggingface_hub", "datasets", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    previous = _stop_on_signals()
+    previous = stop_on_signals()
     try:
         return args.func(args)
     except PresrmError as e:
         print("presrm: error: " + " ".join(str(e).splitlines()), file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
-        _restore_signals(previous)
+        restore_signals(previous)
         print("presrm: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130
     except Terminated:
-        _restore_signals(previous)
+        restore_signals(previous)
         print("presrm: terminated (SIGTERM); rerun with --resume to continue", file=sys.stderr)
         return 128 + signal.SIGTERM
     finally:
-        _restore_signals(previous)
+        restore_signals(previous)
 
 
 if __name__ == "__main__":

@@ -487,6 +487,9 @@ def _staged(progress: Progress, label: str, fn, *args) -> Any:
     except BaseException as e:
         lost = dist.rank_lost(e, label)
         if lost is not None:
+            from presrm.signals import landed
+
+            landed()  # the launcher's SIGTERM has done its work: this error says more
             raise lost from e
         raise
     progress.done(label, skipped=skipped)

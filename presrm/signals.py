@@ -1,0 +1,67 @@
+"""Stop signals while a command runs: SIGTERM raises :class:`Terminated`, SIGINT (Ctrl-C) KeyboardInterrupt, so
+a run unwinds (no temporary file left) and the CLI says in one line how to resume.
+
+Python drops an exception raised inside a finalizer (``Exception ignored in ... __del__``): a Ctrl-C that lands
+in garbage collection would be lost and the run would go on (seen in tests/test_resume_kill.py). So the handler
+raises again every :data:`REDELIVER_S` seconds (SIGALRM) until the command has unwound
+(:func:`restore_signals`), or until the stop has been turned into another error on its way out (:func:`landed`:
+a lost rank under ``accelerate launch``, presrm.loop).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+REDELIVER_S = 0.25
+"""How soon a stop signal is raised again while it has not unwound the command."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (a cluster's time limit, ``kill``): unwinds like Ctrl-C, so no temporary file is left."""
+
+
+def _stopper(exc: type[BaseException]):
+    """A signal handler that raises ``exc`` and, until the command has unwound, raises it again every
+    :data:`REDELIVER_S` seconds."""
+    def handler(signum, frame) -> None:
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)
+        raise exc
+    return handler
+
+
+def stop_on_signals() -> dict[int, Any]:
+    """Install the handlers (SIGTERM -> :class:`Terminated`, SIGINT -> KeyboardInterrupt). A SIGINT ignored by
+    whoever started us (a background job of a shell without job control) stays ignored. Returns the handlers to
+    restore; none off the main thread, where Python cannot install one.
+
+    >>> previous = stop_on_signals()
+    >>> sorted(previous) == sorted([signal.SIGTERM, signal.SIGINT]) or signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    True
+    >>> restore_signals(previous)
+    """
+    previous: dict[int, Any] = {}
+    for sig, exc in ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt)):
+        if sig == signal.SIGINT and signal.getsignal(sig) is signal.SIG_IGN:
+            continue
+        try:
+            previous[sig] = signal.signal(sig, _stopper(exc))
+        except ValueError:
+            break
+    return previous
+
+
+def landed() -> None:
+    """The stop has reached code that unwinds with another error (it was turned into one): raise it no more."""
+    if threading.current_thread() is threading.main_thread():
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def restore_signals(previous: dict[int, Any]) -> None:
+    """The command has unwound: no more re-delivery, and the handlers it found are back."""
+    if previous:
+        landed()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
