@@ -57,9 +57,9 @@ def pick_engine(overrides: list[str]) -> str | None:
     overrides name the engine themselves."""
     if any(o.split("=", 1)[0].strip() == "engine" for o in overrides):
         return None
-    from presrm.engines.vllm import vllm_available
+    from presrm.engines import registry
 
-    reason = vllm_available()
+    reason = registry.spec("vllm").unavailable()
     if reason:
         log.info("reproduce: engine hf (vLLM cannot run here: %s)", reason)
         return "hf"
