@@ -161,7 +161,7 @@ def test_init_leaves_out_eval_problems_and_adds_on_policy_examples(tiny_model_di
                "init.on_policy_max_steps=2", "init.lora=false", "eval.judge_eval=true", "eval.judge_eval_limit=2",
                "eval.judge_eval_k=2", "eval.judge_eval_max_steps=2", "search.max_step_tokens=8")
     assert _stage_labels(cfg) == ["M0 eval", "M0 judge eval", "init SFT", "init eval", "init judge eval"]
-    run(cfg)
+    summary = run(cfg)
     root = tmp_path / "t"
     train = read_json(root / "init" / "train.json")
     assert train["init_problems_dropped_as_eval_problems"] == 3  # eval.limit=3 of the same file
@@ -173,6 +173,11 @@ def test_init_leaves_out_eval_problems_and_adds_on_policy_examples(tiny_model_di
     assert train["eft_on_policy_examples"] == sum(e["source"] == "on_policy" for e in eft)
     natural = read_jsonl(root / "natural.jsonl")
     assert natural and {r["problem_id"] for r in natural} <= {"gsm8k-0", "gsm8k-1"}
+    from presrm.summary import run_lines
+
+    lines = run_lines(summary)  # what presrm train prints: M0, the init, M1 once, then M0 against M1, paired
+    assert [line.split(":")[0] for line in lines[1:4]] == ["M0 (before)", "Init (IFT/EFT)", "M1 (after init)"]
+    assert lines[4].startswith("M0 -> M1, paired on 3 problems: strict ") and lines[5].startswith("Report: ")
     for where in ("iter_0/judge_eval_before", "init/judge_eval"):
         res = read_json(root / where / "results.json")
         assert res["natural"]["set"]["generator"] == str(tiny_model_dir)  # M0 wrote the set; both models judge it
@@ -373,6 +378,11 @@ def test_the_guard_stops_a_worse_model_and_resume_keeps_the_verdict(tiny_model_d
     assert len(summary["iterations"]) == 1 and summary["iterations"][0]["guard"]["promoted"] is False
     assert f"iteration 0: M1 not promoted (loop.guard: stop), {guard['line']}" in caplog.text
     assert "NOT promoted (the run ended here)" in (root / "report.html").read_text()
+    from presrm.summary import run_lines
+
+    lines = run_lines(summary)
+    assert "  collapse guard (stop): NOT promoted, " + guard["line"] in lines
+    assert f"The collapse guard ended the run: {guard['line']}; final model {tiny_model_dir}" in lines
     again = run(cfg, resume=True)
     assert again["final_model"] == str(tiny_model_dir) and not (root / "iter_1").exists()
 
