@@ -31,6 +31,7 @@ from presrm.config import RunConfig
 from presrm.errors import RunStateError
 from presrm.jsonio import read_json, read_jsonl, read_yaml, write_json, write_text_atomic
 from presrm.layout import RunLayout
+from presrm.summary import interval, pct, pvalue
 
 log = logging.getLogger(__name__)
 
@@ -187,23 +188,23 @@ def finding_line(f: dict[str, Any]) -> str:
     >>> finding_line({"what": "x", "difference": -0.1, "ci95": [-0.15, -0.05], "p": 0.0004, "holds": True})
     'HOLDS: x: -10.0% [-15.0%, -5.0%], p < 0.001'
     """
-    p = _pval(f["p"])
-    return (f"{'HOLDS' if f['holds'] else 'does not hold'}: {f['what']}: {_pct(f['difference'], True)}"
-            f"{' ' + _ci(f['ci95'], True) if f['ci95'] else ''}, p {p if p[0] in '<n' else '= ' + p}")
+    p = pvalue(f["p"])
+    return (f"{'HOLDS' if f['holds'] else 'does not hold'}: {f['what']}: {pct(f['difference'], True)}"
+            f"{interval(f['ci95'], True)}, p {p if p[0] in '<n' else '= ' + p}")
 
 
 def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The card as titled tables of formatted cells: one layout for the Markdown and the HTML card."""
     def share(block: dict[str, Any] | None, count: str = "count", rate: str = "share") -> str:
-        return "n/a" if not block else f"{block[count]} ({_pct(block[rate])} {_ci(block.get('ci95'))})"
+        return "n/a" if not block else f"{block[count]} ({pct(block[rate])}{interval(block.get('ci95'))})"
 
     def test(block: dict[str, Any], key: str = "p_exact") -> str:
-        return f"{block['count_a']} -> {block['count_b']} (p {_pval(block[key])})"
+        return f"{block['count_a']} -> {block['count_b']} (p {pvalue(block[key])})"
 
     out = [{"title": "Findings", "note": f"Each holds when the difference is below 0 at p < {data['alpha']} "
                                          "(paired bootstrap over problems).",
             "headers": ["finding", "step error difference", "95% CI", "p", "holds"],
-            "rows": [[f["what"], _pct(f["difference"], True), _ci(f["ci95"], True), _pval(f["p"]),
+            "rows": [[f["what"], pct(f["difference"], True), interval(f["ci95"], True).strip(), pvalue(f["p"]),
                       "yes" if f["holds"] else "no"] for f in data["findings"]]}]
     out.append({"title": "Models", "note": "Accuracy and shares: Wilson 95% intervals. Step error rate: wrong / "
                                            "verifiable steps, pooled, 95% bootstrap interval over problems.",
@@ -211,7 +212,7 @@ def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
                             "no answer", "steps per solution"],
                 "rows": [[m["model"], str(m["n"]), share(m["strict"], "correct", "accuracy"),
                           share(m["flexible"], "correct", "accuracy"),
-                          f"{_pct(m['step_errors']['rate'])} {_ci(m['step_errors']['ci95'])} "
+                          f"{pct(m['step_errors']['rate'])}{interval(m['step_errors']['ci95'])} "
                           f"({m['step_errors']['wrong']} of {m['step_errors']['verifiable']})",
                           share(m["repeats"]), share(m["no_answer"]), f"{m['mean_steps'] or 0:.1f}"]
                          for m in data["models"]]})
@@ -221,11 +222,11 @@ def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
         c = data["comparisons"][key]
         se = c["step_errors"]
         rows.append([f"{label} ({c['n']} problems)",
-                     f"{c['strict']['correct_a']} -> {c['strict']['correct_b']} (p {_pval(c['strict']['p_exact'])})",
+                     f"{c['strict']['correct_a']} -> {c['strict']['correct_b']} (p {pvalue(c['strict']['p_exact'])})",
                      f"{c['flexible']['correct_a']} -> {c['flexible']['correct_b']} "
-                     f"(p {_pval(c['flexible']['p_exact'])})",
-                     f"{_pct(se.get('difference'), True)} {_ci(se.get('ci95'), True)} "
-                     f"(p {_pval(se.get('p_bootstrap'))})",
+                     f"(p {pvalue(c['flexible']['p_exact'])})",
+                     f"{pct(se.get('difference'), True)}{interval(se.get('ci95'), True)} "
+                     f"(p {pvalue(se.get('p_bootstrap'))})",
                      test(c["repeats"]), test(c["no_answer"])])
     out.append({"title": "Paired comparisons", "note": "A -> B on the same problems: correct counts with McNemar's "
                                                        "exact p; step error rate B - A with its paired bootstrap "
@@ -266,18 +267,6 @@ def write_card(card: CardLayout, data: dict[str, Any]) -> tuple[Path, Path]:
                                  undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         write_text_atomic(path, env.get_template(f"card{path.suffix}.j2").render(d=data, sections=tables))
     return card.card_md, card.card_html
-
-
-def _pct(x: float | None, signed: bool = False) -> str:
-    return "n/a" if x is None else f"{100 * x:{'+' if signed else ''}.1f}%"
-
-
-def _ci(ci: list[float] | None, signed: bool = False) -> str:
-    return "" if not ci else f"[{_pct(ci[0], signed)}, {_pct(ci[1], signed)}]"
-
-
-def _pval(p: float | None) -> str:
-    return "n/a" if p is None else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def _mins(seconds: float | None) -> str:

@@ -1,8 +1,8 @@
 """What ``presrm train`` prints when a run ends: each evaluated model, each iteration, and the first evaluated
 model against the final one, paired, with intervals, so the run's own files say whether it helped.
 
->>> _pct(0.25), _interval([0.1, 0.4]), _interval(None)
-('25.0%', ' [10.0%, 40.0%]', '')
+>>> pct(0.25), interval([0.1, 0.4]), interval(None), pvalue(0.0004)
+('25.0%', ' [10.0%, 40.0%]', '', '< 0.001')
 """
 
 from __future__ import annotations
@@ -13,24 +13,27 @@ from typing import Any
 from presrm.layout import RunLayout
 
 
-def _pct(x: float | None, signed: bool = False) -> str:
+def pct(x: float | None, signed: bool = False) -> str:
+    """A share as a percentage with one decimal (``signed``: with its sign, for differences); n/a for None."""
     return "n/a" if x is None else f"{100 * x:{'+' if signed else ''}.1f}%"
 
 
-def _interval(ci: list[float] | None, signed: bool = False) -> str:
-    return "" if not ci else f" [{_pct(ci[0], signed)}, {_pct(ci[1], signed)}]"
+def interval(ci: list[float] | None, signed: bool = False) -> str:
+    """`` [low, high]`` in percent after a figure; nothing when there is no interval."""
+    return "" if not ci else f" [{pct(ci[0], signed)}, {pct(ci[1], signed)}]"
 
 
-def _p(p: float | None) -> str:
+def pvalue(p: float | None) -> str:
+    """A p-value as printed: three decimals, ``< 0.001`` below that, n/a for None."""
     return "n/a" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def model_line(label: str, s: dict[str, Any]) -> str:
     """One evaluated model: strict accuracy, the step error rate, repeats and no answer, with 95% intervals."""
     strict, se = s["strict"], s.get("step_errors") or {}
-    parts = [f"{label}: strict {strict['correct']}/{s['n']} ({_pct(strict['accuracy'])}{_interval(strict['ci95'])})"]
+    parts = [f"{label}: strict {strict['correct']}/{s['n']} ({pct(strict['accuracy'])}{interval(strict['ci95'])})"]
     if se.get("rate") is not None:
-        parts.append(f"step error rate {_pct(se['rate'])}{_interval(se.get('ci95'))} ({se['wrong']} of "
+        parts.append(f"step error rate {pct(se['rate'])}{interval(se.get('ci95'))} ({se['wrong']} of "
                      f"{se['verifiable']} verifiable steps)")
     for key, what in (("repeats", "repeats a step"), ("no_answer", "no answer")):
         if s.get(key):
@@ -61,13 +64,13 @@ def paired_line(first: tuple[str, dict, Path], last: tuple[str, dict, Path]) -> 
     se, s = c["step_errors"], c["strict"]
     name_a, name_b = first[0].split(" ")[0], last[0].split(" ")[0]
     parts = [f"{name_a} -> {name_b}, paired on {c['n']} problems: strict {s['correct_a']} -> {s['correct_b']} "
-             f"(McNemar p {_p(s['p_exact'])})"]
+             f"(McNemar p {pvalue(s['p_exact'])})"]
     if se.get("difference") is not None:
-        parts.append(f"step error rate {_pct(se['difference'], True)}{_interval(se['ci95'], True)} "
-                     f"(paired bootstrap p {_p(se['p_bootstrap'])})")
+        parts.append(f"step error rate {pct(se['difference'], True)}{interval(se['ci95'], True)} "
+                     f"(paired bootstrap p {pvalue(se['p_bootstrap'])})")
     for key, what in (("repeats", "repeats"), ("no_answer", "no answer")):
         r = c[key]
-        parts.append(f"{what} {r['count_a']} -> {r['count_b']} (p {_p(r['p_exact'])})")
+        parts.append(f"{what} {r['count_a']} -> {r['count_b']} (p {pvalue(r['p_exact'])})")
     return "; ".join(parts)
 
 
@@ -96,7 +99,7 @@ def run_lines(summary: dict[str, Any]) -> list[str]:
                      f"{st['mean_steps']:.2f} steps per solution")
         jv = st["judge_verifier"]
         lines.append(f"  judge-verifier agreement in search: right step ranked above wrong in "
-                     f"{_pct(jv['within_step_agreement'])} of {jv['right_vs_wrong_couples']} couples (50%: chance)")
+                     f"{pct(jv['within_step_agreement'])} of {jv['right_vs_wrong_couples']} couples (50%: chance)")
         if it.get("guard"):
             g = it["guard"]
             lines.append(f"  collapse guard ({g['mode']}): {'promoted' if g['promoted'] else 'NOT promoted'}, "
