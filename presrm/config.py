@@ -214,6 +214,10 @@ class TrainConfig:
                                  "else fp32), 'fp32' (bit-exact, reproducible batches), or 'bf16'. Weights stay fp32 "
                                  "(master copy).")
     gradient_checkpointing: bool = _f(False, "Trade compute for memory.")
+    shared_prefix: bool = _f(True, "Read each pair's prompt once: one sequence [prompt | chosen | rejected] with a "
+                                   "4D attention mask, in the loss and the reference log-probs (equal to TRL's "
+                                   "path within 1e-5 in fp32, docs/pipeline.md); false: TRL's standard path, "
+                                   "prompt + chosen and prompt + rejected as two rows.")
     report_to: str | list = _f("none", "Trackers for the trainers' logs and the loop's per-iteration figures: a name "
                                        "or a list of names transformers accepts (tensorboard, wandb, trackio, "
                                        "mlflow, ...), 'all' (every one installed) or 'none'. Logs go to "

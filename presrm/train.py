@@ -45,11 +45,23 @@ def strip_step_eos(example: dict[str, Any], eos_id: int) -> dict[str, list[int]]
 def _trainer_cls():
     from trl import DPOTrainer
 
-    class StepDPOTrainer(DPOTrainer):
-        """DPOTrainer whose completions end with EOS only when they end the solution."""
+    from presrm import shared_prefix as sp
 
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
+    class StepDPOTrainer(DPOTrainer):
+        """DPOTrainer whose completions end with EOS only when they end the solution; with ``shared_prefix``, each
+        pair's prompt is read once, in the loss and in the reference log-probs (:mod:`presrm.shared_prefix`)."""
+
+        def __init__(self, *, model, args, processing_class, shared_prefix: bool = False, **kwargs):
+            self.shared_attention = _shared_attention(model, args) if shared_prefix else None
+            if self.shared_attention is not None:
+                # the pad token as TRL picks it for its own collator, mirrored onto the model's configs as TRL does
+                processing_class.pad_token = args.pad_token or processing_class.pad_token or processing_class.eos_token
+                model.config.get_text_config().pad_token_id = processing_class.pad_token_id
+                model.generation_config.pad_token_id = processing_class.pad_token_id
+                kwargs["data_collator"] = sp.SharedPrefixCollator(
+                    pad_token_id=processing_class.pad_token_id, max_length=args.max_length,
+                    pad_to_multiple_of=args.pad_to_multiple_of)
+            super().__init__(model=model, args=args, processing_class=processing_class, **kwargs)
             # Under ZeRO-3 TRL keeps the DeepSpeed engine it precomputed the reference log-probs with. Its hooks on
             # the same module break the training engine's parameter-prefetch trace when the precompute took one
             # batch (DeepSpeed: "pop from an empty deque" in the first training forward); nothing needs it now.
@@ -63,7 +75,41 @@ def _trainer_cls():
             return dataset.map(strip_step_eos, fn_kwargs={"eos_id": self._tokenizer.eos_token_id},
                                desc=f"Keeping EOS on final steps only ({dataset_name})")
 
+        def _shared_pass(self, model, inputs):
+            virtual, shared = sp.split(inputs)
+            return sp.SharedForward(model, shared, virtual["completion_mask"], self.shared_attention), virtual
+
+        def _compute_loss(self, model, inputs, return_outputs):
+            if "shared_segments" in inputs:
+                model, inputs = self._shared_pass(model, inputs)
+            return super()._compute_loss(model, inputs, return_outputs)
+
+        def compute_ref_log_probs(self, model, inputs):
+            if "shared_segments" in inputs:
+                model, inputs = self._shared_pass(model, inputs)
+            return super().compute_ref_log_probs(model, inputs)
+
     return StepDPOTrainer
+
+
+def _shared_attention(model, args) -> str | None:
+    """The attention implementation the shared-prefix path runs on, or None (with the reason logged) where it
+    cannot: attention that takes no 4D mask (FlashAttention-2), reference log-probs computed during training
+    rather than before, or truncation that keeps the end of a sequence."""
+    from presrm.shared_prefix import MASKED_ATTENTION
+
+    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    reason = None
+    if implementation not in MASKED_ATTENTION:
+        reason = f"{implementation} attention takes no custom 4D mask"
+    elif not args.precompute_ref_log_probs:
+        reason = "the reference log-probs are not precomputed"
+    elif args.truncation_mode != "keep_start":
+        reason = f"truncation_mode is {args.truncation_mode}"
+    if reason:
+        log.warning("train.shared_prefix: %s; TRL's standard path reads each prompt twice", reason)
+        return None
+    return implementation
 
 
 def lora_weights_norm(model) -> float:
@@ -334,6 +380,31 @@ def _train_and_save(trainer, cfg: TrainConfig, adapter_dir: str | Path, base_pat
     return _trained_metrics(trainer, final, result, seconds, cfg.lora), final
 
 
+def step_dpo_trainer(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig, work: str | Path, *,
+                     seed: int = 0, device: str = "auto"):
+    """TRL's DPOTrainer for step pairs, built and ready to train (the reference log-probs precomputed);
+    ``work`` is its scratch folder. Each pair's prompt is read once where ``cfg.shared_prefix`` holds and the
+    model's attention allows it (``trainer.shared_attention`` names that attention, else None)."""
+    from trl import DPOConfig
+
+    if not pairs:
+        raise ValueError("no preference pairs to train on")
+    work = Path(work)
+    args = DPOConfig(
+        **_common_args(cfg, device, seed, work),
+        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, beta=cfg.beta, max_length=cfg.max_length,
+        precompute_ref_log_probs=True, remove_unused_columns=False,
+        loss_type=[cfg.loss_type] + (["sft"] if cfg.sft_weight > 0 else []),
+        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
+    )
+    _fix_precision(args, cfg, device)
+    with _tensorboard_dir(work):
+        return _trainer_cls()(model=model, args=args, train_dataset=_shared(pairs_dataset(pairs), work / "pairs"),
+                              processing_class=tok, peft_config=_lora_config(cfg) if cfg.lora else None,
+                              shared_prefix=cfg.shared_prefix)
+
+
 def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig, adapter_dir: str | Path, *,
                    seed: int = 0, device: str = "auto") -> tuple[dict[str, Any], Any]:
     """Train on ``pairs`` with step-level DPO; save the adapter (or full model) to ``adapter_dir``.
@@ -345,32 +416,19 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
     Returns the metrics and the trained model (a peft model with LoRA:
     ``merge_and_unload()`` gives the next iteration's model).
     """
-    from trl import DPOConfig
-
-    if not pairs:
-        raise ValueError("no preference pairs to train on")
-    work = Path(adapter_dir).parent / ".trainer"
     base_path = model.name_or_path
-    args = DPOConfig(
-        **_common_args(cfg, device, seed, work),
-        per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, beta=cfg.beta, max_length=cfg.max_length,
-        precompute_ref_log_probs=True, remove_unused_columns=False,
-        loss_type=[cfg.loss_type] + (["sft"] if cfg.sft_weight > 0 else []),
-        loss_weights=[1.0, cfg.sft_weight] if cfg.sft_weight > 0 else None,
-    )
-    _fix_precision(args, cfg, device)
-    with _tensorboard_dir(work):
-        trainer = _trainer_cls()(model=model, args=args, train_dataset=_shared(pairs_dataset(pairs), work / "pairs"),
-                                 processing_class=tok, peft_config=_lora_config(cfg) if cfg.lora else None)
+    trainer = step_dpo_trainer(model, tok, pairs, cfg, Path(adapter_dir).parent / ".trainer", seed=seed,
+                               device=device)
     trained, final = _train_and_save(trainer, cfg, adapter_dir, base_path)
     history = [h for h in trainer.state.log_history if "loss" in h]
     last = history[-1] if history else {}
-    tokens = sum(len(r["prompt_ids"]) * 2 + len(r["chosen_ids"]) + len(r["rejected_ids"])
-                 for r in trainer.train_dataset)
+    shared = trainer.shared_attention is not None
+    tokens = sum(len(r["prompt_ids"]) * (1 if shared else 2) + len(r["chosen_ids"]) + len(r["rejected_ids"])
+                 + (1 if shared else 0) for r in trainer.train_dataset)
     metrics = {
         "pairs": len(pairs),
         **trained,
+        "shared_prefix": shared,
         "last_reward_accuracy": last.get("rewards/accuracies"),
         "last_reward_margin": last.get("rewards/margins"),
         "tokens_per_epoch": tokens,
