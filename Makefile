@@ -56,7 +56,7 @@ test: setup
 
 # the vLLM engine against the HF engine, and a run with engine=vllm (they skip in the main venv)
 test-vllm: vllm-setup
-	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q tests/test_engine_vllm.py tests/test_accelerate_vllm.py tests/test_engine.py
+	HF_HUB_OFFLINE=1 $(VPY) -m pytest -q tests/test_engine_vllm.py tests/test_accelerate_vllm.py tests/test_resume_kill_vllm.py tests/test_engine.py
 
 lint: setup
 	$(VENV)/bin/ruff check presrm tests benchmarks
