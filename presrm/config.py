@@ -155,6 +155,10 @@ class InitConfig:
     max_steps: int = _f(-1, "Stop SFT after this many optimizer steps (-1: use epochs).", valid=">= -1")
     batch_size: int = _f(4, "SFT examples per device batch.", valid=">= 1")
     max_length: int = _f(1024, "Truncate SFT examples to this many tokens.", valid=">= 1")
+    padding_free: bool = _f(True, "Train each batch as one row of its examples end to end, no padding (TRL's "
+                                  "padding-free collation; position ids restart per example and attention stays "
+                                  "within it): the loss is the padded batch's (docs/pipeline.md); false: padded "
+                                  "rows.")
     evaluate: bool = _f(True, "Evaluate M1 (the initialised model, or init.model) on the eval problems; needs "
                               "eval.after.")
 

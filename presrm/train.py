@@ -436,11 +436,47 @@ def train_step_dpo(model, tok, pairs: Sequence[dict[str, Any]], cfg: TrainConfig
     return metrics, final
 
 
+def _padding_free(trainer, model) -> bool:
+    """Collate the SFT trainer's batches padding-free: each batch one row of its examples (truncated to
+    ``max_length`` by TRL as before) with position ids that restart per example, from which transformers builds
+    attention that stays within each example (a block-diagonal mask under SDPA and eager attention, the varlen
+    kernel under FlashAttention-2). TRL's SFTConfig refuses ``padding_free`` beside ``max_length`` without
+    packing because it would not truncate; presrm's examples are truncated while the dataset is prepared, so the
+    collation is switched after. Returns whether it was (not for attention that cannot see packed rows)."""
+    implementation = getattr(model.config, "_attn_implementation", None) or "sdpa"
+    if implementation not in ("sdpa", "eager", "flash_attention_2", "flash_attention_3"):
+        log.warning("init.padding_free: %s attention cannot tell packed examples apart; padded batches", implementation)
+        return False
+    trainer.data_collator.padding_free = trainer.padding_free = True
+    return True
+
+
 def sft_dataset(examples: Sequence[dict[str, Any]]):
     """A ``datasets.Dataset`` of TRL prompt-completion records (other keys dropped)."""
     import datasets
 
     return datasets.Dataset.from_list([{"prompt": e["prompt"], "completion": e["completion"]} for e in examples])
+
+
+def sft_trainer(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, cfg: TrainConfig,
+                work: str | Path, *, seed: int = 0, device: str = "auto"):
+    """TRL's SFTTrainer for prompt-completion ``examples``, built and ready to train, padding-free where
+    ``init.padding_free`` holds (``trainer.padding_free``); ``work`` is its scratch folder."""
+    from trl import SFTConfig, SFTTrainer
+
+    if not examples:
+        raise ValueError("no SFT examples to train on")
+    work = Path(work)
+    args = SFTConfig(**_common_args(cfg, device, seed, work), per_device_train_batch_size=init.batch_size,
+                     learning_rate=init.learning_rate, num_train_epochs=init.epochs, max_steps=init.max_steps,
+                     max_length=init.max_length, completion_only_loss=True, packing=False)
+    _fix_precision(args, cfg, device)
+    with _tensorboard_dir(work):
+        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tok,
+                             peft_config=_lora_config(cfg) if cfg.lora else None)
+    if init.padding_free:
+        _padding_free(trainer, model)
+    return trainer
 
 
 def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, cfg: TrainConfig,
@@ -452,21 +488,11 @@ def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, 
     LoRA settings, precision and ``lora`` come from ``cfg`` (the train section),
     the rest from ``init``. Returns the metrics and the trained model.
     """
-    from trl import SFTConfig, SFTTrainer
-
-    if not examples:
-        raise ValueError("no SFT examples to train on")
-    work = Path(adapter_dir).parent / ".trainer"
     base_path = model.name_or_path
-    args = SFTConfig(**_common_args(cfg, device, seed, work), per_device_train_batch_size=init.batch_size,
-                     learning_rate=init.learning_rate, num_train_epochs=init.epochs, max_steps=init.max_steps,
-                     max_length=init.max_length, completion_only_loss=True, packing=False)
-    _fix_precision(args, cfg, device)
-    with _tensorboard_dir(work):
-        trainer = SFTTrainer(model=model, args=args, train_dataset=sft_dataset(examples), processing_class=tok,
-                             peft_config=_lora_config(cfg) if cfg.lora else None)
+    trainer = sft_trainer(model, tok, examples, init, cfg, Path(adapter_dir).parent / ".trainer", seed=seed,
+                          device=device)
     trained, final = _train_and_save(trainer, cfg, adapter_dir, base_path)
     tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)
-    metrics = {"examples": len(examples), **trained,
+    metrics = {"examples": len(examples), **trained, "padding_free": bool(trainer.padding_free),
                "tokens_per_epoch": tokens}
     return metrics, final

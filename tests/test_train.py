@@ -135,3 +135,48 @@ def test_training_logs_compact_lines_not_raw_dicts(tiny_model_dir, tmp_path, cap
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train step")]
     assert lines and lines[-1].startswith("train step 2/2: loss ") and "rewards/margins" in lines[-1], lines
     assert metrics["optimizer_steps"] == 2 and len(metrics["log_history"]) >= 2  # the full history is kept
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_padding_free_sft_has_the_padded_loss_and_gradients(tiny_model_dir, tmp_path, lora):
+    """init.padding_free: a batch of SFT examples of unequal lengths as one row, no padding, gives the padded
+    batch's loss and gradients within 1e-5 in fp32 (attention stays within each example: one that leaked
+    into the previous example would change both)."""
+    import copy
+
+    from presrm.models import load_model
+    from presrm.train import sft_trainer
+
+    model, tok = load_model(str(tiny_model_dir), device="cpu", training=True, precision="fp32")
+    examples = [{"prompt": render_chat(tok, q), "completion": c} for q, c in [
+        ("Tom has 3 apples and buys 4. How many?", "Step 1: 3 + 4 = 7\nThe answer is 7."),
+        ("A shop sells 12 pens a day for 5 days. How many pens?",
+         "Step 1: 12 * 5 = 60 pens over the five days\nThe answer is 60."),
+        ("What is 9 - 2?", "The answer is 7.")]]
+    out = {}
+    for padding_free in (False, True):
+        init = InitConfig(batch_size=3, padding_free=padding_free)
+        cfg = TrainConfig(lora=lora, precision="fp32", lora_r=4, lora_alpha=8)
+        trainer = sft_trainer(copy.deepcopy(model), tok, examples, init, cfg, tmp_path / str(padding_free),
+                              device="cpu")
+        assert trainer.padding_free is padding_free
+        with torch.no_grad():  # move the weights off a fresh adapter's zero B, the same way in both
+            g = torch.Generator().manual_seed(0)
+            for _, p in sorted(trainer.model.named_parameters()):
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+        assert ("attention_mask" in batch) is not padding_free
+        if padding_free:
+            assert batch["input_ids"].shape[0] == 1 and batch["position_ids"][0].tolist().count(0) == 3
+        trainer.model.train()
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+        out[padding_free] = (loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters()
+                                             if p.requires_grad})
+    (loss_a, grads_a), (loss_b, grads_b) = out[False], out[True]
+    torch.testing.assert_close(loss_b, loss_a, atol=1e-5, rtol=1e-5)
+    assert sorted(grads_a) == sorted(grads_b)
+    for name, g in grads_a.items():
+        assert g.abs().sum() > 0, name
+        torch.testing.assert_close(grads_b[name], g, atol=1e-5, rtol=1e-5)
