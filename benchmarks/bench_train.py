@@ -17,7 +17,13 @@ construction, pairs per second of each, the tokens each pass reads, the peak res
 and that peak less the memory after the model was loaded (what training added: activations, optimizer state,
 reference log-probs), and the logged losses (the two paths' must agree; in bf16 within bf16's rounding).
 
-Run: ``python benchmarks/bench_train.py [--pairs 64] [--repeats 2] [--precision auto] [--no-write]
+``--sft`` measures IFT the same way instead (section "train-sft"): padding-free batches (``init.padding_free``)
+against padded ones, on the evidence run's IFT examples (docs/results/evidence_amx/init/ift.jsonl: GSM8K train
+solutions as ``Step n:`` lines), full fine-tuning at batch 8 as the reproduction trains, with the share of this
+machine's matmul peak each reaches (6 x parameters x the tokens trained on, per second, against the best
+2048 x 2048 matmul in the dtype it trains in, on the same threads).
+
+Run: ``python benchmarks/bench_train.py [--sft] [--pairs 64] [--repeats 2] [--precision auto] [--no-write]
 [--from-json F]``.
 """
 
@@ -43,6 +49,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 PAIRS = ROOT / "docs" / "results" / "evidence_norepeat" / "iter_0" / "pairs.jsonl"
 SAVED = ROOT / ".benchcache" / "train.json"
 PATHS = {"shared": "shared prefix (presrm)", "standard": "TRL's standard path"}
+IFT = ROOT / "docs" / "results" / "evidence_amx" / "init" / "ift.jsonl"
+SFT_PATHS = {"padding_free": "padding-free (presrm)", "padded": "padded (TRL's default)"}
 
 
 def _peak_mb() -> float:
@@ -78,11 +86,71 @@ def worker(path: str, n_pairs: int, precision: str) -> dict:
             "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
 
 
-def _run_worker(path: str, n_pairs: int, precision: str) -> dict:
+def sft_worker(path: str, n_examples: int, precision: str) -> dict:
+    """One IFT run in this process (full fine-tuning, batch 8, lr 5e-5, max_length 512, one epoch)."""
+    import torch
+    from bench_stages import matmul_peak
+
+    from presrm.config import InitConfig, TrainConfig
+    from presrm.jsonio import read_jsonl
+    from presrm.models import load_model
+    from presrm.train import sft_trainer
+
+    examples = read_jsonl(IFT)[:n_examples]
+    model, tok = load_model("embedded", device="cpu", training=True, precision=precision)
+    params = sum(p.numel() for p in model.parameters())
+    loaded = _peak_mb()
+    init = InitConfig(batch_size=8, learning_rate=5e-5, max_length=512, padding_free=path == "padding_free")
+    cfg = TrainConfig(lora=False, precision=precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = sft_trainer(model, tok, examples, init, cfg, Path(tmp) / ".trainer", device="cpu")
+        t0 = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - t0
+    assert bool(trainer.padding_free) == (path == "padding_free")
+    bf16 = bool(trainer.args.bf16)
+    tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)
+    peak = matmul_peak(torch.bfloat16 if bf16 else torch.float32, torch.get_num_threads())
+    return {"path": path, "examples": len(examples), "steps": trainer.state.global_step, "train_s": seconds,
+            "tokens": tokens, "params": params, "peak_gflops": peak, "threads": torch.get_num_threads(),
+            "precision": "bf16 autocast" if bf16 else "fp32", "peak_mb": _peak_mb(), "loaded_mb": loaded,
+            "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]}
+
+
+def _run_worker(path: str, n: int, precision: str, sft: bool = False) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        subprocess.run([sys.executable, __file__, "--worker", path, "--pairs", str(n_pairs), "--precision",
-                        precision, "--out", out.name], check=True, cwd=ROOT)
+        subprocess.run([sys.executable, __file__, "--worker", path, "--pairs", str(n), "--precision",
+                        precision, "--out", out.name] + (["--sft"] if sft else []), check=True, cwd=ROOT)
         return json.loads(Path(out.name).read_text())
+
+
+def render_sft(saved: dict) -> str:
+    runs = saved["runs"]
+    best = {p: min((r for r in runs if r["path"] == p), key=lambda r: r["train_s"]) for p in SFT_PATHS}
+    pf, pd = best["padding_free"], best["padded"]
+    lines = [
+        "## train-sft: IFT, padding-free vs padded batches (`benchmarks/bench_train.py --sft`)",
+        "",
+        f"{pf['examples']} IFT examples of the evidence run (docs/results/evidence_amx/init/ift.jsonl), embedded "
+        f"SmolLM2-135M-Instruct ({pf['params'] / 1e6:.1f}M parameters), full fine-tuning, batch 8, "
+        f"{pf['precision']}, {pf['threads']} threads; both in one run, alternating, each run its own process; best "
+        f"of {len(runs) // 2}. Share of the peak = 6 x parameters x tokens trained on / seconds, against the best "
+        "2048 x 2048 matmul in that dtype measured in the same process after training.",
+        "",
+        "| batches | optimizer steps | tokens trained on | train s | tokens/s | achieved GFLOP/s | matmul peak "
+        "GFLOP/s | share of the peak | added memory MB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for p, r in best.items():
+        achieved = 6 * r["params"] * r["tokens"] / r["train_s"] / 1e9
+        lines.append(f"| {SFT_PATHS[p]} | {r['steps']} | {r['tokens']:,} | {r['train_s']:.1f} | "
+                     f"{r['tokens'] / r['train_s']:,.0f} | {achieved:.0f} | {r['peak_gflops']:.0f} | "
+                     f"{achieved / r['peak_gflops']:.0%} | {r['peak_mb'] - r['loaded_mb']:,.0f} |")
+    diffs = [abs(a - b) for a, b in zip(pf["losses"], pd["losses"], strict=True)]
+    lines += ["", f"Padding-free against padded: **{pd['train_s'] / pf['train_s']:.2f}x** the speed. Logged "
+              f"losses, largest difference over the {len(diffs)} steps: {max(diffs):.2g}.", "",
+              "All runs: " + "; ".join(f"{SFT_PATHS[r['path']]} {r['train_s']:.1f} s" for r in runs) + "."]
+    return "\n".join(lines)
 
 
 def render(saved: dict) -> str:
@@ -128,28 +196,33 @@ def main() -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--from-json", help=f"re-render a saved measurement (runs that write save one to {SAVED.name})")
-    p.add_argument("--worker", choices=sorted(PATHS), help=argparse.SUPPRESS)
+    p.add_argument("--sft", action="store_true", help="IFT, padding-free vs padded (--pairs: examples)")
+    p.add_argument("--worker", choices=sorted({**PATHS, **SFT_PATHS}), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        Path(args.out).write_text(json.dumps(worker(args.worker, args.pairs, args.precision)))
+        run = sft_worker if args.sft else worker
+        Path(args.out).write_text(json.dumps(run(args.worker, args.pairs, args.precision)))
         return
+    paths, saved_file = (SFT_PATHS, SAVED.with_name("train_sft.json")) if args.sft else (PATHS, SAVED)
     if args.from_json:
         saved = json.loads(Path(args.from_json).read_text())
     else:
         runs = []
         for _ in range(args.repeats):
-            for path in PATHS:
-                runs.append(_run_worker(path, args.pairs, args.precision))
-                print(f"{PATHS[path]}: train {runs[-1]['train_s']:.1f} s, precompute {runs[-1]['precompute_s']:.1f} s",
-                      flush=True)
+            for path in paths:
+                runs.append(_run_worker(path, args.pairs, args.precision, args.sft))
+                print(f"{paths[path]}: train {runs[-1]['train_s']:.1f} s", flush=True)
         saved = {"runs": runs}
         if not args.no_write:
-            SAVED.parent.mkdir(exist_ok=True)
-            SAVED.write_text(json.dumps(saved, indent=2))
+            saved_file.parent.mkdir(exist_ok=True)
+            saved_file.write_text(json.dumps(saved, indent=2))
     from _report import publish
 
-    publish("train", render(saved), write=not args.no_write)
+    if args.sft:
+        publish("train-sft", render_sft(saved), write=not args.no_write)
+    else:
+        publish("train", render(saved), write=not args.no_write)
 
 
 if __name__ == "__main__":
