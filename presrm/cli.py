@@ -49,6 +49,16 @@ def _setting(key: str):
     return number
 
 
+def _sample_counts(text: str) -> tuple[int, ...]:
+    """``--samples-curve``: comma-separated judge.samples values, each in judge.samples's range.
+
+    >>> _sample_counts("1,2,4,8")
+    (1, 2, 4, 8)
+    """
+    one = _setting("judge.samples")
+    return tuple(one(part.strip()) for part in text.split(",") if part.strip())
+
+
 def _adapter_dir(path: str | None) -> None:
     from presrm.errors import ModelLoadError
 
@@ -219,7 +229,8 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
     _adapter_dir(args.adapter)
     writable_dir(args.output_dir, "--output-dir")
     judge = judge_config(args.judge, template=args.template, batch_size=args.batch_size,
-                         max_new_tokens=args.max_new_tokens, tie_margin=args.tie_margin,
+                         max_new_tokens=args.max_new_tokens, tie_margin=args.tie_margin, samples=args.samples,
+                         temperature=args.temperature,
                          both_orders=False if args.one_order else None,
                          prefix_cache=False if args.no_prefix_cache else None)
     results = run_judge_eval(JudgeEvalArgs(
@@ -227,7 +238,8 @@ def cmd_judge_eval(args: argparse.Namespace) -> int:
         threshold=args.threshold, seed=args.seed, task=args.task, tasks_dir=args.tasks_dir,
         data_file=args.data_file, device=args.device, precision=args.precision, labelled=args.labelled,
         natural=args.natural, natural_model=args.natural_model, natural_k=args.natural_k,
-        natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature, engine=args.engine))
+        natural_max_steps=args.natural_max_steps, natural_temperature=args.natural_temperature, engine=args.engine,
+        samples_curve=args.samples_curve))
     print("\n".join(summary_lines(results)))
     print(f"Results: {EvalLayout(Path(args.output_dir)).results}")
     return 0
@@ -397,6 +409,13 @@ def make_parser() -> argparse.ArgumentParser:
     j.add_argument("--batch-size", type=int, help="judge prompts per batch (default: judge.batch_size's)")
     j.add_argument("--max-new-tokens", type=int,
                    help="generative/outcome: cap on the judge's reply (default: judge.max_new_tokens's)")
+    j.add_argument("--samples", type=_setting("judge.samples"),
+                   help="generative/outcome: sampled judgments per comparison, and a vote (default: judge.samples's)")
+    j.add_argument("--temperature", type=_setting("judge.temperature"),
+                   help="generative/outcome: temperature of the sampled judgments (default: judge.temperature's)")
+    j.add_argument("--samples-curve", type=_sample_counts, default=(),
+                   help="judge scaling: measure the judge again at each of these judge.samples, e.g. 1,2,4,8 "
+                        "(results.json 'scaling')")
     j.add_argument("--one-order", action="store_true", help="pair judges: judge each pair with A first only")
     j.add_argument("--tie-margin", type=_setting("judge.tie_margin"),
                    help="pairwise: a tie when |P(A better) - 0.5| < margin / 2 (default: judge.tie_margin's)")

@@ -189,6 +189,12 @@ class JudgeConfig:
     tie_margin: float = _f(0.1, "Pairwise: a tie when |P(A better) - 0.5| < tie_margin / 2.", valid="[0, 1)")
     max_new_tokens: int = _f(128, "Judges that write (generative, outcome): cap on their reply, in tokens.",
                              valid="[1, 32768]")
+    samples: int = _f(1, "Judges that write (generative, outcome): judgments per comparison or solution. 1: one "
+                         "greedy judgment (the paper). k > 1: k sampled at judge.temperature and a vote over the "
+                         "parseable ones (generative: the share naming each step, a split vote a tie; outcome: "
+                         "the mean score), as SPCT / DeepSeek-GRM scale their judge (docs/judge.md).",
+                      valid="[1, 64]")
+    temperature: float = _f(0.7, "Sampling temperature of the judgments when judge.samples > 1.", valid="(0, 2]")
     prefix_cache: bool = _f(True, "Logit judges: encode the shared start of related prompts once and reuse its KV "
                                   "cache (falls back to plain batches for models without a plain DynamicCache).")
     aggregate: str = _f("min", "How step scores become a process reward: min, mean, prod, last, gmean.")

@@ -5,6 +5,7 @@ and the summary it prints. Files go where :class:`presrm.layout.EvalLayout` says
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from presrm.engines import registry as engines
 from presrm.errors import ConfigError
 from presrm.jsonio import write_json, write_jsonl
 from presrm.judge_eval.runners import evaluate_judge, evaluate_natural
+from presrm.judges.common import template_path
 from presrm.judges.registry import modes, spec, template_key
 from presrm.labelled import NaturalSet, build_labelled_set, synthetic_protocol
 from presrm.layout import EvalLayout
@@ -23,7 +25,8 @@ from presrm.layout import EvalLayout
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "prefix_cache")
+JUDGE_OPTIONS = ("batch_size", "both_orders", "tie_margin", "max_new_tokens", "prefix_cache", "samples",
+                 "temperature")
 """Judge attributes recorded in the protocol when the judge has them."""
 
 
@@ -61,6 +64,7 @@ class JudgeEvalArgs:
     natural_temperature: float = SearchConfig.temperature
     engine: str = engines.DEFAULT
     vllm: Any = None  # a presrm.config.VLLMConfig (engine vllm); None: its defaults
+    samples_curve: tuple[int, ...] = ()  # judge scaling: the judge measured again at each judge.samples
 
     @property
     def mode(self) -> str:
@@ -86,7 +90,13 @@ class JudgeEvalArgs:
             (j.max_new_tokens >= 1, f"--max-new-tokens must be at least 1, got {j.max_new_tokens}"),
             (0.0 <= j.tie_margin < 1.0, f"--tie-margin must be in [0, 1), got {j.tie_margin}"),
             (not Path(self.output_dir).is_file(), f"--output-dir {self.output_dir} is a file, not a folder"),
-            (self.template is None or Path(self.template).is_file(), f"--template {self.template} does not exist"),
+            (self.template is None or template_path(self.template, self.mode).is_file(),
+             f"--template {self.template} does not exist"),
+            (not self.samples_curve or (self.mode in modes() and spec(self.mode).generates),
+             f"--samples-curve needs a judge that writes its judgments ("
+             f"{', '.join(m for m in modes() if spec(m).generates)}), not {self.mode}"),
+            (all(1 <= k <= 64 for k in self.samples_curve), f"--samples-curve values must be in [1, 64], got "
+             f"{list(self.samples_curve)}"),
             (self.adapter is None or Path(self.adapter).is_dir(), f"--adapter {self.adapter} is not a folder"),
             (self.labelled is None or Path(self.labelled).is_file(), f"--labelled {self.labelled} is not a file"),
             (self.natural is None or not Path(self.natural).is_dir(), f"--natural {self.natural} is a folder, "
@@ -112,6 +122,8 @@ class JudgeEvalArgs:
         if self.natural:
             optional.update({"--natural-k": self.natural_k, "--natural-max-steps": self.natural_max_steps,
                              "--natural-temperature": self.natural_temperature})
+        if self.samples_curve:
+            optional["--samples-curve"] = ",".join(map(str, self.samples_curve))
         flags = [f"{flag} {value}" for flag, value in optional.items() if value is not None]
         return " ".join(parts + flags + self.judge_flags())
 
@@ -212,6 +224,7 @@ def run_judge_eval(args: JudgeEvalArgs, engine=None) -> dict[str, Any]:
         judge = make_judge_from_config(args.judge, engine, task=args.task, tasks_dir=args.tasks_dir, seed=args.seed)
         metrics, samples = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
         nat_metrics, nat_samples = evaluate_natural(judge, nat, seed=args.seed) if nat is not None else (None, [])
+        scaling = [scaling_point(args, engine, k, labelled, nat) for k in args.samples_curve]
         described = engine.describe()
     builtin = f"presrm/prompts/{args.mode}.jinja (built-in)" if template_key(args.mode) else None
     protocol = {"mode": args.mode, "template": args.template or builtin,
@@ -227,9 +240,26 @@ def run_judge_eval(args: JudgeEvalArgs, engine=None) -> dict[str, Any]:
     if nat is not None:
         results["natural"] = {"path": args.natural, **nat_metrics}
         write_jsonl(out.natural_samples, nat_samples)
+    if scaling:
+        results["scaling"] = scaling
     write_jsonl(out.samples, samples)
     write_json(out.results, results)
     return results
+
+
+def scaling_point(args: JudgeEvalArgs, engine, samples: int, labelled, nat) -> dict[str, Any]:
+    """The judge measured with ``judge.samples`` = ``samples`` (the rest of its settings as given) on the labelled
+    set and, when there is one, the natural set: one point of the scaling curve."""
+    from presrm.judge import make_judge_from_config
+
+    judge = make_judge_from_config(dataclasses.replace(args.judge, samples=samples), engine, task=args.task,
+                                   tasks_dir=args.tasks_dir, seed=args.seed)
+    metrics, _ = evaluate_judge(judge, labelled, threshold=args.threshold, seed=args.seed)
+    point = {"samples": samples, **{k: metrics[k] for k in ("pairwise", "solution_auroc", "step_auroc", "speed")}}
+    if nat is not None:
+        nat_metrics, _ = evaluate_natural(judge, nat, seed=args.seed)
+        point["natural"] = {k: nat_metrics[k] for k in ("pairwise", "step_auroc")}
+    return point
 
 
 def summary_lines(results: dict[str, Any]) -> list[str]:
@@ -260,4 +290,10 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                      f"step AUROC {fmt(auc.get('value'))}{ci(auc)} ({auc.get('n_correct', 0)} right, "
                      f"{auc.get('n_incorrect', 0)} wrong); pairwise accuracy {fmt(npw['accuracy'])}{ci(npw)} "
                      f"(n={npw['n']} couples at the same prefix)")
+    for point in results.get("scaling", []):
+        figure = ("solution AUROC", point["solution_auroc"].get("value")) if point["pairwise"].get(
+            "accuracy") is None else ("pairwise accuracy", point["pairwise"]["accuracy"])
+        natural = point.get("natural", {}).get("pairwise", {}).get("accuracy")
+        lines.append(f"samples {point['samples']}: {figure[0]} {fmt(figure[1])}"
+                     + (f"; natural pairwise accuracy {fmt(natural)}" if "natural" in point else ""))
     return lines

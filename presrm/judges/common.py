@@ -103,6 +103,21 @@ class Tournament:
         return asdict(self)
 
 
+def template_path(name_or_path: str | None, default: str) -> Path:
+    """The file of a judge template: ``name_or_path`` as a path; else, where no such file exists and it is a
+    bare name, the built-in ``presrm/prompts/<name>.jinja`` (``generative_spct``); None: the mode's built-in.
+
+    >>> template_path("generative_spct", "generative").name, template_path(None, "pointwise").name
+    ('generative_spct.jinja', 'pointwise.jinja')
+    """
+    if not name_or_path:
+        return PROMPTS / f"{default}.jinja"
+    path, builtin = Path(name_or_path), PROMPTS / f"{name_or_path}.jinja"
+    if not path.exists() and "/" not in name_or_path and builtin.is_file():
+        return builtin
+    return path
+
+
 def load_template(name_or_path: str | None, default: str, **sample: Any) -> Template:
     """A judge prompt template: a file path, or a built-in name from presrm/prompts/.
 
@@ -111,7 +126,7 @@ def load_template(name_or_path: str | None, default: str, **sample: Any) -> Temp
     template is rendered once on them so that an unknown variable fails now and not halfway through
     a run; every sample value must appear in the rendering.
     """
-    path = Path(name_or_path) if name_or_path else PROMPTS / f"{default}.jinja"
+    path = template_path(name_or_path, default)
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -128,6 +143,19 @@ def load_template(name_or_path: str | None, default: str, **sample: Any) -> Temp
             raise ConfigError(f"judge template {path} never shows {', '.join(missing)}; a {default} "
                               f"template must use {uses}")
     return template
+
+
+def judgments(engine, prompts: Sequence[str], *, samples: int, temperature: float, max_new_tokens: int,
+              batch_size: int, seed: int, desc: str | None = None) -> list[list[str]]:
+    """Each prompt's written judgments, in one engine call: one greedy reply (``samples`` 1, the paper), or
+    ``samples`` replies sampled at ``temperature`` with ``seed`` (judge scaling: a vote over several judgments,
+    as SPCT / DeepSeek-GRM scale their generative reward model at inference)."""
+    if not prompts:
+        return []
+    if samples == 1:
+        return [[r] for r in engine.greedy(prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, desc=desc)]
+    return engine.generate(prompts, max_new_tokens=max_new_tokens, n=samples, temperature=temperature, top_p=1.0,
+                           seed=seed, batch_size=batch_size, desc=desc)
 
 
 def token_ids(tok, words: Sequence[str]) -> list[int]:

@@ -17,7 +17,15 @@ import re
 from collections.abc import Sequence
 
 from presrm.generate import render_chat
-from presrm.judges.common import PairJudgeBase, PairToJudge, PairVerdict, combine_orders, load_template
+from presrm.judges.common import (
+    PairJudgeBase,
+    PairToJudge,
+    PairVerdict,
+    combine_orders,
+    judgments,
+    load_template,
+    order_verdict,
+)
 from presrm.judges.pairwise import PAIR_SAMPLE, orders_of
 
 _STEP = r"(?:(?i:step|candidate|assistant|response)\s*)?"
@@ -57,6 +65,11 @@ def parse_verdict(text: str) -> str | None:
     return letters.pop() if len(letters) == 1 else None
 
 
+def _in_a_terms(shown: str | None, order: str) -> str | None:
+    """A verdict read from a reply to the order ``order`` ("AB": A shown first), named in the pair's own terms."""
+    return shown if order == "AB" or shown is None else {"A": "B", "B": "A"}[shown]
+
+
 class GenerativeJudge(PairJudgeBase):
     """Pairwise verdicts written out by the model (explanation, then ``[[A]]``/``[[B]]``).
 
@@ -72,9 +85,10 @@ class GenerativeJudge(PairJudgeBase):
     template_sample = PAIR_SAMPLE
 
     def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, both_orders: bool = True,
-                 max_new_tokens: int = 128):
+                 max_new_tokens: int = 128, samples: int = 1, temperature: float = 0.7, seed: int = 0):
         self.engine, self.tok, self.batch_size = engine, engine.tok, batch_size
         self.both_orders, self.max_new_tokens = both_orders, max_new_tokens
+        self.samples, self.temperature, self.seed = samples, temperature, seed
         self.template = load_template(template, self.mode, **self.template_sample)
 
     def prompt(self, item: PairToJudge) -> str:
@@ -83,20 +97,28 @@ class GenerativeJudge(PairJudgeBase):
         return render_chat(self.tok, user, self.prefill)
 
     def compare(self, items: Sequence[PairToJudge], *, desc: str | None = None) -> list[PairVerdict]:
-        """One verdict per pair; all orders of all pairs are decoded greedily in one engine call."""
+        """One verdict per pair; all orders of all pairs are decoded in one engine call.
+
+        With ``samples`` k > 1 each order gets k sampled judgments; its ``p_a`` is the share of its parseable
+        verdicts that name A (None when none parses), so a split vote is a tie, as two orders that disagree are.
+        """
         prompts, owner = [], []
         for n, it in enumerate(items):
             for order, shown in orders_of(it, self.both_orders):
                 prompts.append(self.prompt(shown))
                 owner.append((n, order))
-        replies = self.engine.greedy(prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                     desc=desc) if prompts else []
+        replies = judgments(self.engine, prompts, samples=self.samples, temperature=self.temperature,
+                            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, seed=self.seed,
+                            desc=desc)
         per_item: list[list[dict]] = [[] for _ in items]
-        for (n, order), reply in zip(owner, replies, strict=True):
-            shown = parse_verdict(reply)
-            verdict = shown if order == "AB" or shown is None else {"A": "B", "B": "A"}[shown]
-            p_a = None if verdict is None else float(verdict == "A")
-            per_item[n].append({"order": order, "p_a": p_a, "verdict": verdict, "raw": reply})
+        for (n, order), sampled in zip(owner, replies, strict=True):
+            votes = [_in_a_terms(parse_verdict(reply), order) for reply in sampled]
+            read = [v for v in votes if v is not None]
+            p_a = sum(v == "A" for v in read) / len(read) if read else None
+            entry = {"order": order, "p_a": p_a, "verdict": order_verdict(p_a), "raw": "\n\n".join(sampled)}
+            if self.samples > 1:
+                entry["votes"] = votes
+            per_item[n].append(entry)
         out = []
         for orders in per_item:
             winner, p_a = combine_orders([o["p_a"] for o in orders], tie_margin=0.0)

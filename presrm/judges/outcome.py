@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from presrm.generate import render_chat
-from presrm.judges.common import ScoreJudgeBase, SolutionToJudge, load_template
+from presrm.judges.common import ScoreJudgeBase, SolutionToJudge, judgments, load_template
 from presrm.verify import NUMBER, parse_number
 
 MAX_POINTS = 5
@@ -72,8 +72,10 @@ class OutcomeJudge(ScoreJudgeBase):
     prefill = ""
     template_sample = {"question": "<QUESTION>", "solution": "<SOLUTION>"}
 
-    def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, max_new_tokens: int = 192):
+    def __init__(self, engine, *, template: str | None = None, batch_size: int = 8, max_new_tokens: int = 192,
+                 samples: int = 1, temperature: float = 0.7, seed: int = 0):
         self.engine, self.tok, self.batch_size, self.max_new_tokens = engine, engine.tok, batch_size, max_new_tokens
+        self.samples, self.temperature, self.seed = samples, temperature, seed
         self.template = load_template(template, self.mode, **self.template_sample)
         self.last_verdicts: list[OutcomeVerdict] = []
 
@@ -85,13 +87,17 @@ class OutcomeJudge(ScoreJudgeBase):
         return SolutionToJudge(question, "\n".join((*previous, candidate)))
 
     def verdicts(self, items: Sequence[SolutionToJudge], *, desc: str | None = None) -> list[OutcomeVerdict]:
-        """One verdict (score, points, raw reply) per solution, decoded greedily in one engine call."""
-        replies = self.engine.greedy([self.prompt(it) for it in items], max_new_tokens=self.max_new_tokens,
-                                     batch_size=self.batch_size, desc=desc) if items else []
+        """One verdict (score, points, raw reply) per solution, decoded in one engine call; with ``samples``
+        k > 1, the mean points of the parseable ones among k sampled judgments (None when none parses)."""
+        replies = judgments(self.engine, [self.prompt(it) for it in items], samples=self.samples,
+                            temperature=self.temperature, max_new_tokens=self.max_new_tokens,
+                            batch_size=self.batch_size, seed=self.seed, desc=desc)
         out = []
-        for reply in replies:
-            points = parse_score(reply)
-            out.append(OutcomeVerdict(score=None if points is None else points / MAX_POINTS, points=points, raw=reply))
+        for sampled in replies:
+            read = [p for p in map(parse_score, sampled) if p is not None]
+            points = sum(read) / len(read) if read else None
+            out.append(OutcomeVerdict(score=None if points is None else points / MAX_POINTS, points=points,
+                                      raw="\n\n".join(sampled)))
         self.last_verdicts = out
         return out
 

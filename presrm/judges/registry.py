@@ -151,12 +151,14 @@ register(JudgeSpec(
 register(JudgeSpec(
     "generative", "presrm.judges.generative:GenerativeJudge", "pair",
     "writes an explanation, then [[A]] or [[B]] (the paper's judge)", needs="generate",
-    options={"template": "generative_template", "both_orders": "both_orders", "max_new_tokens": "max_new_tokens"},
+    options={"template": "generative_template", "both_orders": "both_orders", "max_new_tokens": "max_new_tokens",
+             "samples": "samples", "temperature": "temperature"},
     eft=True, generates=True))
 register(JudgeSpec(
     "outcome", "presrm.judges.outcome:OutcomeJudge", "solution",
     "Self-Rewarding's additive 5-point rubric on whole solutions", needs="generate",
-    options={"template": "outcome_template", "max_new_tokens": "max_new_tokens"}, search=False, generates=True))
+    options={"template": "outcome_template", "max_new_tokens": "max_new_tokens", "samples": "samples",
+             "temperature": "temperature"}, search=False, generates=True))
 register(JudgeSpec(
     "likelihood", "presrm.judges.likelihood:LikelihoodJudge", "step",
     "the model's own probability of the results a step states (no judge prompt)", needs="span_logprobs"))
