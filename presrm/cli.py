@@ -101,7 +101,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     engine = pick_engine(overrides)
     cfg = load_config(args.config, overrides + ([f"engine={engine}"] if engine else []))
-    data = reproduce(cfg, resume=args.resume)
+    data = reproduce(cfg, resume=args.resume, solution=args.solution_arm)
     if not dist.is_main():
         return 0
     for f in data["findings"]:
@@ -449,6 +449,10 @@ def make_parser() -> argparse.ArgumentParser:
     rp.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "reproduce.yaml"),
                     help="the recipe of the self-judge arm (default: configs/reproduce.yaml)")
     rp.add_argument("--resume", action="store_true", help="continue after a crash, skipping finished stages")
+    rp.add_argument("--solution-arm", action="store_true",
+                    help="a third arm: solution-level self-rewarding (the paper's baseline) from the same M1, with "
+                         "the same judge and problems and no more pairs than the step-level arm; the card pairs "
+                         "step-level against solution-level")
     rp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="recipe overrides, e.g. engine=hf")
     rp.set_defaults(func=cmd_reproduce)
 

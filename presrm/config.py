@@ -27,7 +27,7 @@ import yaml
 from presrm.engines.registry import names as engine_names
 from presrm.errors import ConfigError
 from presrm.jsonio import read_yaml, yaml_problem
-from presrm.judges.registry import eft_modes, on_policy_eft_modes, search_modes
+from presrm.judges.registry import eft_modes, on_policy_eft_modes, search_modes, solution_search_modes
 
 _ONE_SIDE = re.compile(r"(>=|>) (-?\d+(?:\.\d+)?)")
 _INTERVAL = re.compile(r"([\[(])(-?\d+(?:\.\d+)?), (-?\d+(?:\.\d+)?)([\])])")
@@ -113,9 +113,21 @@ class SearchConfig:
                                  "(the Step label aside) below every other: never chosen while another candidate "
                                  "exists, and rejected first. A likelihood judge favours such steps (docs/RESULTS.md); "
                                  "false is the paper.")
+    granularity: str = _f("step", "What a pair compares: 'step' (PReSRM: two candidate next steps after the same "
+                                  "previous steps) or 'solution' (Self-Rewarding LMs, the paper's baseline: k whole "
+                                  "solutions per problem, scored by judge.mode, an outcome judge or a step judge "
+                                  "aggregated with judge.aggregate; the best and the worst a pair). docs/pipeline.md")
+    max_pairs: int | list | None = _f(None, "Keep at most this many pairs per iteration, the first in problem order "
+                                            "(one number, or one per iteration, the last repeating); null: all. "
+                                            "Levels an ablation's arms to the same pair count.", valid=">= 1")
     deterministic: bool = _f(False, "Search in fp32 even where bf16 is auto's choice (a GPU, a CPU measured "
                                     "faster in bf16), so the same seed gives the same pairs (bf16 batched sampling "
                                     "depends on padding).")
+
+    def max_pairs_at(self, k: int) -> int | None:
+        """The pair cap of iteration ``k`` (None: no cap)."""
+        caps = self.max_pairs if isinstance(self.max_pairs, list) else [self.max_pairs]
+        return caps[min(k, len(caps) - 1)]
 
     def problems_at(self, k: int) -> tuple[int, int]:
         """``(offset, count)`` of the problems iteration ``k`` searches."""
@@ -586,8 +598,13 @@ def validate(cfg: RunConfig) -> None:
          "search.require_correct_answer needs search.grounding: true (it is a verifier check)"),
         (bool(cfg.init.eft_sources) and set(cfg.init.eft_sources) <= {"gold", "on_policy"},
          f"init.eft_sources must be a non-empty list of 'gold' and 'on_policy', got {cfg.init.eft_sources!r}"),
-        (cfg.judge.mode in search_modes(),
-         f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(search_modes())}"),
+        (cfg.search.granularity in {"step", "solution"},
+         f"search.granularity must be step or solution, got {cfg.search.granularity!r}"),
+        (cfg.judge.mode in (search_modes() if cfg.search.granularity == "step" else solution_search_modes()),
+         f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(search_modes())}"
+         if cfg.search.granularity == "step" else
+         f"search.granularity: solution ranks whole solutions by a score, so judge.mode must be one of "
+         f"{', '.join(solution_search_modes())}, not {cfg.judge.mode!r}"),
         (not (cfg.init.eft and cfg.judge.mode not in eft_modes()),  # after the mode check: the first failure is raised
          f"init.eft trains a judge verdict, and judge.mode {cfg.judge.mode} reads none: turn init.eft off or use "
          f"{' or '.join(eft_modes())}"),

@@ -393,7 +393,7 @@ def _given_m1(cfg: RunConfig, out: StageDir) -> dict[str, Any]:
 
 
 def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[list[dict[str, Any]], bool]:
-    from presrm.search import search_stats, step_search
+    from presrm.search import search_stats, solution_search, step_search
 
     if out.searched():
         return read_jsonl(out.pairs), True
@@ -405,12 +405,17 @@ def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[lis
         judge = make_run_judge(cfg, engine, task=cfg.search.task)
         # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
         # single process's: a batch's seed covers other prompts) and rank 0 writes them all, in problem order.
-        records, pairs = step_search(engine, judge, task, dist.shard(problems), cfg.search, seed=cfg.seed + k,
-                                     iteration=k, aggregate_how=cfg.judge.aggregate)
+        search = solution_search if cfg.search.granularity == "solution" else step_search
+        records, pairs = search(engine, judge, task, dist.shard(problems), cfg.search, seed=cfg.seed + k,
+                                iteration=k, aggregate_how=cfg.judge.aggregate)
     records, pairs = dist.gather(records), dist.gather(pairs)
+    cap = cfg.search.max_pairs_at(k)
+    capped = max(len(pairs) - cap, 0) if cap is not None else 0
+    pairs = pairs[:cap] if cap is not None else pairs
     if dist.is_main():
         write_jsonl(out.samples, records)
-        write_json(out.search, {**search_stats(records, pairs), "problems_dropped_as_eval_problems": overlap})
+        write_json(out.search, {**search_stats(records, pairs), "granularity": cfg.search.granularity,
+                                "pairs_over_max_pairs": capped, "problems_dropped_as_eval_problems": overlap})
         write_jsonl(out.pairs, pairs)  # last: its presence marks the stage complete
     dist.barrier()
     # Read back, so that a fresh run and a resumed one train on byte-identical input.

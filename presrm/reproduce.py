@@ -36,6 +36,8 @@ from presrm.summary import interval, pct, pvalue
 log = logging.getLogger(__name__)
 
 ARMS = ("self_judge", "random")
+SOLUTION_ARM = "solution"
+"""The optional third arm (``presrm reproduce --solution-arm``): solution-level self-rewarding from the same M1."""
 ALPHA = 0.05
 
 
@@ -68,8 +70,10 @@ def pick_engine(overrides: list[str]) -> str | None:
     return "vllm"
 
 
-def arm_configs(cfg: RunConfig) -> dict[str, RunConfig]:
-    """The two arms' recipes: ``cfg`` itself, and the random-ranking arm from its M1."""
+def arm_configs(cfg: RunConfig, *, solution: bool = False) -> dict[str, RunConfig]:
+    """The arms' recipes: ``cfg`` itself, the random-ranking arm from its M1, and with ``solution`` the
+    solution-level arm from its M1 (the same judge and problems, ``search.granularity: solution``; its pair cap,
+    the self-judge arm's pair count per iteration, is set once that arm has searched: :func:`level_pairs`)."""
     if cfg.iterations < 1 or not (cfg.init.ift or cfg.init.eft):
         raise RunStateError("reproduce needs a recipe that trains M1 (init.ift or init.eft) and runs at least one "
                             "iteration from it")
@@ -80,21 +84,40 @@ def arm_configs(cfg: RunConfig) -> dict[str, RunConfig]:
         own, name="random", judge=dataclasses.replace(cfg.judge, mode="random"),
         init=dataclasses.replace(cfg.init, ift=False, eft=False, model=str(m1), evaluate=False),
         eval=dataclasses.replace(cfg.eval, before=False, judge_eval=False))
-    return {"self_judge": own, "random": random_arm}
+    arms = {"self_judge": own, "random": random_arm}
+    if solution:
+        arms[SOLUTION_ARM] = dataclasses.replace(
+            random_arm, name=SOLUTION_ARM, judge=cfg.judge,
+            search=dataclasses.replace(cfg.search, granularity="solution"))
+    return arms
 
 
-def reproduce(cfg: RunConfig, *, resume: bool = False) -> dict[str, Any]:
-    """Run both arms (each resumable), then compare and write the card; return the card's data."""
+def level_pairs(arm: RunConfig, card: CardLayout, iterations: int) -> RunConfig:
+    """``arm`` with ``search.max_pairs`` at the self-judge arm's pair count of each iteration, so that the
+    solution-level arm trains on no more pairs than the step-level one (the first in problem order)."""
+    own = card.arm("self_judge")
+    counts = []
+    for k in range(iterations):
+        pairs = own.iteration(k).pairs
+        if not pairs.is_file():
+            raise RunStateError(f"{pairs} is missing: the self-judge arm must search before the solution-level arm")
+        counts.append(max(len(read_jsonl(pairs)), 1))
+    return dataclasses.replace(arm, search=dataclasses.replace(arm.search, max_pairs=counts))
+
+
+def reproduce(cfg: RunConfig, *, resume: bool = False, solution: bool = False) -> dict[str, Any]:
+    """Run the arms (each resumable), then compare and write the card; return the card's data. ``solution``:
+    the solution-level arm too (the paper's baseline, :data:`SOLUTION_ARM`)."""
     from presrm.loop import run
 
-    arms = arm_configs(cfg)
+    arms = arm_configs(cfg, solution=solution)
     card = CardLayout(Path(cfg.output_dir) / cfg.name)
     if card.root.exists() and any(card.root.iterdir()) and not resume:
         raise RunStateError(f"{card.root} already exists; pass --resume to continue it, or choose another "
                             "name=... / output_dir=...")
-    for name in ARMS:
+    for name, arm in arms.items():
         log.info("reproduce: arm %s", name)
-        run(arms[name], resume=resume)
+        run(level_pairs(arm, card, cfg.iterations) if name == SOLUTION_ARM else arm, resume=resume)
     data = collect(card.root, iterations=cfg.iterations)
     write_card(card, data)
     return data
@@ -145,12 +168,21 @@ def collect(root: str | Path, *, iterations: int) -> dict[str, Any]:
     missing = [str(p) for _, p in models if not p.is_file()]
     if missing:
         raise RunStateError(f"the reproduction is not complete: {', '.join(missing)} missing; rerun with --resume")
+    sol = card.arm(SOLUTION_ARM)
+    sol_eval = _final_eval(sol, iterations) if sol.root.is_dir() else None
+    if sol_eval is not None and not sol_eval.is_file():
+        raise RunStateError(f"the reproduction is not complete: {sol_eval} missing; rerun with --resume")
+    if sol_eval is not None:
+        models.append((f"{last}, solution-level", sol_eval))
     rows = [_model_row(label, path) for label, path in models]
     comparisons = {
         "self_vs_m1": compare_runs(m1_eval, own_eval, common=True),
         "self_vs_random": compare_runs(rnd_eval, own_eval, common=True),
         "random_vs_m1": compare_runs(m1_eval, rnd_eval, common=True),
     }
+    if sol_eval is not None:
+        comparisons.update(solution_vs_m1=compare_runs(m1_eval, sol_eval, common=True),
+                           self_vs_solution=compare_runs(sol_eval, own_eval, common=True))
     judges = [{"model": "M0", "auroc": _auroc(own.iteration(0).path / "judge_eval_before")},
               {"model": "M1", "auroc": _auroc(own.init.path / "judge_eval")}]
     judges += [{"model": f"M{k + 2}, self-judge", "auroc": _auroc(own.iteration(k).path / "judge_eval")}
@@ -173,7 +205,8 @@ def collect(root: str | Path, *, iterations: int) -> dict[str, Any]:
                                                "random-ranking arm")],
         "models": rows, "comparisons": comparisons,
         "judges": [j for j in judges if j["auroc"] is not None],
-        "stages": _stages("self_judge", own) + _stages("random", rnd),
+        "stages": _stages("self_judge", own) + _stages("random", rnd)
+        + (_stages(SOLUTION_ARM, sol) if sol_eval is not None else []),
         "machine": {"cpu": hardware.get("cpu"), "cores": os.cpu_count(), "device": hardware.get("device"),
                     "precision": protocol.get("dtype"), "engine": protocol.get("engine"),
                     "processes": protocol.get("processes")},
@@ -218,7 +251,11 @@ def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
                          for m in data["models"]]})
     rows = []
     for key, label in (("self_vs_m1", "M1 -> self-judge"), ("random_vs_m1", "M1 -> random ranking"),
-                       ("self_vs_random", "random ranking -> self-judge")):
+                       ("self_vs_random", "random ranking -> self-judge"),
+                       ("solution_vs_m1", "M1 -> solution-level"),
+                       ("self_vs_solution", "solution-level -> step-level (self-judge)")):
+        if key not in data["comparisons"]:
+            continue
         c = data["comparisons"][key]
         se = c["step_errors"]
         rows.append([f"{label} ({c['n']} problems)",
@@ -244,7 +281,7 @@ def sections(data: dict[str, Any]) -> list[dict[str, Any]]:
     out.append({"title": "Stage wall times", "note": "Stages skipped on a resume are not listed again.",
                 "headers": ["arm", "stage", "wall time"],
                 "rows": [[s["arm"], s["stage"], _mins(s["seconds"])] for s in data["stages"]]
-                + [["both", "total", _mins(total)]]})
+                + [["all arms", "total", _mins(total)]]})
     m = data["machine"]
     out.append({"title": "Machine and versions", "note": "", "headers": ["what", "value"],
                 "rows": [["CPU", f"{m['cpu']} ({m['cores']} cores)"], ["device", str(m["device"])],

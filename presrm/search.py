@@ -46,12 +46,12 @@ from presrm.judges.registry import scores_p_correct
 from presrm.progress import bar as progress_bar
 from presrm.rewards import aggregate
 from presrm.schema import Problem, StepPair
-from presrm.steps import is_final_answer, step_body
-from presrm.verify import answers_match, check_step, extract_answer
+from presrm.steps import final_answer_index, is_final_answer, segment, step_body
+from presrm.verify import answers_match, check_solution, check_step, extract_answer
 
 log = logging.getLogger(__name__)
-__all__ = ["STEP_STOP", "ProblemState", "Sampler", "run_tournaments", "search_stats", "step_candidates",
-           "step_sampler", "step_search"]
+__all__ = ["STEP_STOP", "ProblemState", "Sampler", "run_tournaments", "search_stats", "solution_sampler",
+           "solution_search", "step_candidates", "step_sampler", "step_search"]
 ALL_TIE = "all candidates tie (rolled back)"
 CHOSEN_WRONG = "chosen step has verifiably wrong arithmetic"
 FLAG_REJECTED_RIGHT = "rejected step verifiably right, chosen step unverifiable"
@@ -274,10 +274,177 @@ def step_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: Sea
     return records, _finish_pairs(states, records, cfg)
 
 
+SOLUTION_WRONG = "chosen solution verifiably wrong (its answer or a step's arithmetic)"
+SOLUTION_TIE = "every solution scores the same"
+FEW_SCORED = "fewer than two distinct solutions with a score"
+FLAG_SOLUTION_REJECTED_RIGHT = "rejected solution verifiably right, chosen solution unverifiable"
+
+
+def solution_sampler(engine, cfg: SearchConfig, stop: Sequence[str] = ()) -> Sampler:
+    """``sample(prompts, seed)``: ``cfg.k`` whole solutions per prompt, each up to ``max_steps`` x
+    ``max_step_tokens`` new tokens (the budget step search gives one problem)."""
+    def sample(prompts: Sequence[str], seed: int) -> list[list[str]]:
+        return engine.generate(prompts, max_new_tokens=cfg.max_steps * cfg.max_step_tokens, n=cfg.k,
+                               temperature=cfg.temperature, top_p=cfg.top_p, stop=stop, seed=seed,
+                               batch_size=cfg.batch_size)
+    return sample
+
+
+def solution_steps(raw: str, max_steps: int) -> list[str]:
+    """A sampled solution (what followed the prompt's ``Step 1:``) as its steps, up to its first final-answer step
+    and at most ``max_steps`` of them.
+
+    >>> solution_steps(" 3 + 4 = 7\nStep 2: The answer is 7.\nStep 3: more", 8)
+    ['Step 1: 3 + 4 = 7', 'Step 2: The answer is 7.']
+    """
+    if not raw.strip():
+        return []  # the model wrote nothing: no solution
+    steps = segment("Step 1:" + raw.rstrip())
+    end = final_answer_index(steps)
+    return [st.text for st in steps[:max_steps if end is None else min(end + 1, max_steps)]]
+
+
+def _solution_verdict(steps: Sequence[str], gold: str) -> tuple[str, str | None, list[str]]:
+    """``(verdict, answer, step verdicts)`` of a whole solution: ``incorrect`` when its answer is wrong or a
+    step's arithmetic is; ``correct`` when its answer is right and no step is wrong; else ``unverifiable``."""
+    checks, first_bad = check_solution(steps)
+    answer = extract_answer("\n".join(steps), "strict") if steps else None
+    if first_bad is not None or (answer is not None and not answers_match(answer, gold)):
+        verdict = "incorrect"
+    else:
+        verdict = "correct" if answer is not None else "unverifiable"
+    return verdict, answer, [c.verdict for c in checks]
+
+
+def solution_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: SearchConfig, *,
+                    seed: int = 0, iteration: int = 0, aggregate_how: str = "min",
+                    sampler: Sampler | None = None) -> tuple[list[dict[str, Any]], list[StepPair]]:
+    """Solution-level self-rewarding (Self-Rewarding LMs, Yuan et al. 2024; ``search.granularity: solution``):
+    ``cfg.k`` whole solutions per problem, scored by the run's judge, the best and the worst a DPO pair.
+
+    A solution's score is the outcome judge's (a solution judge), or its steps' scores aggregated with
+    ``aggregate_how`` (a step judge; unreadable scores left out). The highest score is chosen and the lowest
+    rejected; a tie between them, or fewer than two distinct scored solutions, gives no pair. Grounding drops a
+    pair whose chosen solution is verifiably wrong (its answer, or a step's arithmetic) and flags one whose
+    rejected solution is verifiably right while the chosen is unverifiable; ``require_correct_answer`` keeps
+    a problem's pair only when the chosen answer is right. Records and pairs have step search's shapes (one
+    round per problem, whose candidates are whole solutions), so stats, reports and training read them as
+    they are; the pair's prompt is step 1's, its chosen and rejected whole solutions.
+    """
+    prompt_for = step_prompter(engine.tok, task)
+    sample = sampler or solution_sampler(engine, cfg, task.stop)
+    asked = [prompt_for(p.question, (), 1) for p in problems]
+    raw = sample(asked, seed * 1_000_003 + 1009)
+    solutions = []
+    for outs in raw:
+        distinct: dict[str, list[str]] = {}
+        for out in outs:
+            steps = solution_steps(out, cfg.max_steps)
+            if steps:
+                distinct.setdefault("\n".join(steps), steps)
+        solutions.append(list(distinct.values()))
+    scores = _score_solutions(judge, [p.question for p in problems], solutions, aggregate_how,
+                              desc=f"iter {iteration}: judge solutions")
+    records, pairs = [], []
+    for problem, prompt, sols, scs in zip(problems, asked, solutions, scores, strict=True):
+        record, pair = _solution_round(problem, prompt.removesuffix("Step 1:"), sols, scs, judge, cfg, iteration,
+                                       aggregate_how)
+        records.append(record)
+        if pair is not None:
+            pairs.append(pair)
+    return records, pairs
+
+
+def _score_solutions(judge, questions: Sequence[str], solutions: Sequence[Sequence[Sequence[str]]],
+                     aggregate_how: str, *, desc: str | None = None) -> list[list[tuple[float | None, list]]]:
+    """Per problem, per solution: ``(score, step scores)``, every problem judged in one call."""
+    from presrm.judges.common import SolutionToJudge, StepToJudge
+
+    if judge.unit == "solution":
+        items = [SolutionToJudge(q, "\n".join(sol)) for q, sols in zip(questions, solutions, strict=True)
+                 for sol in sols]
+        flat = iter(judge.score(items, desc=desc) if items else [])
+        return [[(next(flat), []) for _ in sols] for sols in solutions]
+    if judge.unit != "step":
+        raise ValueError(f"solution-level search ranks by a score; the {judge.mode} judge compares pairs")
+    items = [StepToJudge(q, tuple(sol[:i]), step) for q, sols in zip(questions, solutions, strict=True)
+             for sol in sols for i, step in enumerate(sol)]
+    flat = iter(judge.score(items, desc=desc) if items else [])
+    out = []
+    for sols in solutions:
+        row = []
+        for sol in sols:
+            step_scores = [next(flat) for _ in sol]
+            judged = [x for x in step_scores if x is not None]
+            row.append((aggregate(judged, aggregate_how) if judged else None, step_scores))
+        out.append(row)
+    return out
+
+
+def _solution_round(problem: Problem, prompt: str, sols: list[list[str]], scs: list[tuple[float | None, list]],
+                    judge, cfg: SearchConfig, iteration: int,
+                    aggregate_how: str) -> tuple[dict[str, Any], StepPair | None]:
+    checked = [_solution_verdict(sol, problem.answer) for sol in sols]
+    score = [s for s, _ in scs]
+    scored = [i for i, x in enumerate(score) if x is not None]
+    wins = [sum(1.0 if score[i] > score[j] else 0.5 if score[i] == score[j] else 0.0 for j in scored if j != i)
+            if i in scored else None for i in range(len(sols))]
+    entry: dict[str, Any] = {
+        "round": 1, "step": None, "granularity": "solution", "score_kind": judge.mode, "matches": [],
+        "candidates": [{"text": "\n".join(sol), "score": sc, "step_scores": steps, "wins": w, "verdict": v,
+                        "answer": a, "step_verdicts": sv}
+                       for sol, (sc, steps), w, (v, a, sv) in zip(sols, scs, wins, checked, strict=True)],
+        "pair": False, "dropped": None,
+    }
+    pair, chosen = None, None
+    if len(scored) < 2:
+        entry.update(action="end", dropped=FEW_SCORED)
+        chosen = scored[0] if scored else (0 if sols else None)
+    else:
+        best = max(scored, key=lambda i: (score[i], -i))
+        worst = min(scored, key=lambda i: (score[i], i))
+        chosen = best
+        entry.update(action="append", chosen=best, rejected=worst)
+        verdicts = [v for v, _, _ in checked]
+        if score[best] == score[worst]:
+            entry["dropped"] = SOLUTION_TIE
+        elif cfg.grounding and verdicts[best] == "incorrect":
+            entry["dropped"] = SOLUTION_WRONG
+        elif cfg.grounding and cfg.require_correct_answer and verdicts[best] != "correct":
+            entry["dropped"] = ANSWER_WRONG
+        else:
+            flag = (FLAG_SOLUTION_REJECTED_RIGHT if cfg.grounding and verdicts[worst] == "correct"
+                    and verdicts[best] == "unverifiable" else None)
+            entry.update(pair=True, flag=flag)
+            pair = StepPair(
+                prompt=prompt, chosen="\n".join(sols[best]) + "\n", rejected="\n".join(sols[worst]) + "\n",
+                meta={"problem_id": problem.id, "granularity": "solution", "iteration": iteration,
+                      "chosen_score": score[best], "rejected_score": score[worst],
+                      "chosen_verdict": verdicts[best], "rejected_verdict": verdicts[worst], "flag": flag,
+                      "chosen_steps": len(sols[best]), "rejected_steps": len(sols[worst])})
+    steps = sols[chosen] if chosen is not None else []
+    step_scores = scs[chosen][1] if chosen is not None else []
+    judged = [x for x in step_scores if x is not None]
+    solution = "\n".join(steps)
+    pred = extract_answer(solution, "strict") if steps else None
+    finished = bool(steps) and is_final_answer(steps[-1])
+    record = {
+        "id": problem.id, "question": problem.question, "gold": problem.answer, "granularity": "solution",
+        "steps": steps, "step_scores": step_scores,
+        "process_reward": (score[chosen] if chosen is not None and judge.unit == "solution"
+                           else aggregate(judged, aggregate_how) if judged else None),
+        "finished": finished, "end": "final answer" if finished else ("model stopped" if not steps else "cap"),
+        "rounds": 1, "rollbacks": 0, "pred": pred,
+        "correct": bool(pred is not None and answers_match(pred, problem.answer)),
+        "pairs_kept": int(pair is not None), "pairs_dropped_answer": 0, "search": [entry],
+    }
+    return record, pair
+
+
 def _agreement(entry: dict[str, Any]) -> tuple[float, int, float, int, int]:
     """Judge vs verifier at one tournament: (couples agreed, couples, matches agreed, matches, unparsed)."""
     cands = entry["candidates"]
-    verdict = [c["verdict"] for c in cands]
+    verdict = [c["verdict"] if c["wins"] is not None else None for c in cands]  # unranked: no score to compare
     right = [i for i, v in enumerate(verdict) if v == "correct"]
     wrong = [i for i, v in enumerate(verdict) if v == "incorrect"]
     couples = 0.0
@@ -334,7 +501,7 @@ def search_stats(records: Sequence[dict[str, Any]], pairs: Sequence[StepPair]) -
             for c in cands:
                 if c["verdict"] in ("correct", "incorrect"):
                     decided += 1
-                    if scores_p_correct(entry.get("score_kind", "")):
+                    if scores_p_correct(entry.get("score_kind", "")) and c["score"] is not None:
                         scored += 1
                         agree += (c["score"] >= 0.5) == (c["verdict"] == "correct")
             c_ok, c_n, m_ok, m_n, m_bad = _agreement(entry)

@@ -138,3 +138,26 @@ def test_reproduce_runs_both_arms_and_resumes_after_kill_9(tiny_model_dir, gsm8k
     for arm in ("self_judge", "random"):
         assert read_jsonl(killed / arm / "iter_0" / "pairs.jsonl") == read_jsonl(ref / arm / "iter_0" / "pairs.jsonl")
     assert (killed / "report_card.md").exists()
+
+
+def test_reproduce_with_the_solution_level_arm(tiny_model_dir, gsm8k_like, tmp_path):
+    """--solution-arm: a third arm from the same M1, search.granularity solution with the run's judge, pairs
+    capped at the step-level arm's count; the card pairs it with M1 and with the step-level arm."""
+    from presrm.jsonio import read_jsonl, read_yaml
+
+    recipe = _recipe(tmp_path, tiny_model_dir, gsm8k_like)
+    proc = _reproduce(recipe, "name=three", "--solution-arm")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    root = tmp_path / "runs" / "three"
+    sol = read_yaml(root / "solution" / "config.yaml")["config"]
+    step_pairs = read_jsonl(root / "self_judge" / "iter_0" / "pairs.jsonl")
+    assert sol["search"]["granularity"] == "solution" and sol["judge"]["mode"] == "likelihood"
+    assert sol["search"]["max_pairs"] == [max(len(step_pairs), 1)]
+    assert sol["init"]["model"] == str(root / "self_judge" / "init" / "model")
+    pairs = read_jsonl(root / "solution" / "iter_0" / "pairs.jsonl")
+    assert len(pairs) <= len(step_pairs) and all(p["meta"]["granularity"] == "solution" for p in pairs)
+    data = read_json(root / "report_card.json")
+    assert [m["model"] for m in data["models"]][-1] == "M2, solution-level"
+    assert {"solution_vs_m1", "self_vs_solution"} <= set(data["comparisons"])
+    assert "| solution-level -> step-level (self-judge) (3 problems) |" in (root / "report_card.md").read_text()

@@ -117,6 +117,16 @@ def search_modes() -> list[str]:
     return [m for m, s in _TABLE.items() if s.search]
 
 
+def solution_search_modes() -> list[str]:
+    """The modes a run with ``search.granularity: solution`` can rank whole solutions with: a score per solution,
+    from a solution judge or a step judge's scores aggregated.
+
+    >>> solution_search_modes()
+    ['pointwise', 'outcome', 'likelihood', 'random']
+    """
+    return [m for m, s in _TABLE.items() if s.unit in ("step", "solution")]
+
+
 def on_policy_eft_modes() -> list[str]:
     """The modes EFT can train on the policy's own labelled steps (``init.eft_sources: [on_policy]``): those with
     a verdict and no written explanation (an explanation needs the perturbation behind a gold example).
