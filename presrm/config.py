@@ -216,6 +216,12 @@ class JudgeConfig:
 class TrainConfig:
     """Step-level DPO (TRL DPOTrainer): a LoRA adapter by default, full fine-tuning with ``lora: false``."""
 
+    algorithm: str = _f("step_dpo", "How an iteration trains: 'step_dpo' (step search makes preference pairs, DPO "
+                                    "trains on them: the paper) or 'grpo' (online RL from self-reward: TRL's "
+                                    "GRPOTrainer samples search.k solutions per search problem and the run's judge "
+                                    "scores each as its reward, no reference answer read; docs/pipeline.md).")
+    grpo_beta: float = _f(0.0, "grpo: KL coefficient against the iteration's starting model (0: none, TRL's "
+                               "default, and no reference model is kept).", valid=">= 0")
     lora: bool = _f(True, "Train a LoRA adapter (merged after); false: full fine-tuning (the paper's setting).")
     learning_rate: float = _f(5e-5, "Learning rate (LoRA wants far more than DPOConfig's 1e-6 default).", valid="> 0")
     beta: float = _f(0.1, "DPO beta.", valid="> 0")
@@ -598,9 +604,15 @@ def validate(cfg: RunConfig) -> None:
          "search.require_correct_answer needs search.grounding: true (it is a verifier check)"),
         (bool(cfg.init.eft_sources) and set(cfg.init.eft_sources) <= {"gold", "on_policy"},
          f"init.eft_sources must be a non-empty list of 'gold' and 'on_policy', got {cfg.init.eft_sources!r}"),
+        (cfg.train.algorithm in {"step_dpo", "grpo"},
+         f"train.algorithm must be step_dpo or grpo, got {cfg.train.algorithm!r}"),
+        (cfg.train.algorithm != "grpo" or cfg.judge.mode in solution_search_modes(),
+         f"train.algorithm: grpo rewards each sampled solution with a score, so judge.mode must be one of "
+         f"{', '.join(solution_search_modes())}, not {cfg.judge.mode!r}"),
         (cfg.search.granularity in {"step", "solution"},
          f"search.granularity must be step or solution, got {cfg.search.granularity!r}"),
-        (cfg.judge.mode in (search_modes() if cfg.search.granularity == "step" else solution_search_modes()),
+        (cfg.judge.mode in (search_modes() if cfg.search.granularity == "step" and cfg.train.algorithm == "step_dpo"
+                            else solution_search_modes()),
          f"judge.mode {cfg.judge.mode!r} is not one of: {', '.join(search_modes())}"
          if cfg.search.granularity == "step" else
          f"search.granularity: solution ranks whole solutions by a score, so judge.mode must be one of "

@@ -216,7 +216,9 @@ def _stage_labels(cfg: RunConfig) -> list[str]:
         if cfg.eval.after and cfg.init.evaluate:
             labels += ["init eval"] + (["init judge eval"] if judged else [])
     for k in range(cfg.iterations):
-        labels += [f"iter {k}/{cfg.iterations} search", f"iter {k}/{cfg.iterations} train"]
+        # grpo samples and rewards its own rollouts while it trains: no search stage before it
+        labels += ([f"iter {k}/{cfg.iterations} search"] if cfg.train.algorithm == "step_dpo" else [])
+        labels += [f"iter {k}/{cfg.iterations} train"]
         labels += [f"iter {k}/{cfg.iterations} guard"] if cfg.loop.guard != "off" else []
         if cfg.eval.after:
             labels += [f"iter {k}/{cfg.iterations} eval"] + ([f"iter {k}/{cfg.iterations} judge eval"] if judged
@@ -422,6 +424,47 @@ def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[lis
     return read_jsonl(out.pairs), False
 
 
+def _grpo_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[dict[str, Any], bool]:
+    """``train.algorithm: grpo``: online RL on the iteration's search problems, rewarded by the judge of the model
+    the iteration starts from (on the HF engine, beside the policy, for the whole stage). Writes the rollouts as
+    search records (``samples.jsonl``, ``search.json``), then the model and ``train.json``."""
+    from presrm.engines import EngineOptions, open_engine
+    from presrm.generate import step_prompter
+    from presrm.models import load_model
+    from presrm.search import search_stats
+    from presrm.self_reward import SelfReward
+    from presrm.train import train_grpo
+
+    if out.trained():
+        return read_json(out.train), True
+    task = load_task(cfg.search.task, cfg.tasks_dir)
+    offset, count = cfg.search.problems_at(k)
+    problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
+    problems, overlap = _apart_from_eval(cfg, problems, f"iteration {k} grpo")
+    RUN_ENGINE.release()
+    options = EngineOptions(name="hf", device=cfg.device, precision=inference_precision(cfg, search=True),
+                            batch_size=cfg.search.batch_size, seed=cfg.seed + k)
+    with open_engine(spec, options) as engine:
+        judge = make_run_judge(cfg, engine, task=cfg.search.task)
+        reward = SelfReward(judge, cfg.search, aggregate_how=cfg.judge.aggregate, iteration=k)
+        prompt_for = step_prompter(engine.tok, task)
+        rows = [{"prompt": prompt_for(p.question, (), 1), "id": p.id, "question": p.question, "answer": p.answer}
+                for p in problems]
+        model, tok = load_model(spec, device=cfg.device, training=True, precision=cfg.train.precision)
+        metrics, trained = train_grpo(model, tok, rows, reward, cfg.train, out.adapter, generations=cfg.search.k,
+                                      temperature=cfg.search.temperature, top_p=cfg.search.top_p,
+                                      max_completion_tokens=cfg.search.max_steps * cfg.search.max_step_tokens,
+                                      seed=cfg.seed + k, device=cfg.device)
+    records = dist.gather(reward.records())
+    if dist.is_main():
+        write_jsonl(out.samples, records)
+        write_json(out.search, {**search_stats(records, []), "granularity": "rollout", "algorithm": "grpo",
+                                "problems_dropped_as_eval_problems": overlap})
+    _save_trained(trained, tok, out, metrics, lora=cfg.train.lora)
+    _free(model, trained)
+    return metrics, False
+
+
 def _train_stage(cfg: RunConfig, spec: str, out: StageDir, pairs: list[dict[str, Any]],
                  k: int) -> tuple[dict[str, Any], bool]:
     from presrm.models import load_model
@@ -567,8 +610,12 @@ def _run(cfg: RunConfig, *, resume: bool) -> dict[str, Any]:
         for k in range(cfg.iterations):
             out, spec, tag = rd.iteration(k), rd.policy(k, cfg.model, init=m1), f"iter {k}/{cfg.iterations}"
             log.info("iteration %d: policy and judge = %s", k, spec)
-            pairs = _staged(progress, f"{tag} search", _search_stage, cfg, spec, out, k)
-            metrics = _staged(progress, f"{tag} train", _train_stage, cfg, spec, out, pairs, k)
+            if cfg.train.algorithm == "grpo":
+                pairs = []
+                metrics = _staged(progress, f"{tag} train", _grpo_stage, cfg, spec, out, k)
+            else:
+                pairs = _staged(progress, f"{tag} search", _search_stage, cfg, spec, out, k)
+                metrics = _staged(progress, f"{tag} train", _train_stage, cfg, spec, out, pairs, k)
             it: dict[str, Any] = {"iteration": k, "pairs": len(pairs), "search": read_json(out.search),
                                   "train": {key: v for key, v in metrics.items() if key != "log_history"}}
             if cfg.loop.guard != "off":

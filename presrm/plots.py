@@ -357,7 +357,8 @@ def plot_pairs(dash: dict[str, Any]) -> str | None:
     ax.set_xticks(xs, [f"iter {x}" for x in xs])
     _style(ax, "Search steps per iteration: pairs and drops", "steps")
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
-    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if ax.get_legend_handles_labels()[0]:  # nothing labelled (grpo's rollouts make no pairs): no empty legend
+        ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _svg(fig)
 
 

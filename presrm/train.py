@@ -1,4 +1,5 @@
-"""Step-level DPO with TRL's ``DPOTrainer`` (a peft LoRA adapter, or full fine-tuning), and SFT for IFT/EFT.
+"""Step-level DPO with TRL's ``DPOTrainer`` (a peft LoRA adapter, or full fine-tuning), SFT for IFT/EFT, and
+GRPO from self-reward with TRL's ``GRPOTrainer``.
 
 This is the only module that imports TRL. A pair's prompt is the question and
 the previous steps (the exact text the policy saw during search), and chosen /
@@ -495,4 +496,40 @@ def train_sft(model, tok, examples: Sequence[dict[str, Any]], init: InitConfig, 
     tokens = sum(len(r["input_ids"]) for r in trainer.train_dataset)
     metrics = {"examples": len(examples), **trained, "padding_free": bool(trainer.padding_free),
                "tokens_per_epoch": tokens}
+    return metrics, final
+
+
+def train_grpo(model, tok, problems: Sequence[dict[str, Any]], reward, cfg: TrainConfig, adapter_dir: str | Path, *,
+               generations: int, temperature: float, top_p: float, max_completion_tokens: int, seed: int = 0,
+               device: str = "auto") -> tuple[dict[str, Any], Any]:
+    """Online RL with TRL's ``GRPOTrainer``: ``generations`` solutions sampled per problem (a group), rewarded by
+    ``reward`` (a TRL reward function: :class:`presrm.self_reward.SelfReward`), the group-relative advantages
+    trained with ``train.grpo_beta`` as the KL coefficient (0: no reference model, TRL's default).
+
+    ``problems``: records with ``prompt`` (the text the policy continues), ``id``, ``question`` and ``answer``
+    (handed to ``reward`` as keyword arguments). ``train.batch_size`` problems per device batch, each with its
+    ``generations`` samples. Returns the metrics and the trained model (a peft model with LoRA).
+    """
+    import datasets
+    from trl import GRPOConfig, GRPOTrainer
+
+    if not problems:
+        raise ValueError("no problems to train on")
+    work = Path(adapter_dir).parent / ".trainer"
+    base_path = model.name_or_path
+    args = GRPOConfig(**_common_args(cfg, device, seed, work), per_device_train_batch_size=cfg.batch_size * generations,
+                      num_generations=generations, max_completion_length=max_completion_tokens,
+                      temperature=temperature, top_p=top_p, learning_rate=cfg.learning_rate,
+                      num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, beta=cfg.grpo_beta,
+                      remove_unused_columns=False, log_completions=False)
+    _fix_precision(args, cfg, device)
+    dataset = datasets.Dataset.from_list([{k: p[k] for k in ("prompt", "id", "question", "answer")} for p in problems])
+    with _tensorboard_dir(work):
+        trainer = GRPOTrainer(model=model, reward_funcs=reward, args=args, train_dataset=dataset,
+                              processing_class=tok, peft_config=_lora_config(cfg) if cfg.lora else None)
+    trained, final = _train_and_save(trainer, cfg, adapter_dir, base_path)
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    metrics = {"algorithm": "grpo", "problems": len(problems), "generations": generations, **trained,
+               "first_reward": history[0]["reward"] if history else None,
+               "last_reward": history[-1]["reward"] if history else None}
     return metrics, final
