@@ -394,15 +394,22 @@ def _given_m1(cfg: RunConfig, out: StageDir) -> dict[str, Any]:
     return record
 
 
+def _search_problems(cfg: RunConfig, k: int, what: str):
+    """``(task, problems, overlap)``: iteration ``k``'s train problems (``search.*``), those that are eval
+    problems left out (``overlap`` of them)."""
+    task = load_task(cfg.search.task, cfg.tasks_dir)
+    offset, count = cfg.search.problems_at(k)
+    problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
+    problems, overlap = _apart_from_eval(cfg, problems, f"iteration {k} {what}")
+    return task, problems, overlap
+
+
 def _search_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[list[dict[str, Any]], bool]:
     from presrm.search import search_stats, solution_search, step_search
 
     if out.searched():
         return read_jsonl(out.pairs), True
-    task = load_task(cfg.search.task, cfg.tasks_dir)
-    offset, count = cfg.search.problems_at(k)
-    problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
-    problems, overlap = _apart_from_eval(cfg, problems, f"iteration {k} search")
+    task, problems, overlap = _search_problems(cfg, k, "search")
     with open_run_engine(cfg, spec, search=True, samples=True) as engine:  # released before training
         judge = make_run_judge(cfg, engine, task=cfg.search.task)
         # Under accelerate launch each rank searches its own block of the problems (so the samples differ from a
@@ -437,10 +444,7 @@ def _grpo_stage(cfg: RunConfig, spec: str, out: StageDir, k: int) -> tuple[dict[
 
     if out.trained():
         return read_json(out.train), True
-    task = load_task(cfg.search.task, cfg.tasks_dir)
-    offset, count = cfg.search.problems_at(k)
-    problems = load_problems(task, limit=count, offset=offset, data_file=cfg.search.data_file)
-    problems, overlap = _apart_from_eval(cfg, problems, f"iteration {k} grpo")
+    task, problems, overlap = _search_problems(cfg, k, "grpo")
     RUN_ENGINE.release()
     options = EngineOptions(name="hf", device=cfg.device, precision=inference_precision(cfg, search=True),
                             batch_size=cfg.search.batch_size, seed=cfg.seed + k)
