@@ -7,7 +7,8 @@ bf16 inference sees). On a GPU it then runs, where vllm imports, the same recipe
 process, and under ``accelerate launch`` on every GPU: ``configs/accelerate/single_gpu.yaml`` (one GPU) or
 ``ddp.yaml`` (more), ``zero3.yaml`` (when deepspeed is installed) and ``fsdp2.yaml``, one DPO step each,
 checking that the weights changed; with two or more GPUs and vllm, also ``ddp.yaml`` with ``engine=vllm``
-(one vLLM engine per rank). One line per check says ``ok`` or what failed. Figures go to
+(one vLLM engine per rank). Before those, the shared-prefix step-DPO path against TRL's (the smoke run's
+pairs, fp32: reference log-probs and loss). One line per check says ``ok`` or what failed. Figures go to
 ``<out>/gpu_check.json``.
 
 Exit status 1 when a check fails (no weight changed, not bf16 autocast, not fp32 master weights).
@@ -144,6 +145,47 @@ def launch(config: str, processes: int, overrides: list[str]) -> int:
     return subprocess.run(cmd, cwd=ROOT).returncode
 
 
+def shared_prefix_check(model: str, device: str, pairs: list[dict], out: Path) -> tuple[dict, list[str]]:
+    """``train.shared_prefix`` on this device: the one-pass-per-pair path against TRL's two rows, in fp32 with
+    LoRA, on the smoke run's own pairs: the precomputed reference log-probs and the loss of one batch (the
+    adapter moved off zero first). On CUDA the masked and the causal passes run different SDPA kernels, so the
+    bound is 1e-4 relative, where the CPU test (tests/test_shared_prefix.py) holds 1e-5."""
+    import copy
+
+    import torch
+
+    from presrm.config import TrainConfig
+    from presrm.models import load_model
+    from presrm.train import step_dpo_trainer
+
+    base, tok = load_model(model, device=device, training=True, precision="fp32")
+    got = {}
+    for shared in (False, True):
+        cfg = TrainConfig(lora=True, precision="fp32", batch_size=len(pairs), max_steps=1, shared_prefix=shared)
+        trainer = step_dpo_trainer(copy.deepcopy(base), tok, pairs, cfg, out / f"shared_prefix_{shared}" / ".trainer",
+                                   device=device)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for _, p in sorted(trainer.model.named_parameters()):
+                if p.requires_grad:
+                    p.add_(0.01 * torch.randn(p.shape, generator=g).to(p.device))
+        rows = [trainer.train_dataset[i] for i in range(len(trainer.train_dataset))]
+        with torch.no_grad():
+            loss = trainer.compute_loss(trainer.model, trainer._prepare_inputs(trainer.data_collator(rows)))
+        refs = [r[key] for key in ("ref_chosen_logps", "ref_rejected_logps") for r in rows]
+        got[shared] = (torch.tensor(refs), float(loss), trainer.shared_attention)
+    (ref_a, loss_a, _), (ref_b, loss_b, attention) = got[False], got[True]
+    ref_diff = float(((ref_b - ref_a).abs() / ref_a.abs().clamp(min=1.0)).max())
+    loss_diff = abs(loss_b - loss_a) / max(abs(loss_a), 1.0)
+    figures = {"pairs": len(pairs), "attention": attention, "ref_logps_max_rel_diff": ref_diff,
+               "loss_rel_diff": loss_diff, "loss": loss_a}
+    problems = [f"shared prefix: {what} differs from TRL's path by {d:.2g} (relative)"
+                for what, d in (("a reference log-prob", ref_diff), ("the loss", loss_diff)) if d > 1e-4]
+    if attention is None:
+        problems.append("shared prefix: not used (the model's attention takes no 4D mask)")
+    return figures, problems
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
@@ -184,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     run(cfg, resume=True)  # a rerun continues its earlier runs
     record("one process", out / name)
     checked(result, "one process", problems)
+    before = len(problems)
+    pairs = [json.loads(line) for line in (out / name / "iter_0" / "pairs.jsonl").read_text().splitlines()][:4]
+    result["shared_prefix"], found = shared_prefix_check(args.model, args.device, pairs, out)
+    problems.extend(found)
+    checked(result, "shared prefix", problems, before)
 
     gpus = torch.cuda.device_count() if args.device == "cuda" else 0
     has_vllm = importlib.util.find_spec("vllm") is not None

@@ -24,4 +24,5 @@ def test_gpu_check_dry_run_on_cpu(tiny_model_dir, gsm8k_like, tmp_path):
     assert one["summary"]["changed"] == one["summary"]["tensors"] == len(one["per_tensor"]) > 0
     assert all(0 < row["max_abs_change"] <= 1.01 * result["lr"] for row in one["per_tensor"])
     assert "model.layers.0.self_attn.q_proj.weight" in r.stdout  # the per-tensor table is printed
-    assert result["problems"] == []
+    assert result["problems"] == [] and "gpu_check: shared prefix: ok" in r.stdout
+    assert result["shared_prefix"]["attention"] == "sdpa" and result["shared_prefix"]["loss_rel_diff"] < 1e-5
