@@ -294,7 +294,7 @@ def solution_steps(raw: str, max_steps: int) -> list[str]:
     """A sampled solution (what followed the prompt's ``Step 1:``) as its steps, up to its first final-answer step
     and at most ``max_steps`` of them.
 
-    >>> solution_steps(" 3 + 4 = 7\nStep 2: The answer is 7.\nStep 3: more", 8)
+    >>> solution_steps(" 3 + 4 = 7\\nStep 2: The answer is 7.\\nStep 3: more", 8)
     ['Step 1: 3 + 4 = 7', 'Step 2: The answer is 7.']
     """
     if not raw.strip():
