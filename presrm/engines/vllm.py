@@ -125,6 +125,48 @@ def cpu_binding(cores: Sequence[int] | None = None) -> dict[str, str]:
     return {"VLLM_CPU_OMP_THREADS_BIND": bind, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 
 
+_DIE_WITH_PARENT = False
+"""True while ``vllm.LLM`` is being built in this process: a process forked then (vLLM's engine core, and the
+worker the engine core forks in turn, which inherits the flag) dies with the thread that forked it."""
+
+
+def _die_with_parent() -> None:
+    """In a child just forked (``os.register_at_fork``): ask Linux for SIGKILL when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``), then check the parent did not die before the request took hold."""
+    if not _DIE_WITH_PARENT:
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() != parent:
+            os._exit(1)
+    except (OSError, AttributeError):  # not Linux: nothing to ask for
+        pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_die_with_parent)
+
+
+@contextlib.contextmanager
+def _children_die_with_us():
+    """vLLM runs its engine core in a process of its own (forked on a CPU), which runs the model worker in another;
+    nothing in vLLM 0.32 stops them when this process is killed with ``kill -9``: they kept the machine's memory
+    and cores, for minutes (tests/test_resume_kill_vllm.py found it). Processes forked while the engine is built
+    get a parent-death signal. vLLM's ``spawn`` start method (forced on GPUs once CUDA is initialised) execs its
+    children without a Python fork hook, so there this guard does not reach; docs/pipeline.md says so."""
+    global _DIE_WITH_PARENT
+    previous, _DIE_WITH_PARENT = _DIE_WITH_PARENT, True
+    try:
+        yield
+    finally:
+        _DIE_WITH_PARENT = previous
+
+
 class VLLMEngine(EngineBase):
     """A ``vllm.LLM`` behind the engine interface; build it with :meth:`load` (or ``presrm.engines.open_engine``).
 
@@ -174,7 +216,8 @@ class VLLMEngine(EngineBase):
                 os.environ.update(binding)  # read by the worker process vLLM starts
         start = time.perf_counter()
         try:
-            llm = vllm.LLM(**kwargs)
+            with _children_die_with_us():
+                llm = vllm.LLM(**kwargs)
         except Exception as e:  # noqa: BLE001 - vLLM raises many types; say which model and settings failed
             why = " ".join(f"{type(e).__name__}: {e}".split())[:400]
             raise ModelLoadError(f"vLLM could not load {spec!r} from {path} ({why}); check the vllm: settings "
