@@ -537,11 +537,10 @@ def _staged(progress: Progress, label: str, fn, *args) -> Any:
     try:
         result, skipped = fn(*args)
     except BaseException as e:
-        lost = dist.rank_lost(e, label)
-        if lost is not None:
-            from presrm.signals import landed
+        from presrm.signals import turned_into
 
-            landed()  # the launcher's SIGTERM has done its work: this error says more
+        lost = turned_into(dist.rank_lost, e, label)  # the launcher's SIGTERM has done its work
+        if lost is not None:
             raise lost from e
         raise
     progress.done(label, skipped=skipped)

@@ -4,14 +4,15 @@ a run unwinds (no temporary file left) and the CLI says in one line how to resum
 Python drops an exception raised inside a finalizer (``Exception ignored in ... __del__``): a Ctrl-C that lands
 in garbage collection would be lost and the run would go on (seen in tests/test_resume_kill.py). So the handler
 raises again every :data:`REDELIVER_S` seconds (SIGALRM) until the command has unwound
-(:func:`restore_signals`), or until the stop has been turned into another error on its way out (:func:`landed`:
-a lost rank under ``accelerate launch``, presrm.loop).
+(:func:`restore_signals`), or until the stop has been turned into another error on its way out
+(:func:`turned_into`: a lost rank under ``accelerate launch``, presrm.loop).
 """
 
 from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from typing import Any
 
 REDELIVER_S = 0.25
@@ -57,6 +58,31 @@ def landed() -> None:
     """The stop has reached code that unwinds with another error (it was turned into one): raise it no more."""
     if threading.current_thread() is threading.main_thread():
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def turned_into(decide: Callable[..., BaseException | None], *args: Any) -> BaseException | None:
+    """Call ``decide(*args)`` (what a stop, or another error, should become) with SIGTERM and the re-delivery held, and
+    return its answer. An answer means the stop has landed: the re-delivery is cancelled and a SIGTERM or
+    re-delivery that came meanwhile (a launcher stopping every rank) is dropped, so the answer is what unwinds.
+    No answer: whatever came meanwhile is delivered as usual. A Ctrl-C is never dropped.
+
+    Without the hold, a re-delivery due while ``decide`` runs (it takes longer than :data:`REDELIVER_S` on a
+    loaded machine) would raise inside it, and the run would end with "terminated (SIGTERM)" instead of the error
+    that says more (seen in tests/test_rank_failure.py).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return decide(*args)
+    held = {signal.SIGTERM, signal.SIGALRM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        answer = decide(*args)
+        if answer is not None:
+            landed()
+            for sig in held & signal.sigpending():
+                signal.sigwait({sig})  # consumed here, never delivered
+        return answer
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def restore_signals(previous: dict[int, Any]) -> None:
