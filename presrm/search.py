@@ -343,11 +343,11 @@ def solution_search(engine, judge, task: Task, problems: Sequence[Problem], cfg:
             if steps:
                 distinct.setdefault("\n".join(steps), steps)
         solutions.append(list(distinct.values()))
-    scores = _score_solutions(judge, [p.question for p in problems], solutions, aggregate_how,
+    scores = score_solutions(judge, [p.question for p in problems], solutions, aggregate_how,
                               desc=f"iter {iteration}: judge solutions")
     records, pairs = [], []
     for problem, prompt, sols, scs in zip(problems, asked, solutions, scores, strict=True):
-        record, pair = _solution_round(problem, prompt.removesuffix("Step 1:"), sols, scs, judge, cfg, iteration,
+        record, pair = solution_round(problem, prompt.removesuffix("Step 1:"), sols, scs, judge, cfg, iteration,
                                        aggregate_how)
         records.append(record)
         if pair is not None:
@@ -355,8 +355,8 @@ def solution_search(engine, judge, task: Task, problems: Sequence[Problem], cfg:
     return records, pairs
 
 
-def _score_solutions(judge, questions: Sequence[str], solutions: Sequence[Sequence[Sequence[str]]],
-                     aggregate_how: str, *, desc: str | None = None) -> list[list[tuple[float | None, list]]]:
+def score_solutions(judge, questions: Sequence[str], solutions: Sequence[Sequence[Sequence[str]]],
+                    aggregate_how: str, *, desc: str | None = None) -> list[list[tuple[float | None, list]]]:
     """Per problem, per solution: ``(score, step scores)``, every problem judged in one call."""
     from presrm.judges.common import SolutionToJudge, StepToJudge
 
@@ -381,9 +381,13 @@ def _score_solutions(judge, questions: Sequence[str], solutions: Sequence[Sequen
     return out
 
 
-def _solution_round(problem: Problem, prompt: str, sols: list[list[str]], scs: list[tuple[float | None, list]],
-                    judge, cfg: SearchConfig, iteration: int,
-                    aggregate_how: str) -> tuple[dict[str, Any], StepPair | None]:
+def solution_round(problem: Problem, prompt: str, sols: list[list[str]], scs: list[tuple[float | None, list]],
+                   judge, cfg: SearchConfig, iteration: int,
+                   aggregate_how: str) -> tuple[dict[str, Any], StepPair | None]:
+    """One problem's solution-level round: ``sols`` (each a list of steps) scored ``scs`` by
+    :func:`score_solutions`, checked by the verifier; the trace record, and the best-against-worst pair (None when
+    fewer than two are scored, best and worst tie, or grounding drops the chosen). Shared with
+    :class:`presrm.self_reward.SelfReward`, which logs GRPO's groups as the same records."""
     checked = [_solution_verdict(sol, problem.answer) for sol in sols]
     score = [s for s, _ in scs]
     scored = [i for i, x in enumerate(score) if x is not None]

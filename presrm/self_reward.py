@@ -42,13 +42,13 @@ class SelfReward:
 
     def __call__(self, prompts: Sequence[str], completions: Sequence[str], *, id: Sequence[str],  # noqa: A002
                  question: Sequence[str], answer: Sequence[str], **_: Any) -> list[float]:
-        from presrm.search import _score_solutions, solution_steps
+        from presrm.search import score_solutions, solution_steps
         from presrm.verify import check_solution
 
         self.calls += 1
         sols = [solution_steps(c, self.cfg.max_steps) for c in completions]
-        scored = _score_solutions(self.judge, list(question), [[s] for s in sols], self.aggregate_how,
-                                  desc=f"iter {self.iteration}: self-reward")
+        scored = score_solutions(self.judge, list(question), [[s] for s in sols], self.aggregate_how,
+                                 desc=f"iter {self.iteration}: self-reward")
         rewards = []
         for steps, ((score, _),) in zip(sols, scored, strict=True):
             reward = float(score) if score is not None else 0.0
@@ -60,7 +60,7 @@ class SelfReward:
 
     def _keep(self, prompts, sols, scored, rewards, ids, questions, answers) -> None:
         """Group the call's rollouts by problem and record each group as one search round."""
-        from presrm.search import _solution_round
+        from presrm.search import solution_round
 
         groups: dict[str, list[int]] = {}
         for i, pid in enumerate(ids):
@@ -69,8 +69,8 @@ class SelfReward:
         for pid, rows in groups.items():
             problem = Problem(id=pid, question=questions[rows[0]], answer=answers[rows[0]])
             group = [(rewards[i], scored[i][0][1]) for i in rows]
-            record, _ = _solution_round(problem, prompts[rows[0]], [sols[i] for i in rows], group, self.judge,
-                                        no_pairs, self.iteration, self.aggregate_how)
+            record, _ = solution_round(problem, prompts[rows[0]], [sols[i] for i in rows], group, self.judge,
+                                       no_pairs, self.iteration, self.aggregate_how)
             entry = record["search"][0]
             entry.update(round=self.calls, granularity="rollout", pair=False, dropped=None, action="rollout")
             kept = self._records.get(pid)
