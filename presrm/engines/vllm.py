@@ -164,15 +164,17 @@ if hasattr(os, "register_at_fork"):
 
 
 def _spawn_wrapper() -> Path | None:
-    """An executable that starts Python with a parent-death signal (:data:`_SPAWN_WRAPPER`), in presrm's cache;
-    None where it cannot be written or the platform has no ``prctl``."""
+    """An executable that starts this interpreter with a parent-death signal (:data:`_SPAWN_WRAPPER`), in presrm's
+    cache, one per interpreter (two venvs sharing the cache never start each other's Python); None where it cannot
+    be written or the platform has no ``prctl``."""
+    import hashlib
     import sys
 
     if not sys.platform.startswith("linux"):
         return None
     from presrm.models import cache_dir
 
-    path = cache_dir() / "die_with_parent.py"
+    path = cache_dir() / f"die_with_parent-{hashlib.sha256(sys.executable.encode()).hexdigest()[:12]}.py"
     text = f"#!{sys.executable}\n{_SPAWN_WRAPPER}"
     try:
         if not path.is_file() or path.read_text() != text:
