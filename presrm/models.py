@@ -117,6 +117,9 @@ def bf16_probe(n: int = 1024, reps: int = 3) -> dict[str, Any]:
     import time
 
     key = f"{cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    if isa:  # oneDNN told to use fewer instructions than the CPU has (it runs torch's bf16 matmuls): its own figures
+        key += f" | oneDNN ISA {isa}"
     path = cache_dir() / "bf16_probe.json"
     try:
         cached = json.loads(path.read_text())
@@ -132,6 +135,7 @@ def bf16_probe(n: int = 1024, reps: int = 3) -> dict[str, Any]:
         rates[str(dtype).removeprefix("torch.")] = round(2 * n ** 3 / best / 1e9, 1)
     flags = _cpu_flags()
     record = {"cpu": cpu_model(), "torch": torch.__version__, "threads": torch.get_num_threads(), "n": n,
+              **({"onednn_max_cpu_isa": isa} if isa else {}),
               "fp32_gflops": rates["float32"], "bf16_gflops": rates["bfloat16"],
               "ratio": round(rates["bfloat16"] / rates["float32"], 2),
               "flags": sorted(f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags)}
