@@ -274,7 +274,7 @@ def step_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: Sea
     return records, _finish_pairs(states, records, cfg)
 
 
-SOLUTION_WRONG = "chosen solution verifiably wrong (its answer or a step's arithmetic)"
+SOLUTION_WRONG = "chosen solution has a step with verifiably wrong arithmetic"
 SOLUTION_TIE = "every solution scores the same"
 FEW_SCORED = "fewer than two distinct solutions with a score"
 FLAG_SOLUTION_REJECTED_RIGHT = "rejected solution verifiably right, chosen solution unverifiable"
@@ -324,10 +324,12 @@ def solution_search(engine, judge, task: Task, problems: Sequence[Problem], cfg:
 
     A solution's score is the outcome judge's (a solution judge), or its steps' scores aggregated with
     ``aggregate_how`` (a step judge; unreadable scores left out). The highest score is chosen and the lowest
-    rejected; a tie between them, or fewer than two distinct scored solutions, gives no pair. Grounding drops a
-    pair whose chosen solution is verifiably wrong (its answer, or a step's arithmetic) and flags one whose
-    rejected solution is verifiably right while the chosen is unverifiable; ``require_correct_answer`` keeps
-    a problem's pair only when the chosen answer is right. Records and pairs have step search's shapes (one
+    rejected; a tie between them, or fewer than two distinct scored solutions, gives no pair. Grounding is step
+    search's: it drops a pair whose chosen solution has a step with verifiably wrong arithmetic, and flags one
+    whose rejected solution is verifiably right (right answer, no wrong step) while the chosen is not; the gold
+    answer decides only with ``require_correct_answer``, which keeps a problem's pair only when the chosen
+    answer is right (as step search keeps a problem's pairs). So both granularities train on what the same
+    verifier lets through. Records and pairs have step search's shapes (one
     round per problem, whose candidates are whole solutions), so stats, reports and training read them as
     they are; the pair's prompt is step 1's, its chosen and rejected whole solutions.
     """
@@ -412,13 +414,13 @@ def solution_round(problem: Problem, prompt: str, sols: list[list[str]], scs: li
         verdicts = [v for v, _, _ in checked]
         if score[best] == score[worst]:
             entry["dropped"] = SOLUTION_TIE
-        elif cfg.grounding and verdicts[best] == "incorrect":
+        elif cfg.grounding and "incorrect" in checked[best][2]:  # a step's arithmetic, as step search checks
             entry["dropped"] = SOLUTION_WRONG
         elif cfg.grounding and cfg.require_correct_answer and verdicts[best] != "correct":
             entry["dropped"] = ANSWER_WRONG
         else:
             flag = (FLAG_SOLUTION_REJECTED_RIGHT if cfg.grounding and verdicts[worst] == "correct"
-                    and verdicts[best] == "unverifiable" else None)
+                    and verdicts[best] != "correct" else None)
             entry.update(pair=True, flag=flag)
             pair = StepPair(
                 prompt=prompt, chosen="\n".join(sols[best]) + "\n", rejected="\n".join(sols[worst]) + "\n",

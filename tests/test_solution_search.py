@@ -95,7 +95,9 @@ def test_step_judge_aggregated_picks_best_and_worst(tiny):
 
 @pytest.mark.parametrize(("sols", "answer", "reason", "flag"), [
     ([" Q=0.5 The answer is 7.", " Q=0.5 The answer is 8."], "7", SOLUTION_TIE, None),
-    ([" Q=0.9 The answer is 8.", " Q=0.1 The answer is 7."], "7", SOLUTION_WRONG, None),  # grounding
+    # grounding is step search's: a wrong answer alone is no reason to drop (the gold answer decides only with
+    # require_correct_answer), a rejected solution that is right is flagged
+    ([" Q=0.9 The answer is 8.", " Q=0.1 The answer is 7."], "7", None, FLAG_SOLUTION_REJECTED_RIGHT),
     ([" 3 + 4 = 9 Q=0.9\nStep 2: The answer is 7.", " Q=0.1 The answer is 7."], "7", SOLUTION_WRONG, None),
     ([" Q=0.9 The answer is 7.", " no score here"], "7", FEW_SCORED, None),  # unreadable scores are left out
     ([" I think so. Q=0.9", " Q=0.1 The answer is 7."], "7", None, FLAG_SOLUTION_REJECTED_RIGHT),
@@ -115,8 +117,14 @@ def test_require_correct_answer(tiny):
     assert search_stats(records, pairs)["no_pair_reasons"] == {ANSWER_WRONG: 1}
 
 
-def test_grounding_off_keeps_a_wrong_chosen(tiny):
+def test_require_correct_answer_drops_a_wrong_answer(tiny):
     sols = [" Q=0.9 The answer is 8.", " Q=0.1 The answer is 7."]
+    records, pairs = _run(tiny, SolutionScores(), sols, cfg=SearchConfig(k=2, max_steps=4, require_correct_answer=True))
+    assert not pairs and records[0]["search"][0]["dropped"] == ANSWER_WRONG
+
+
+def test_grounding_off_keeps_a_wrong_chosen(tiny):
+    sols = [" 3 + 4 = 9 Q=0.9\nStep 2: The answer is 7.", " Q=0.1 The answer is 7."]
     _, pairs = _run(tiny, SolutionScores(), sols, cfg=SearchConfig(k=2, max_steps=4, grounding=False))
     assert len(pairs) == 1 and pairs[0].meta["chosen_verdict"] == "incorrect"
 
