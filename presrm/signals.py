@@ -23,12 +23,19 @@ class Terminated(BaseException):
     """SIGTERM arrived (a cluster's time limit, ``kill``): unwinds like Ctrl-C, so no temporary file is left."""
 
 
+_holding = False
+"""True while :func:`turned_into` decides what a stop becomes: a SIGTERM (or its re-delivery) then raises
+nothing and only keeps the re-delivery armed."""
+
+
 def _stopper(exc: type[BaseException]):
     """A signal handler that raises ``exc`` and, until the command has unwound, raises it again every
     :data:`REDELIVER_S` seconds."""
     def handler(signum, frame) -> None:
         signal.signal(signal.SIGALRM, handler)
         signal.setitimer(signal.ITIMER_REAL, REDELIVER_S)
+        if _holding and exc is Terminated:
+            return  # turned_into is deciding; the re-delivery raises it afterwards if nothing was decided
         raise exc
     return handler
 
@@ -61,28 +68,28 @@ def landed() -> None:
 
 
 def turned_into(decide: Callable[..., BaseException | None], *args: Any) -> BaseException | None:
-    """Call ``decide(*args)`` (what a stop, or another error, should become) with SIGTERM and the re-delivery held, and
-    return its answer. An answer means the stop has landed: the re-delivery is cancelled and a SIGTERM or
-    re-delivery that came meanwhile (a launcher stopping every rank) is dropped, so the answer is what unwinds.
-    No answer: whatever came meanwhile is delivered as usual. A Ctrl-C is never dropped.
+    """Call ``decide(*args)`` (what a stop, or another error, should become) with SIGTERM and its re-delivery
+    held, and return its answer. An answer means the stop has landed: the re-delivery is cancelled, so the
+    answer is what unwinds, whatever SIGTERM came meanwhile (a launcher stopping every rank). No answer: a
+    SIGTERM that came meanwhile is raised by the re-delivery within :data:`REDELIVER_S`. Ctrl-C is never held.
 
     Without the hold, a re-delivery due while ``decide`` runs (it takes longer than :data:`REDELIVER_S` on a
     loaded machine) would raise inside it, and the run would end with "terminated (SIGTERM)" instead of the error
-    that says more (seen in tests/test_rank_failure.py).
+    that says more (seen in tests/test_rank_failure.py). The hold is a flag the Python-level handler reads, not a
+    blocked signal mask: a process-directed signal goes to any thread that does not block it (torch's, a
+    progress bar's), and Python runs the handler on the main thread all the same.
     """
+    global _holding
     if threading.current_thread() is not threading.main_thread():
         return decide(*args)
-    held = {signal.SIGTERM, signal.SIGALRM}
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    held, _holding = _holding, True
     try:
         answer = decide(*args)
-        if answer is not None:
-            landed()
-            for sig in held & signal.sigpending():
-                signal.sigwait({sig})  # consumed here, never delivered
-        return answer
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        _holding = held
+    if answer is not None:
+        landed()
+    return answer
 
 
 def restore_signals(previous: dict[int, Any]) -> None:

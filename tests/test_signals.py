@@ -3,6 +3,7 @@ decision takes and whatever stops arrive meanwhile; undecided, the stop goes on 
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -10,11 +11,18 @@ import pytest
 from presrm.signals import REDELIVER_S, Terminated, landed, restore_signals, stop_on_signals, turned_into
 
 
-@pytest.fixture
-def handlers():
+@pytest.fixture(params=["main thread only", "another thread running"])
+def handlers(request):
+    """The handlers installed; with another thread running, the kernel may hand it the signals (as torch's and a
+    progress bar's threads are handed them in a run), so a mask on the main thread alone would not hold them."""
+    done = threading.Event()
+    other = threading.Thread(target=done.wait, daemon=True)
+    if request.param == "another thread running":
+        other.start()
     previous = stop_on_signals()
     yield
     restore_signals(previous)
+    done.set()
 
 
 def _terminated() -> Terminated:
