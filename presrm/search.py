@@ -277,7 +277,7 @@ def step_search(engine, judge, task: Task, problems: Sequence[Problem], cfg: Sea
 SOLUTION_WRONG = "chosen solution has a step with verifiably wrong arithmetic"
 SOLUTION_TIE = "every solution scores the same"
 FEW_SCORED = "fewer than two distinct solutions with a score"
-FLAG_SOLUTION_REJECTED_RIGHT = "rejected solution verifiably right, chosen solution unverifiable"
+FLAG_SOLUTION_REJECTED_RIGHT = "rejected solution verifiably right, chosen solution not"
 
 
 def solution_sampler(engine, cfg: SearchConfig, stop: Sequence[str] = ()) -> Sampler:
@@ -329,9 +329,9 @@ def solution_search(engine, judge, task: Task, problems: Sequence[Problem], cfg:
     whose rejected solution is verifiably right (right answer, no wrong step) while the chosen is not; the gold
     answer decides only with ``require_correct_answer``, which keeps a problem's pair only when the chosen
     answer is right (as step search keeps a problem's pairs). So both granularities train on what the same
-    verifier lets through. Records and pairs have step search's shapes (one
-    round per problem, whose candidates are whole solutions), so stats, reports and training read them as
-    they are; the pair's prompt is step 1's, its chosen and rejected whole solutions.
+    verifier lets through. Records and pairs have step search's shapes (one round per problem, whose candidates
+    are whole solutions), so stats, reports and training read them as they are; the pair's prompt is step 1's,
+    its chosen and rejected whole solutions.
     """
     prompt_for = step_prompter(engine.tok, task)
     sample = sampler or solution_sampler(engine, cfg, task.stop)
@@ -346,11 +346,11 @@ def solution_search(engine, judge, task: Task, problems: Sequence[Problem], cfg:
                 distinct.setdefault("\n".join(steps), steps)
         solutions.append(list(distinct.values()))
     scores = score_solutions(judge, [p.question for p in problems], solutions, aggregate_how,
-                              desc=f"iter {iteration}: judge solutions")
+                             desc=f"iter {iteration}: judge solutions")
     records, pairs = [], []
     for problem, prompt, sols, scs in zip(problems, asked, solutions, scores, strict=True):
         record, pair = solution_round(problem, prompt.removesuffix("Step 1:"), sols, scs, judge, cfg, iteration,
-                                       aggregate_how)
+                                      aggregate_how)
         records.append(record)
         if pair is not None:
             pairs.append(pair)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from presrm.dist import _ended
 from presrm.engines import vllm as engine
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) is Linux's")
@@ -23,11 +24,7 @@ time.sleep(120)
 
 
 def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rpartition(")")[2].split()[0] not in ("Z", "X")
-    except FileNotFoundError:
-        return False
+    return not _ended(pid)
 
 
 def test_one_wrapper_per_interpreter(tmp_path, monkeypatch):
